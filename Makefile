@@ -1,0 +1,32 @@
+# aloop: `make round` and `make test` work as the first command on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= configs/default.yaml
+
+.PHONY: install round test ui bench clean
+
+install: $(STAMP)
+
+# Redone only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+round: install
+	$(BIN)/aloop round --config $(CONFIG)
+
+test: install
+	$(BIN)/pytest -q
+
+ui: install
+	$(BIN)/aloop ui --config $(CONFIG)
+
+bench: install
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,296 @@
+"""Typed configuration: frozen pydantic models loaded from YAML with dotted overrides.
+
+Every stage gets only its own section. Errors are raised before any work starts and
+name the file, the key, the value and what was expected, e.g.::
+
+    configs/default.yaml: gfn.train_steps=-3: Input should be greater than 0
+
+Example:
+    >>> cfg = load_config("configs/smoke.yaml", overrides=["gfn.train_steps=20"])
+    >>> cfg.gfn.train_steps
+    20
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+CRYSTAL_LATTICE_SYSTEMS = (
+    "triclinic",
+    "monoclinic",
+    "orthorhombic",
+    "tetragonal",
+    "rhombohedral",
+    "hexagonal_trigonal",
+    "hexagonal",
+    "cubic",
+)
+"""The 8 crystal-lattice systems: trigonal groups split by their lattice (R vs P)."""
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is wrong; the message says where and why."""
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Range(Section):
+    """A closed interval [min, max]."""
+
+    min: float
+    max: float
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.min < self.max:
+            raise ValueError(f"min={self.min} must be below max={self.max}")
+        return self
+
+
+class LatticeSettings(Section):
+    """Allowed ranges of the lattice parameters (Angstrom, degrees)."""
+
+    length: Range = Range(min=2.0, max=15.0)
+    angle: Range = Range(min=60.0, max=140.0)
+
+
+class SpaceSettings(Section):
+    """The crystal parameter space searched by the Crystal-GFN.
+
+    Restrictions (``lattice_systems``, ``point_symmetries``, ``space_groups``) are
+    intersected; ``None`` means no restriction.
+    """
+
+    elements: list[str] = Field(
+        default_factory=lambda: ["Li", "Na", "Mg", "Al", "Si", "P", "S", "O", "F", "Cl",
+                                 "Ti", "Mn", "Fe", "Co", "Ni", "Cu", "Zn"],
+        min_length=1,
+    )
+    max_atoms_per_element: int = Field(8, gt=0, le=64)
+    max_atoms: int = Field(20, gt=0, le=128)
+    max_elements: int = Field(3, gt=0, le=8)
+    lattice_systems: list[Literal[CRYSTAL_LATTICE_SYSTEMS]] | None = None  # type: ignore[valid-type]
+    point_symmetries: list[Literal["centrosymmetric", "non_centrosymmetric_polar",
+                                   "non_centrosymmetric_non_polar"]] | None = None
+    space_groups: list[int] | None = None
+    lattice: LatticeSettings = LatticeSettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> SpaceSettings:
+        from pymatgen.core.periodic_table import Element
+
+        bad = [e for e in self.elements if not Element.is_valid_symbol(e)]
+        if bad:
+            raise ValueError(f"unknown element symbols {bad}")
+        if len(set(self.elements)) != len(self.elements):
+            raise ValueError(f"duplicate elements in {self.elements}")
+        if self.space_groups is not None:
+            out = [g for g in self.space_groups if not 1 <= g <= 230]
+            if out:
+                raise ValueError(f"space groups {out} are outside 1-230")
+        return self
+
+
+class MPSettings(Section):
+    """Materials Project through mp-api; the key is read from ``MP_API_KEY`` only."""
+
+    endpoint: str | None = None
+    cache_dir: str = ".aloop/mp_cache"
+    max_sites: int = Field(20, gt=0)
+
+
+class DataSettings(Section):
+    """Where the training data comes from."""
+
+    mp: MPSettings = MPSettings()
+    local_path: str | None = None
+    """Folder in the format of ``mp_cgcnn36k`` (summary.csv.gz + cifs.jsonl.xz)."""
+    max_entries: int | None = Field(None, gt=0)
+    cold_start_size: int = Field(16, ge=0)
+    """Size of the initial space-filling design labelled when no data is available."""
+
+
+class ProxySettings(Section):
+    """The uncertainty-aware surrogate."""
+
+    target: Literal["formation_energy_per_atom", "band_gap"] = "formation_energy_per_atom"
+    inducing_points: int = Field(256, gt=0)
+    epochs: int = Field(20, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    lr: float = Field(0.01, gt=0)
+    holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class AcquisitionSettings(Section):
+    """Acquisition function and its mapping to a positive GFlowNet reward."""
+
+    kind: Literal["ucb", "logei", "mean"] = "ucb"
+    beta: float = Field(2.0, ge=0)
+    band_gap_target: float = Field(1.34, ge=0)
+    temperature: float = Field(0.2, gt=0)
+    """Reward = exp(acquisition / temperature), clipped; lower is peakier."""
+    log_reward_min: float = -20.0
+
+
+class GFNSettings(Section):
+    """Crystal-GFN training and sampling."""
+
+    hidden_dim: int = Field(256, gt=0)
+    n_layers: int = Field(2, gt=0)
+    n_beta_components: int = Field(3, gt=0)
+    train_steps: int = Field(1000, gt=0)
+    batch_size: int = Field(128, gt=0)
+    lr: float = Field(1e-3, gt=0)
+    lr_logz: float = Field(1e-1, gt=0)
+    epsilon: float = Field(0.05, ge=0, le=1)
+    temperature: float = Field(1.0, gt=0)
+    replay_size: int = Field(1000, ge=0)
+    replay_fraction: float = Field(0.25, ge=0, le=1)
+    device: str = "auto"
+
+
+class SelectionSettings(Section):
+    """Sampling, novelty and diverse batch selection."""
+
+    n_samples: int = Field(10_000, gt=0)
+    batch_size: int = Field(32, gt=0)
+    chemsys_penalty: float = Field(0.5, ge=0)
+    space_group_penalty: float = Field(0.25, ge=0)
+
+
+class OracleSettings(Section):
+    """Which oracle labels the batch, its own settings and where it runs."""
+
+    name: str = "chgnet"
+    """An ``aloop.oracles`` entry point, or an import path ``package.module:Class``."""
+    settings: dict[str, Any] = Field(default_factory=dict)
+    """Validated by the oracle's own settings model."""
+    executor: Literal["local", "dask"] = "local"
+    scheduler_address: str | None = None
+    timeout_s: float = Field(600.0, gt=0)
+
+
+class StoreSettings(Section):
+    """The experiment database; ``ALOOP_DB_URL`` overrides ``url``."""
+
+    url: str = "sqlite:///aloop.db"
+    lock_ttl_s: float = Field(120.0, gt=0)
+
+
+class TrackingSettings(Section):
+    """MLflow; ``MLFLOW_TRACKING_URI`` overrides ``uri``."""
+
+    uri: str = "sqlite:///mlflow.db"
+    artifact_location: str = "mlartifacts"
+
+
+class Config(Section):
+    """The whole configuration of a campaign."""
+
+    campaign: str = "default"
+    seed: int = 0
+    review: Literal["auto", "manual"] = "auto"
+    space: SpaceSettings = SpaceSettings()
+    data: DataSettings = DataSettings()
+    proxy: ProxySettings = ProxySettings()
+    acquisition: AcquisitionSettings = AcquisitionSettings()
+    gfn: GFNSettings = GFNSettings()
+    selection: SelectionSettings = SelectionSettings()
+    oracle: OracleSettings = OracleSettings()
+    store: StoreSettings = StoreSettings()
+    tracking: TrackingSettings = TrackingSettings()
+
+    @property
+    def db_url(self) -> str:
+        """The database URL, ``ALOOP_DB_URL`` taking precedence over the file."""
+        return os.environ.get("ALOOP_DB_URL") or self.store.url
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking URI, ``MLFLOW_TRACKING_URI`` taking precedence."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or self.tracking.uri
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Split ``key.path=value`` and parse the value as YAML (``200``, ``[Fe, O]``, ``null``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from err
+    return key.strip(), value
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-after"))
+        value = e.get("input")
+        if e["type"] == "extra_forbidden":
+            section = _section_fields(".".join(str(p) for p in e["loc"][:-1]))
+            lines.append(f"{source}: unknown key {loc!r} (valid keys here: {section})")
+        else:
+            lines.append(f"{source}: {loc}={value!r}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _section_fields(dotted: str) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in filter(None, dotted.split(".")):
+        annotation = model.model_fields[part].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return sorted(model.model_fields)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Load a YAML config (default ``configs/default.yaml``) and apply ``key=value`` overrides.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, wrong type or out-of-range value; the
+            message names the file (or ``--set``), the key, the value and what was expected.
+    """
+    path = Path(path) if path is not None else DEFAULT_CONFIG
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    source = str(path)
+    if overrides:
+        for text in overrides:
+            _set_dotted(data, *parse_override(text))
+        source = f"{path} (with --set {' '.join(overrides)})"
+    try:
+        return Config.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(source, err)) from None

@@ -1,0 +1,150 @@
+"""A crystal in the three-stage parameter space: space group, composition, lattice.
+
+``Crystal`` is one point (immutable, hashable, round-trips through ``as_dict``);
+``CrystalBatch`` is many points as tensors over a fixed element list, the form every
+batched stage (GFlowNet, featurizer, proxy, reward) works on.
+
+Example:
+    >>> from pymatgen.core import Composition
+    >>> nacl = Crystal(225, Composition("Na4Cl4"), (5.64, 5.64, 5.64, 90.0, 90.0, 90.0))
+    >>> nacl.formula
+    'Na4 Cl4'
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pymatgen.core import Composition, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+LATTICE_KEYS = ("a", "b", "c", "alpha", "beta", "gamma")
+SYMPREC = 0.1
+"""Symmetry tolerance (Angstrom) used to put structures into the space, as in MP's summary."""
+
+
+@dataclass(frozen=True)
+class Crystal:
+    """One crystal: space group number, atom counts in the conventional cell, lattice.
+
+    Args:
+        space_group: international number, 1-230.
+        composition: atom counts of the conventional standard cell (integers).
+        lattice: (a, b, c) in Angstrom and (alpha, beta, gamma) in degrees.
+    """
+
+    space_group: int
+    composition: Composition
+    lattice: tuple[float, float, float, float, float, float]
+
+    @property
+    def formula(self) -> str:
+        """Full cell formula, elements by electronegativity, e.g. ``'Fe4 O6'``."""
+        return self.composition.formula
+
+    @property
+    def chemical_system(self) -> str:
+        """Dash-joined sorted elements, e.g. ``'Fe-O'``."""
+        return self.composition.chemical_system
+
+    @property
+    def composition_key(self) -> str:
+        """Cheap dedup key on space group and cell composition."""
+        return f"{self.space_group}:{self.formula}"
+
+    @property
+    def canonical_hash(self) -> str:
+        """Stable hash of space group, composition and lattice (0.01 A / 0.1 degree)."""
+        lengths = ",".join(f"{x:.2f}" for x in self.lattice[:3])
+        angles = ",".join(f"{x:.1f}" for x in self.lattice[3:])
+        text = f"{self.composition_key}|{lengths}|{angles}"
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_structure(cls, structure: Structure, *, symprec: float = SYMPREC) -> Crystal:
+        """The crystal of a pymatgen structure, in its conventional standard cell."""
+        analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
+        conventional = analyzer.get_conventional_standard_structure()
+        lattice = conventional.lattice
+        return cls(
+            space_group=analyzer.get_space_group_number(),
+            composition=Composition({el: int(round(n)) for el, n in conventional.composition.items()}),
+            lattice=tuple(float(x) for x in (*lattice.abc, *lattice.angles)),  # type: ignore[arg-type]
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "space_group": self.space_group,
+            "formula": self.formula,
+            **dict(zip(LATTICE_KEYS, self.lattice, strict=True)),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Crystal:
+        return cls(
+            space_group=int(d["space_group"]),
+            composition=Composition(d["formula"]),
+            lattice=tuple(float(d[k]) for k in LATTICE_KEYS),  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class CrystalBatch:
+    """A batch of crystals as tensors over a fixed element list.
+
+    Attributes:
+        elements: element symbols, the columns of ``counts``.
+        space_group: ``(N,)`` long, 1-230.
+        counts: ``(N, E)`` long, atoms of each element in the conventional cell.
+        lattice: ``(N, 6)`` float, a b c (Angstrom) alpha beta gamma (degrees).
+    """
+
+    elements: tuple[str, ...]
+    space_group: torch.Tensor
+    counts: torch.Tensor
+    lattice: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.space_group.shape[0])
+
+    def to(self, device: torch.device | str) -> CrystalBatch:
+        return CrystalBatch(self.elements, self.space_group.to(device), self.counts.to(device),
+                            self.lattice.to(device))
+
+    def __getitem__(self, index: Any) -> CrystalBatch:
+        return CrystalBatch(self.elements, self.space_group[index], self.counts[index], self.lattice[index])
+
+    @classmethod
+    def from_crystals(cls, crystals: Sequence[Crystal], elements: Sequence[str]) -> CrystalBatch:
+        """Stack crystals; raises ``ValueError`` for an element not in ``elements``."""
+        column = {el: i for i, el in enumerate(elements)}
+        counts = torch.zeros(len(crystals), len(elements), dtype=torch.long)
+        for row, crystal in enumerate(crystals):
+            for el, n in crystal.composition.items():
+                if el.symbol not in column:
+                    raise ValueError(f"{crystal.formula}: element {el.symbol} is not in {list(elements)}")
+                counts[row, column[el.symbol]] = int(round(n))
+        return cls(
+            elements=tuple(elements),
+            space_group=torch.tensor([c.space_group for c in crystals], dtype=torch.long),
+            counts=counts,
+            lattice=torch.tensor([c.lattice for c in crystals], dtype=torch.float64).reshape(-1, 6),
+        )
+
+    def to_crystals(self) -> list[Crystal]:
+        """One ``Crystal`` per row (a Python loop: use at the edges, not on hot paths)."""
+        sg = self.space_group.tolist()
+        counts = self.counts.tolist()
+        lattice = self.lattice.tolist()
+        return [
+            Crystal(
+                space_group=int(sg[i]),
+                composition=Composition({el: n for el, n in zip(self.elements, counts[i], strict=True) if n}),
+                lattice=tuple(float(x) for x in lattice[i]),  # type: ignore[arg-type]
+            )
+            for i in range(len(sg))
+        ]
