@@ -28,8 +28,8 @@ CRYSTAL_LATTICE_SYSTEMS = (
     "monoclinic",
     "orthorhombic",
     "tetragonal",
-    "rhombohedral",
-    "hexagonal_trigonal",
+    "trigonal_rhombohedral",
+    "trigonal_hexagonal",
     "hexagonal",
     "cubic",
 )
