@@ -1,0 +1,163 @@
+"""Novelty against known materials and greedy selection of a diverse, high-acquisition batch.
+
+Novelty is decided cheaply first (a reduced composition that no known material has is
+novel) and only then with pymatgen's ``StructureMatcher`` against the known structures of
+the same composition, the convention of MatterGen and matbench-discovery.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
+
+from aloop.space import Crystal
+
+MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}
+
+
+def structure_matcher() -> StructureMatcher:
+    """The matcher used for novelty and uniqueness everywhere in aloop."""
+    return StructureMatcher(**MATCHER_SETTINGS)
+
+
+@dataclass
+class KnownMaterials:
+    """Materials already known (Materials Project, the store), grouped by reduced formula.
+
+    ``structures`` may be empty for a formula whose structures are unknown (a label
+    imported by formula only): such a formula makes every candidate of it not novel.
+    """
+
+    structures: dict[str, list[Structure]] = field(default_factory=lambda: defaultdict(list))
+    composition_only: set[str] = field(default_factory=set)
+
+    @classmethod
+    def from_records(cls, records: Iterable[tuple[str, Structure | None]]) -> KnownMaterials:
+        """Build from (reduced formula, structure or None) pairs."""
+        known = cls()
+        for formula, structure in records:
+            if structure is None:
+                known.composition_only.add(formula)
+            else:
+                known.structures[formula].append(structure)
+        return known
+
+    def add(self, structure: Structure) -> None:
+        self.structures[structure.composition.reduced_formula].append(structure)
+
+    def is_novel(self, structure: Structure, *, matcher: StructureMatcher | None = None) -> bool:
+        """True unless a known material has the same composition and a matching structure."""
+        formula = structure.composition.reduced_formula
+        if formula in self.composition_only:
+            return False
+        same = self.structures.get(formula, [])
+        if not same:
+            return True
+        matcher = matcher or structure_matcher()
+        return not any(matcher.fit(structure, other) for other in same)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen batch: indices into the candidate list and their structures."""
+
+    indices: list[int]
+    structures: list[Structure]
+    skipped: dict[str, int]
+    """Why candidates above the cut were passed over: duplicate, known, no_structure."""
+
+
+def diversity_penalised_scores(
+    scores: np.ndarray, chemical_systems: Sequence[str], space_groups: Sequence[int], *,
+    chosen_chemsys: Counter, chosen_groups: Counter, chemsys_penalty: float, space_group_penalty: float,
+) -> np.ndarray:
+    """Scores minus a penalty per already chosen candidate sharing the chemical system or group."""
+    chem = np.array([chosen_chemsys[c] for c in chemical_systems], dtype=float)
+    group = np.array([chosen_groups[g] for g in space_groups], dtype=float)
+    return scores - chemsys_penalty * chem - space_group_penalty * group
+
+
+def select_diverse(
+    crystals: Sequence[Crystal],
+    acquisition: np.ndarray,
+    *,
+    size: int,
+    known: KnownMaterials,
+    to_structure: Callable[[Crystal], Structure | None],
+    chemsys_penalty: float,
+    space_group_penalty: float,
+) -> Selection:
+    """Greedy batch: repeatedly take the best penalised candidate that is new and novel.
+
+    Acquisition values are standardised (z-scores) so the penalties are in units of the
+    spread of the batch. At most one candidate per (space group, cell formula) is taken.
+
+    Args:
+        crystals: the deduplicated-or-not sample set, length N.
+        acquisition: ``(N,)`` acquisition values, higher is better.
+        size: batch size wanted (fewer when the pool runs out).
+        known: known materials for novelty.
+        to_structure: places atoms (pyxtal); ``None`` when that fails.
+    """
+    acquisition = np.asarray(acquisition, dtype=float)
+    spread = acquisition.std() or 1.0
+    scores = (acquisition - acquisition.mean()) / spread
+    chemsys = [c.chemical_system for c in crystals]
+    groups = [c.space_group for c in crystals]
+    keys = [c.composition_key for c in crystals]
+    available = np.ones(len(crystals), dtype=bool)
+    chosen_chemsys: Counter = Counter()
+    chosen_groups: Counter = Counter()
+    taken_keys: set[str] = set()
+    matcher = structure_matcher()
+    indices: list[int] = []
+    structures: list[Structure] = []
+    skipped: Counter = Counter()
+    while len(indices) < size and available.any():
+        penalised = diversity_penalised_scores(
+            scores, chemsys, groups, chosen_chemsys=chosen_chemsys, chosen_groups=chosen_groups,
+            chemsys_penalty=chemsys_penalty, space_group_penalty=space_group_penalty,
+        )
+        best = int(np.argmax(np.where(available, penalised, -np.inf)))
+        available[best] = False
+        if keys[best] in taken_keys:
+            skipped["duplicate"] += 1
+            continue
+        structure = to_structure(crystals[best])
+        if structure is None:
+            skipped["no_structure"] += 1
+            continue
+        if not known.is_novel(structure, matcher=matcher):
+            skipped["known"] += 1
+            continue
+        taken_keys.add(keys[best])
+        chosen_chemsys[chemsys[best]] += 1
+        chosen_groups[groups[best]] += 1
+        indices.append(best)
+        structures.append(structure)
+    return Selection(indices=indices, structures=structures, skipped=dict(skipped))
+
+
+def nearest_distance(features: torch.Tensor, reference: torch.Tensor, *, chunk: int = 4096) -> torch.Tensor:
+    """Distance of each row to its nearest reference row, in standardised feature space.
+
+    Args:
+        features: ``(N, D)`` candidate features.
+        reference: ``(R, D)`` features of known materials.
+
+    Returns:
+        ``(N,)`` Euclidean distances after scaling every column by the reference's std.
+    """
+    if reference.shape[0] == 0:
+        return torch.full((features.shape[0],), float("inf"), dtype=features.dtype)
+    scale = reference.std(dim=0).clamp_min(1e-6) if reference.shape[0] > 1 else torch.ones(reference.shape[1])
+    ref = reference / scale
+    out = [torch.cdist(features[i:i + chunk] / scale, ref).min(dim=1).values
+           for i in range(0, features.shape[0], chunk)]
+    return torch.cat(out) if out else torch.empty(0, dtype=features.dtype)

@@ -1,0 +1,72 @@
+"""Novelty against known materials and the greedy diverse batch."""
+
+import numpy as np
+import pytest
+import torch
+from pymatgen.core import Lattice, Structure
+
+from aloop.selection import KnownMaterials, nearest_distance, select_diverse
+from aloop.space import Crystal
+
+
+def rocksalt(a: float = 5.64, species=("Na", "Cl")) -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def cscl(a: float = 3.3, species=("Na", "Cl")) -> Structure:
+    return Structure.from_spacegroup("Pm-3m", Lattice.cubic(a), list(species), [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def test_novelty_uses_composition_then_structure_matcher():
+    known = KnownMaterials.from_records([("NaCl", rocksalt()), ("LiF", None)])
+    assert not known.is_novel(rocksalt(5.70))  # same structure, 1% strain: matched
+    assert known.is_novel(cscl())  # same composition, different structure
+    assert known.is_novel(rocksalt(4.2, ("K", "Br")))  # composition nobody has
+    assert not known.is_novel(rocksalt(4.0, ("Li", "F")))  # composition known without structure
+
+
+def _pool():
+    structures = [rocksalt(5.64), rocksalt(5.65), cscl(), rocksalt(4.2, ("K", "Br")),
+                  rocksalt(4.6, ("Mg", "O")), cscl(3.0, ("Mg", "O"))]
+    crystals = [Crystal.from_structure(s) for s in structures]
+    return structures, crystals
+
+
+def test_select_skips_duplicates_known_and_unplaceable():
+    structures, crystals = _pool()
+    by_hash = {c.canonical_hash: s for c, s in zip(crystals, structures)}
+    unplaceable = crystals[4].canonical_hash
+    known = KnownMaterials.from_records([("KBr", rocksalt(4.2, ("K", "Br")))])
+    acquisition = np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
+    selection = select_diverse(
+        crystals, acquisition, size=10, known=known,
+        to_structure=lambda c: None if c.canonical_hash == unplaceable else by_hash[c.canonical_hash],
+        chemsys_penalty=0.0, space_group_penalty=0.0,
+    )
+    assert selection.indices == [0, 2, 5]
+    assert selection.skipped == {"duplicate": 1, "known": 1, "no_structure": 1}
+    assert [s.composition.reduced_formula for s in selection.structures] == ["NaCl", "NaCl", "MgO"]
+
+
+@pytest.mark.parametrize("penalty, expected", [(0.0, [0, 2]), (5.0, [0, 3])])
+def test_chemical_system_penalty_spreads_the_batch(penalty, expected):
+    structures, crystals = _pool()
+    by_hash = {c.canonical_hash: s for c, s in zip(crystals, structures)}
+    acquisition = np.array([6.0, 5.0, 5.5, 3.0, 2.0, 1.0])
+    selection = select_diverse(
+        crystals, acquisition, size=2, known=KnownMaterials(), to_structure=lambda c: by_hash[c.canonical_hash],
+        chemsys_penalty=penalty, space_group_penalty=0.0,
+    )
+    assert selection.indices == expected
+
+
+def test_nearest_distance_matches_brute_force():
+    gen = torch.Generator().manual_seed(0)
+    reference = torch.randn(50, 4, generator=gen) * torch.tensor([1.0, 10.0, 0.1, 2.0])
+    features = torch.randn(7, 4, generator=gen)
+    scale = reference.std(dim=0)
+    brute = torch.stack([((f / scale - reference / scale).norm(dim=1)).min() for f in features])
+    got = nearest_distance(features, reference, chunk=3)
+    assert got.shape == (7,)
+    torch.testing.assert_close(got, brute)
+    assert torch.isinf(nearest_distance(features, reference[:0])).all()
