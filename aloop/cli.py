@@ -48,3 +48,17 @@ def show_config(config_path: Path, overrides: tuple[str, ...]) -> None:
 
     cfg = resolve_config(config_path, overrides)
     click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+@main.command("ui")
+@config_option
+@set_option
+@click.option("--port", default=5000, show_default=True, help="Port of the MLflow UI.")
+def ui(config_path: Path, overrides: tuple[str, ...], port: int) -> None:
+    """Serve the MLflow UI on 127.0.0.1 for the campaign's tracking store."""
+    import os
+
+    cfg = resolve_config(config_path, overrides)
+    click.echo(f"MLflow UI on http://127.0.0.1:{port} (tracking store {cfg.tracking_uri}); Ctrl-C stops it.")
+    os.execvp("mlflow", ["mlflow", "ui", "--backend-store-uri", cfg.tracking_uri,
+                         "--host", "127.0.0.1", "--port", str(port)])
