@@ -60,5 +60,5 @@ def ui(config_path: Path, overrides: tuple[str, ...], port: int) -> None:
 
     cfg = resolve_config(config_path, overrides)
     click.echo(f"MLflow UI on http://127.0.0.1:{port} (tracking store {cfg.tracking_uri}); Ctrl-C stops it.")
-    os.execvp("mlflow", ["mlflow", "ui", "--backend-store-uri", cfg.tracking_uri,
-                         "--host", "127.0.0.1", "--port", str(port)])
+    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking_uri,
+                              "--host", "127.0.0.1", "--port", str(port)])
