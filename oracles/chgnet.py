@@ -1,0 +1,215 @@
+"""CHGNet oracle, the default: relax a candidate with the pretrained CHGNet shipped in its wheel.
+
+CHGNet was trained on MPtrj energies that already carry MaterialsProject2020Compatibility
+corrections, so its energies are on the MP2020-corrected scale and get **no** further
+correction. Formation energies and hulls are built (by aloop's labelling) from these
+energies and the elemental references this oracle relaxes itself (``reference_energies``).
+CHGNet predicts no band gap.
+
+The relaxation is written with ASE around ``CHGNetCalculator`` rather than through
+``StructOptimizer.relax`` because that offers no per-step hook: each step here checks the
+wall-clock limit and the cell volume, so a runaway relaxation stops early with a reason.
+
+Example:
+    >>> oracle = CHGNetOracle(CHGNetSettings(max_steps=50), executor=executor)  # doctest: +SKIP
+    >>> oracle.poll(oracle.submit([item]))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import math
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.build import bulk
+from ase.collections import dcdft
+from ase.filters import FrechetCellFilter
+from pydantic import BaseModel, ConfigDict, Field
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from aloop.executor import JobPool
+from aloop.oracle import Failed, Labelled, OracleInput, Result
+
+MIN_DISTANCE = 0.5
+"""Angstrom; closer atoms after relaxation make the structure invalid (DESIGN's validity rule)."""
+MAX_VOLUME_RATIO = 5.0
+"""A cell that grows past this multiple of its starting volume has exploded."""
+ENERGY_RANGE = (-20.0, 5.0)
+"""eV/atom; CHGNet energies outside it are absurd (MP spans about -14 to 0)."""
+
+
+class CHGNetSettings(BaseModel):
+    """Settings of the CHGNet oracle (``oracle.settings`` when ``oracle.name: chgnet``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: Literal["0.3.0", "0.2.0"] = "0.3.0"
+    """Pretrained weights shipped in the chgnet wheel (both on the MP2020-corrected GGA scale)."""
+    optimizer: Literal["FIRE", "BFGS", "LBFGS", "BFGSLineSearch", "MDMin", "SciPyFminCG",
+                       "SciPyFminBFGS"] = "FIRE"
+    fmax: float = Field(0.1, gt=0)
+    """Converged when every force (and the cell's virial per atom) is below this, eV/Angstrom."""
+    max_steps: int = Field(500, gt=0)
+    relax_cell: bool = True
+    timeout_s: float = Field(600.0, gt=0)
+    """Wall-clock seconds one relaxation may take."""
+    device: str = "cpu"
+    torch_threads: int | None = Field(None, gt=0)
+    """Intra-op threads per process; ``None`` keeps torch's default (all cores)."""
+
+
+class _Stop(Exception):
+    """Ends a relaxation early with a reason."""
+
+
+@functools.lru_cache(maxsize=4)
+def _model(name: str, device: str):
+    """The pretrained CHGNet, loaded once per process from the wheel (no download)."""
+    from chgnet.model import CHGNet
+
+    return CHGNet.load(model_name=name, use_device=device, verbose=False)
+
+
+_local = threading.local()
+
+
+def _calculator(settings: CHGNetSettings):
+    """One ASE calculator per thread (it holds per-call results), built quietly."""
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    key = (settings.model, settings.device)
+    calculators = _local.__dict__.setdefault("calculators", {})
+    if key not in calculators:
+        with contextlib.redirect_stdout(io.StringIO()):  # CHGNetCalculator always prints its device
+            calculators[key] = CHGNetCalculator(model=_model(*key), use_device=settings.device,
+                                                on_isolated_atoms="error")
+    return calculators[key]
+
+
+def relax_atoms(atoms: Atoms, settings: CHGNetSettings, *, fmax: float | None = None,
+                max_steps: int | None = None) -> dict:
+    """Relax ``atoms`` in place with CHGNet; returns energy, steps, convergence, max force.
+
+    Raises:
+        _Stop: past ``settings.timeout_s`` or when the volume grows ``MAX_VOLUME_RATIO``-fold.
+    """
+    from chgnet.model.dynamics import OPTIMIZERS
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    atoms.calc = _calculator(settings)
+    target = FrechetCellFilter(atoms) if settings.relax_cell else atoms
+    optimizer = OPTIMIZERS[settings.optimizer](target, logfile=None)
+    start, volume0 = time.monotonic(), atoms.get_volume()
+
+    def watch() -> None:
+        if time.monotonic() - start > settings.timeout_s:
+            raise _Stop(f"timed out after {settings.timeout_s:g} s at step {optimizer.nsteps}")
+        if atoms.get_volume() > MAX_VOLUME_RATIO * volume0:
+            raise _Stop(f"cell exploded: volume {atoms.get_volume():.1f} A^3 from {volume0:.1f} A^3 "
+                        f"at step {optimizer.nsteps}")
+
+    optimizer.attach(watch)
+    converged = bool(optimizer.run(fmax=fmax or settings.fmax, steps=max_steps or settings.max_steps))
+    forces = target.get_forces()
+    return {
+        "energy_per_atom": float(atoms.get_potential_energy()) / len(atoms),
+        "steps": int(optimizer.nsteps),
+        "converged": converged,
+        "max_force": float(np.linalg.norm(forces, axis=1).max()),
+        "seconds": time.monotonic() - start,
+    }
+
+
+def relax_candidate(item: OracleInput, *, settings: CHGNetSettings) -> Labelled | Failed:
+    """Relax one candidate and check the result; every failure is a ``Failed`` with its reason."""
+    atoms = AseAtomsAdaptor.get_atoms(item.structure)
+    meta = {"model": f"chgnet-{settings.model}", "optimizer": settings.optimizer, "fmax": settings.fmax,
+            "max_steps": settings.max_steps, "n_atoms": len(atoms)}
+    try:
+        run = relax_atoms(atoms, settings)
+    except _Stop as stop:
+        return Failed(str(stop), meta)
+    meta |= run
+    energy = run["energy_per_atom"]
+    if not math.isfinite(energy) or not ENERGY_RANGE[0] <= energy <= ENERGY_RANGE[1]:
+        return Failed(f"absurd energy {energy} eV/atom (expected within {ENERGY_RANGE})", meta)
+    if not run["converged"]:
+        return Failed(f"not converged after {run['steps']} steps: max force {run['max_force']:.3f} "
+                      f"eV/A > fmax {settings.fmax}", meta)
+    structure = AseAtomsAdaptor.get_structure(atoms)
+    if structure.volume < 0.1 or (len(structure) > 1 and _min_distance(structure) < MIN_DISTANCE):
+        return Failed(f"invalid relaxed structure: atoms closer than {MIN_DISTANCE} A "
+                      f"(min {_min_distance(structure):.2f} A) or volume {structure.volume:.2f} A^3", meta)
+    return Labelled(energy_per_atom=energy, properties={"energy_per_atom": energy}, structure=structure,
+                    metadata=meta)
+
+
+def _min_distance(structure) -> float:
+    distances = structure.distance_matrix
+    return float(distances[~np.eye(len(structure), dtype=bool)].min())
+
+
+def reference_structures(element: str) -> list[Atoms]:
+    """Candidate ground-state structures of an element: ASE's DeltaCodesDFT set and bulk.
+
+    ASE's Delta-test sulfur is a 1-atom cell 0.66 eV/atom above alpha-S with CHGNet, so
+    sulfur also gets an S8 crown ring in a 7 A box (within 0.03 eV/atom of MP's alpha-S).
+    """
+    candidates = [dcdft[element]] if element in dcdft.names else []
+    try:
+        candidates.append(bulk(element))
+    except (ValueError, KeyError, RuntimeError):
+        pass
+    if element == "S":
+        radius, height, box = 2.3455, 0.98995, 7.0  # crown: S-S 2.05 A, S-S-S 108 degrees
+        ring = [[radius * math.cos(k * math.pi / 4) + box / 2, radius * math.sin(k * math.pi / 4) + box / 2,
+                 (-1) ** k * height / 2 + box / 2] for k in range(8)]
+        candidates.append(Atoms("S8", positions=ring, cell=[box] * 3, pbc=True))
+    if not candidates:
+        raise ValueError(f"no reference structure for element {element!r} (not in ASE's dcdft set or bulk)")
+    return candidates
+
+
+class CHGNetOracle:
+    """Relaxes candidates with CHGNet on the given executor (synchronous: done on first poll)."""
+
+    Settings: ClassVar[type[BaseModel]] = CHGNetSettings
+    fidelity = 0.5
+    cost = 10.0
+
+    def __init__(self, settings: CHGNetSettings, *, executor: Executor) -> None:
+        self.settings = settings
+        self.name = f"chgnet-{settings.model}"
+        self._pool = JobPool(functools.partial(relax_candidate, settings=settings), executor=executor,
+                             prefix="chgnet", timeout_s=settings.timeout_s)
+
+    def submit(self, inputs: Sequence[OracleInput]) -> list[str]:
+        return self._pool.submit(inputs)
+
+    def poll(self, job_ids: Sequence[str]) -> dict[str, Result]:
+        return self._pool.poll(job_ids)
+
+    def reference_energies(self, elements: Sequence[str]) -> dict[str, float]:
+        """Lowest CHGNet energy per atom (eV/atom) of each element's relaxed reference structures."""
+        energies = {}
+        for element in elements:
+            runs = []
+            for atoms in reference_structures(element):
+                try:
+                    runs.append(relax_atoms(atoms.copy(), self.settings, fmax=0.05, max_steps=1000))
+                except _Stop:
+                    continue
+            if not runs:
+                raise ValueError(f"every reference structure of {element} failed to relax with {self.name}")
+            energies[element] = min(run["energy_per_atom"] for run in runs)
+        return energies
