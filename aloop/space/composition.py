@@ -1,0 +1,176 @@
+"""Compositions: atom counts per element in the conventional cell, and their two constraints.
+
+**Charge neutrality.** A count vector is neutral when each atom can be given one of its
+element's oxidation states so that the charges sum to zero. Atoms of one element may
+carry different states (mixed valence: Fe3O4 = 2 Fe(3+) + Fe(2+) + 4 O(2-) is neutral).
+The states per element are those pymatgen's ``Composition.oxi_state_guesses`` uses by
+default (``Element.icsd_oxidation_states``, else ``common_oxidation_states``), so the
+rule agrees with pymatgen exactly, but runs on a whole batch of count vectors at once.
+
+**Wyckoff compatibility.** Whether the counts can be placed on the Wyckoff positions
+of a space group is what ``pyxtal.symmetry.Group(sg).check_compatible`` decides. The
+answer depends only on the sorted multiset of non-zero counts, so it is computed once
+per multiset for all 230 groups and cached on disk (``aloop.space.cache``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from functools import cache
+from itertools import combinations
+
+import torch
+from pymatgen.core.periodic_table import Element
+from tqdm import tqdm
+
+from aloop.space.cache import load_cached, save_cached
+from aloop.space.groups import N_SPACE_GROUPS, all_space_groups
+
+_CHUNK = 16_384
+_WYCKOFF_CACHE = "wyckoff-compatibility"
+
+
+@cache
+def oxidation_states(symbol: str) -> tuple[int, ...]:
+    """Oxidation states of an element as pymatgen's ``oxi_state_guesses`` uses them by default."""
+    element = Element(symbol)
+    return tuple(int(s) for s in (element.icsd_oxidation_states or element.common_oxidation_states))
+
+
+def _charge_sets(elements: Sequence[str], max_count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reachable total charges of n atoms of each element, as 0/1 polynomials.
+
+    Returns ``low (E, max_count+1)`` the lowest total charge of n atoms and ``poly
+    (E, max_count+1, T)`` with ``poly[e, n, t] = 1`` when charge ``low[e, n] + t`` is reachable.
+    """
+    states = [oxidation_states(el) for el in elements]
+    span = max((max(s) - min(s) for s in states if s), default=0)
+    poly = torch.zeros(len(elements), max_count + 1, max_count * span + 1, dtype=torch.float64)
+    low = torch.zeros(len(elements), max_count + 1, dtype=torch.long)
+    for e, s in enumerate(states):
+        poly[e, 0, 0] = 1.0
+        if not s:
+            continue
+        offsets = torch.tensor(s) - min(s)
+        for n in range(1, max_count + 1):
+            low[e, n] = n * min(s)
+            previous = poly[e, n - 1].nonzero().squeeze(1)
+            poly[e, n, (previous[:, None] + offsets[None, :]).flatten()] = 1.0
+    return low, poly
+
+
+def charge_neutral(counts: torch.Tensor, elements: Sequence[str]) -> torch.Tensor:
+    """``(N, E)`` long counts over ``elements`` -> ``(N,)`` bool, some assignment sums to zero.
+
+    A single element is neutral (oxidation state 0), as in pymatgen; an all-zero row is
+    not. Each row is reduced to its K non-zero (element, count) pairs; the reachable
+    charges of the first K - 1 pairs are built once per distinct prefix (by FFT products
+    of 0/1 polynomials), and the last pair is matched against them with one gather.
+    """
+    counts = counts.to("cpu", torch.long)
+    n_rows = counts.shape[0]
+    n_nonzero = (counts > 0).sum(dim=1)
+    if n_rows == 0 or int(n_nonzero.max()) < 2:
+        return n_nonzero == 1
+    low, poly = _charge_sets(elements, int(counts.max()))
+    n, column = counts.topk(int(n_nonzero.max()), dim=1)  # (N, K): non-zero counts first
+    pair = column * low.shape[1] + n  # (N, K) index of (element, count)
+    low, poly = low.flatten(), poly.flatten(0, 1)  # (P,), (P, T)
+    prefixes, row_prefix = torch.unique(pair[:, :-1], dim=0, return_inverse=True)
+    prefix_low, prefix_reach = _sumsets(prefixes, low, poly)  # (U,), (U, S)
+    last = pair[:, -1]
+    # charge of the prefix must be -(charge of the last pair): index into prefix_reach
+    t = torch.arange(poly.shape[1])
+    index = -(prefix_low[row_prefix] + low[last])[:, None] - t[None, :]  # (N, T)
+    inside = (index >= 0) & (index < prefix_reach.shape[1]) & poly[last].bool()
+    hit = prefix_reach[row_prefix[:, None], index.clamp(0, prefix_reach.shape[1] - 1)] & inside
+    return (hit.any(dim=1) & (n_nonzero >= 2)) | (n_nonzero == 1)
+
+
+def _sumsets(pairs: torch.Tensor, low: torch.Tensor, poly: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reachable charges of ``(U, K)`` (element, count) pair indices: ``low (U,)`` and ``(U, S)`` bool,
+    ``reach[u, s]`` true when total charge ``low[u] + s`` is reachable."""
+    size = 1 << int(poly.shape[1] * pairs.shape[1]).bit_length()
+    reach = torch.zeros(pairs.shape[0], size, dtype=torch.float64)
+    reach[:, 0] = 1.0
+    for start in range(0, pairs.shape[0], _CHUNK):
+        block = reach[start : start + _CHUNK]
+        for k in range(pairs.shape[1]):
+            factor = torch.fft.rfft(poly[pairs[start : start + _CHUNK, k]], n=size)  # (B, F)
+            block = (torch.fft.irfft(torch.fft.rfft(block, n=size) * factor, n=size) > 0.5).double()
+        reach[start : start + _CHUNK] = block
+    return low[pairs].sum(dim=1), reach.bool()
+
+
+def multiset(counts: Iterable[int]) -> tuple[int, ...]:
+    """The sorted (descending) non-zero counts, e.g. ``(0, 4, 2, 4) -> (4, 4, 2)``."""
+    return tuple(sorted((int(c) for c in counts if c), reverse=True))
+
+
+def _compatible_groups(key: tuple[int, ...]) -> str:
+    """'0'/'1' string over groups 1-230: pyxtal's ``Group.check_compatible`` of multiset ``key``.
+
+    Calls the solver ``check_compatible`` runs (``pyxtal.util.get_wyc_from_comp``) on the
+    cached multiplicity bounds, which skips building 230 ``Group`` objects per multiset.
+    """
+    from pyxtal.util import get_wyc_from_comp
+
+    counts = list(key)
+    return "".join(
+        "1" if get_wyc_from_comp(counts, list(g.multiplicity_bounds[0]), list(g.multiplicity_bounds[1]), max_wyc=1)
+        else "0"
+        for g in all_space_groups()
+    )
+
+
+@cache
+def _memory_cache() -> dict[str, str]:
+    return dict(load_cached(_WYCKOFF_CACHE) or {})
+
+
+def wyckoff_compatibility(multisets: Sequence[tuple[int, ...]]) -> torch.Tensor:
+    """``(U, 231)`` bool: multiset u fits the Wyckoff positions of group g (column 0 False).
+
+    Multisets not yet in the disk cache are sent to pyxtal (about 35 ms each for all
+    230 groups) and the cache is updated.
+    """
+    known = _memory_cache()
+    missing = sorted({",".join(map(str, m)) for m in multisets} - known.keys())
+    if missing:
+        for key in tqdm(missing, desc="Wyckoff compatibility (pyxtal)", disable=len(missing) < 20):
+            known[key] = _compatible_groups(tuple(int(x) for x in key.split(",")))
+        on_disk = load_cached(_WYCKOFF_CACHE) or {}
+        save_cached(_WYCKOFF_CACHE, {**on_disk, **known})
+    table = torch.zeros(len(multisets), N_SPACE_GROUPS + 1, dtype=torch.bool)
+    for u, m in enumerate(multisets):
+        table[u, 1:] = torch.tensor([c == "1" for c in known[",".join(map(str, m))]])
+    return table
+
+
+def is_wyckoff_compatible(space_group: int, counts: Iterable[int]) -> bool:
+    """Whether ``counts`` (atoms per element, zeros ignored) fit the Wyckoff positions of ``space_group``."""
+    return bool(wyckoff_compatibility([multiset(counts)])[0, space_group])
+
+
+def enumerate_counts(n_elements: int, *, max_per_element: int, max_atoms: int, max_elements: int) -> torch.Tensor:
+    """All count vectors with 1..``max_elements`` non-zero entries, each <= ``max_per_element``,
+    summing to <= ``max_atoms``: ``(M, n_elements)`` long, in a fixed order."""
+    blocks = []
+    for k in range(1, min(max_elements, n_elements) + 1):
+        grid = torch.cartesian_prod(*[torch.arange(1, max_per_element + 1)] * k).reshape(-1, k)
+        grid = grid[grid.sum(dim=1) <= max_atoms]
+        if grid.shape[0] == 0:
+            break
+        subsets = torch.tensor(list(combinations(range(n_elements), k)), dtype=torch.long)  # (S, k)
+        block = torch.zeros(subsets.shape[0], grid.shape[0], n_elements, dtype=torch.long)
+        block.scatter_(2, subsets[:, None, :].expand(-1, grid.shape[0], -1), grid[None].expand(subsets.shape[0], -1, -1))
+        blocks.append(block.reshape(-1, n_elements))
+    return torch.cat(blocks) if blocks else torch.zeros(0, n_elements, dtype=torch.long)
+
+
+def multiset_index(counts: torch.Tensor) -> tuple[list[tuple[int, ...]], torch.Tensor]:
+    """Distinct count multisets of ``(N, E)`` counts: the list and ``(N,)`` long index into it."""
+    width = int((counts > 0).sum(dim=1).max()) if counts.shape[0] else 0
+    keys = counts.sort(dim=1, descending=True).values[:, :width]
+    distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    return [multiset(row) for row in distinct.tolist()], inverse
