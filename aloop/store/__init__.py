@@ -1,0 +1,46 @@
+"""The experiment database: SQLAlchemy 2.0 models, Alembic migrations applied on open.
+
+Example:
+    >>> store = open_store("sqlite:///aloop.db")  # doctest: +SKIP
+    >>> with store.session() as session:  # doctest: +SKIP
+    ...     campaign = get_or_create_campaign(session, "default")
+    ...     round_ = start_round(session, campaign, config={}, seed=0)
+    ...     [candidate] = add_candidates(session, round_, [NewCandidate(crystal, proxy_mean=-1.2)])
+    ...     transition(candidate, "approved")
+"""
+
+from aloop.store.engine import Store, StoreError, open_store
+from aloop.store.lifecycle import TRANSITIONS, LifecycleError, transition
+from aloop.store.lock import LockHeld, LockLost, RoundLock
+from aloop.store.models import (
+    CANDIDATE_STATES,
+    Campaign,
+    Candidate,
+    Label,
+    Material,
+    OracleJob,
+    Round,
+    RoundLease,
+)
+from aloop.store.records import (
+    LabelledPoint,
+    NewCandidate,
+    add_candidates,
+    candidates,
+    get_or_create_campaign,
+    get_or_create_material,
+    labelled_data,
+    latest_round,
+    pending_jobs,
+    record_job,
+    start_round,
+    upsert_label,
+)
+
+__all__ = [
+    "CANDIDATE_STATES", "TRANSITIONS", "Campaign", "Candidate", "Label", "LabelledPoint", "LifecycleError",
+    "LockHeld", "LockLost", "Material", "NewCandidate", "OracleJob", "Round", "RoundLease", "RoundLock",
+    "Store", "StoreError", "add_candidates", "candidates", "get_or_create_campaign", "get_or_create_material",
+    "labelled_data", "latest_round", "open_store", "pending_jobs", "record_job", "start_round", "transition",
+    "upsert_label",
+]
