@@ -1,7 +1,32 @@
 """The crystal parameter space: space groups, compositions, lattices, constraints, conversions."""
 
 from aloop.space.crystal import LATTICE_KEYS, Crystal, CrystalBatch
+from aloop.space.diversity import DiversityReport, diversity_report, plot_diversity
+from aloop.space.groups import CRYSTAL_SYSTEMS, POINT_SYMMETRIES, SpaceGroup, space_group, space_group_table
 from aloop.space.space import CrystalSpace, SpaceError
-from aloop.space.structure import StructureError, to_structure
+from aloop.space.structure import StructureError, has_close_atoms, min_distance, to_structure
+from aloop.space.validity import Constraint, Violation, check_crystal, valid_mask
 
-__all__ = ["LATTICE_KEYS", "Crystal", "CrystalBatch", "CrystalSpace", "SpaceError", "StructureError", "to_structure"]
+__all__ = [
+    "CRYSTAL_SYSTEMS",
+    "LATTICE_KEYS",
+    "POINT_SYMMETRIES",
+    "Constraint",
+    "Crystal",
+    "CrystalBatch",
+    "CrystalSpace",
+    "DiversityReport",
+    "SpaceError",
+    "SpaceGroup",
+    "StructureError",
+    "Violation",
+    "check_crystal",
+    "diversity_report",
+    "has_close_atoms",
+    "min_distance",
+    "plot_diversity",
+    "space_group",
+    "space_group_table",
+    "to_structure",
+    "valid_mask",
+]

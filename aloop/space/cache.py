@@ -1,8 +1,8 @@
-"""On-disk JSON cache for tables that are slow to derive from pyxtal (Wyckoff data).
+"""On-disk cache for tables that are slow to derive (space-group data, built spaces).
 
 Files live in ``$ALOOP_CACHE_DIR`` (default ``~/.cache/aloop``) and carry the pyxtal
-version in their name, so a pyxtal upgrade recomputes them. Writes are atomic
-(temporary file + rename), so parallel processes never read half a file.
+and pymatgen versions in their name, so an upgrade of either recomputes them. Writes
+are atomic (temporary file + rename): parallel processes never read half a file.
 """
 
 from __future__ import annotations
@@ -15,28 +15,48 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-def cache_path(name: str) -> Path:
-    """Path of cache file ``name`` tagged with the pyxtal version, e.g. ``wyckoff-pyxtal1.1.5.json``."""
+
+def cache_path(name: str, suffix: str) -> Path:
+    """Path of cache file ``name``, e.g. ``space-groups-pyxtal1.1.5-pymatgen2026.10.24.json``."""
     root = Path(os.environ.get("ALOOP_CACHE_DIR") or Path.home() / ".cache" / "aloop")
-    return root / f"{name}-pyxtal{version('pyxtal')}.json"
+    return root / f"{name}-pyxtal{version('pyxtal')}-pymatgen{version('pymatgen')}{suffix}"
 
 
 def load_cached(name: str) -> Any | None:
     """The cached JSON value, or ``None`` when absent or unreadable (it is then recomputed)."""
     try:
-        return json.loads(cache_path(name).read_text())
+        return json.loads(cache_path(name, ".json").read_text())
     except (OSError, ValueError):
         return None
 
 
 def save_cached(name: str, value: Any) -> None:
-    """Write ``value`` as JSON atomically; an unwritable cache folder only warns (work goes on)."""
-    path = cache_path(name)
+    """Write ``value`` as JSON atomically."""
+    _write_atomic(cache_path(name, ".json"), lambda f: f.write(json.dumps(value).encode()))
+
+
+def load_arrays(name: str) -> dict[str, np.ndarray] | None:
+    """The cached arrays, or ``None`` when absent or unreadable."""
+    try:
+        with np.load(cache_path(name, ".npz")) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError):
+        return None
+
+
+def save_arrays(name: str, **arrays: np.ndarray) -> None:
+    """Write arrays as one ``.npz`` atomically."""
+    _write_atomic(cache_path(name, ".npz"), lambda f: np.savez(f, **arrays))
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """Write through a temporary file then rename; an unwritable cache only warns (work goes on)."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-            json.dump(value, tmp)
+        with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False, suffix=".tmp") as tmp:
+            write(tmp)
         os.replace(tmp.name, path)
     except OSError as err:
-        warnings.warn(f"cannot write cache file {path}: {err}", stacklevel=2)
+        warnings.warn(f"cannot write cache file {path}: {err}", stacklevel=3)

@@ -8,26 +8,30 @@ default (``Element.icsd_oxidation_states``, else ``common_oxidation_states``), s
 rule agrees with pymatgen exactly, but runs on a whole batch of count vectors at once.
 
 **Wyckoff compatibility.** Whether the counts can be placed on the Wyckoff positions
-of a space group is what ``pyxtal.symmetry.Group(sg).check_compatible`` decides. The
-answer depends only on the sorted multiset of non-zero counts, so it is computed once
-per multiset for all 230 groups and cached on disk (``aloop.space.cache``).
+of a space group, decided as ``pyxtal.symmetry.Group(sg).check_compatible`` decides it:
+each element's count is a sum of multiplicities, positions with free coordinates may
+be reused, each fixed position is used at most once over all elements (pyxtal's
+``_get_base_and_upper_bounds``, read in ``aloop.space.groups``). pyxtal's solver
+enumerates the product of every element's solutions (about 40 ms per count multiset
+for the 230 groups); ``_group_hosts`` decides the same question by a small dynamic
+programme over the usage of fixed positions, 10x faster, and is tested against pyxtal.
+The answer depends only on the multiset of non-zero counts and is memoised per multiset.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from functools import cache
-from itertools import combinations
+from itertools import combinations, product
 
 import torch
 from pymatgen.core.periodic_table import Element
 from tqdm import tqdm
 
-from aloop.space.cache import load_cached, save_cached
-from aloop.space.groups import N_SPACE_GROUPS, all_space_groups
+from aloop.space.groups import N_SPACE_GROUPS, space_group
 
 _CHUNK = 16_384
-_WYCKOFF_CACHE = "wyckoff-compatibility"
 
 
 @cache
@@ -76,7 +80,7 @@ def charge_neutral(counts: torch.Tensor, elements: Sequence[str]) -> torch.Tenso
     n, column = counts.topk(int(n_nonzero.max()), dim=1)  # (N, K): non-zero counts first
     pair = column * low.shape[1] + n  # (N, K) index of (element, count)
     low, poly = low.flatten(), poly.flatten(0, 1)  # (P,), (P, T)
-    prefixes, row_prefix = torch.unique(pair[:, :-1], dim=0, return_inverse=True)
+    prefixes, row_prefix = unique_rows(pair[:, :-1])
     prefix_low, prefix_reach = _sumsets(prefixes, low, poly)  # (U,), (U, S)
     last = pair[:, -1]
     # charge of the prefix must be -(charge of the last pair): index into prefix_reach
@@ -107,49 +111,56 @@ def multiset(counts: Iterable[int]) -> tuple[int, ...]:
     return tuple(sorted((int(c) for c in counts if c), reverse=True))
 
 
-def _compatible_groups(key: tuple[int, ...]) -> str:
-    """'0'/'1' string over groups 1-230: pyxtal's ``Group.check_compatible`` of multiset ``key``.
-
-    Calls the solver ``check_compatible`` runs (``pyxtal.util.get_wyc_from_comp``) on the
-    cached multiplicity bounds, which skips building 230 ``Group`` objects per multiset.
-    """
-    from pyxtal.util import get_wyc_from_comp
-
-    counts = list(key)
-    return "".join(
-        "1" if get_wyc_from_comp(counts, list(g.multiplicity_bounds[0]), list(g.multiplicity_bounds[1]), max_wyc=1)
-        else "0"
-        for g in all_space_groups()
-    )
+@cache
+def _representable(free: tuple[int, ...], n: int) -> bool:
+    """``n`` is a sum of the reusable multiplicities ``free`` (coin problem)."""
+    return n == 0 or any(n >= f and _representable(free, n - f) for f in free)
 
 
 @cache
-def _memory_cache() -> dict[str, str]:
-    return dict(load_cached(_WYCKOFF_CACHE) or {})
+def _fixed_usages(number: int, n: int) -> tuple[tuple[int, ...], ...]:
+    """Ways ``n`` atoms of one element use the bounded multiplicities of group ``number``:
+    usage counts per bounded multiplicity, the rest filled by reusable ones."""
+    base, upper = space_group(number).multiplicity_bounds
+    free = tuple(b for b, u in zip(base, upper, strict=True) if u is None)
+    bounded = [(b, u) for b, u in zip(base, upper, strict=True) if u is not None]
+    usages = []
+    for use in product(*(range(min(u, n // b) + 1) for b, u in bounded)):
+        rest = n - sum(k * b for k, (b, _) in zip(use, bounded, strict=True))
+        if rest >= 0 and _representable(free, rest):
+            usages.append(use)
+    return tuple(usages)
+
+
+def _group_hosts(number: int, counts: tuple[int, ...]) -> bool:
+    """pyxtal's ``Group(number).check_compatible(counts)[0]``: elements together use each
+    bounded multiplicity at most its bound (the reachable total usages, element by element)."""
+    caps = [u for u in space_group(number).multiplicity_bounds[1] if u is not None]
+    reach = {(0,) * len(caps)}
+    for n in counts:
+        totals = (tuple(a + b for a, b in zip(r, use, strict=True)) for r in reach for use in _fixed_usages(number, n))
+        reach = {t for t in totals if all(x <= c for x, c in zip(t, caps, strict=True))}
+        if not reach:
+            return False
+    return True
+
+
+@cache
+def _hosting_groups(key: tuple[int, ...]) -> tuple[bool, ...]:
+    return tuple(_group_hosts(g, key) for g in range(1, N_SPACE_GROUPS + 1))
 
 
 def wyckoff_compatibility(multisets: Sequence[tuple[int, ...]]) -> torch.Tensor:
-    """``(U, 231)`` bool: multiset u fits the Wyckoff positions of group g (column 0 False).
-
-    Multisets not yet in the disk cache are sent to pyxtal (about 35 ms each for all
-    230 groups) and the cache is updated.
-    """
-    known = _memory_cache()
-    missing = sorted({",".join(map(str, m)) for m in multisets} - known.keys())
-    if missing:
-        for key in tqdm(missing, desc="Wyckoff compatibility (pyxtal)", disable=len(missing) < 20):
-            known[key] = _compatible_groups(tuple(int(x) for x in key.split(",")))
-        on_disk = load_cached(_WYCKOFF_CACHE) or {}
-        save_cached(_WYCKOFF_CACHE, {**on_disk, **known})
+    """``(U, 231)`` bool: the counts of multiset u fit the Wyckoff positions of group n (column 0 False)."""
     table = torch.zeros(len(multisets), N_SPACE_GROUPS + 1, dtype=torch.bool)
-    for u, m in enumerate(multisets):
-        table[u, 1:] = torch.tensor([c == "1" for c in known[",".join(map(str, m))]])
+    for u, key in enumerate(tqdm(multisets, desc="Wyckoff compatibility", disable=len(multisets) < 500)):
+        table[u, 1:] = torch.tensor(_hosting_groups(tuple(key)))
     return table
 
 
 def is_wyckoff_compatible(space_group: int, counts: Iterable[int]) -> bool:
     """Whether ``counts`` (atoms per element, zeros ignored) fit the Wyckoff positions of ``space_group``."""
-    return bool(wyckoff_compatibility([multiset(counts)])[0, space_group])
+    return _group_hosts(space_group, multiset(counts))
 
 
 def enumerate_counts(n_elements: int, *, max_per_element: int, max_atoms: int, max_elements: int) -> torch.Tensor:
@@ -172,5 +183,22 @@ def multiset_index(counts: torch.Tensor) -> tuple[list[tuple[int, ...]], torch.T
     """Distinct count multisets of ``(N, E)`` counts: the list and ``(N,)`` long index into it."""
     width = int((counts > 0).sum(dim=1).max()) if counts.shape[0] else 0
     keys = counts.sort(dim=1, descending=True).values[:, :width]
-    distinct, inverse = torch.unique(keys, dim=0, return_inverse=True)
+    distinct, inverse = unique_rows(keys)
     return [multiset(row) for row in distinct.tolist()], inverse
+
+
+def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(rows, dim=0, return_inverse=True)`` for ``(N, K)`` non-negative long rows.
+
+    Rows are packed into one int64 key each (mixed radix) when that cannot overflow,
+    which is about 10x faster than ``unique(dim=0)``; the result is the same.
+    """
+    if rows.shape[0] == 0 or rows.shape[1] == 0:
+        return torch.unique(rows, dim=0, return_inverse=True)
+    base = int(rows.max()) + 1
+    if rows.shape[1] * math.log2(base) >= 62:
+        return torch.unique(rows, dim=0, return_inverse=True)
+    weights = base ** torch.arange(rows.shape[1] - 1, -1, -1, device=rows.device)
+    keys, inverse = torch.unique((rows * weights).sum(dim=1), return_inverse=True)
+    digits = keys[:, None] // weights % base
+    return digits, inverse

@@ -17,13 +17,25 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
 import torch
 
 from aloop.config import CRYSTAL_LATTICE_SYSTEMS, SpaceSettings
-from aloop.space.composition import charge_neutral, enumerate_counts, multiset_index, wyckoff_compatibility
+from aloop.space.composition import (
+    charge_neutral,
+    enumerate_counts,
+    multiset,
+    multiset_index,
+    unique_rows,
+    wyckoff_compatibility,
+)
+from aloop.space.cache import load_arrays, save_arrays
 from aloop.space.groups import N_SPACE_GROUPS, POINT_SYMMETRIES, space_group_table
 from aloop.space.lattice import system_fits_ranges
 
@@ -68,32 +80,27 @@ class CrystalSpace:
     wyckoff: torch.Tensor
 
     @classmethod
-    def from_settings(cls, settings: SpaceSettings) -> CrystalSpace:
-        """Build the tables; raises ``SpaceError`` when a restriction leaves no valid crystal."""
+    def from_settings(cls, settings: SpaceSettings, *, use_cache: bool = True) -> CrystalSpace:
+        """Build the tables, or load them from the disk cache (``aloop.space.cache``) keyed by the settings.
+
+        Raises:
+            SpaceError: a restriction leaves no valid crystal; the message names it.
+        """
         length_range = (settings.lattice.length.min, settings.lattice.length.max)
         angle_range = (settings.lattice.angle.min, settings.lattice.angle.max)
         if length_range[0] <= 0 or not 0 < angle_range[0] < angle_range[1] < 180:
             raise SpaceError(f"space.lattice: lengths {length_range} must be positive and angles "
                              f"{angle_range} inside (0, 180) degrees")
-        groups = _allowed_groups(settings)
-        counts = enumerate_counts(len(settings.elements), max_per_element=settings.max_atoms_per_element,
-                                  max_atoms=settings.max_atoms, max_elements=settings.max_elements)
-        counts = counts[charge_neutral(counts, settings.elements)]
-        if counts.shape[0] == 0:
-            raise SpaceError(f"no charge-neutral composition of space.elements={settings.elements} with "
-                             f"space.max_atoms_per_element={settings.max_atoms_per_element}, "
-                             f"space.max_atoms={settings.max_atoms}, space.max_elements={settings.max_elements}")
-        multisets, composition_multiset = multiset_index(counts)
-        wyckoff = wyckoff_compatibility(multisets)
-        compatible = wyckoff[composition_multiset][:, groups].T  # (G, M)
-        keep_groups, keep_compositions = compatible.any(dim=1), compatible.any(dim=0)
-        if not keep_groups.any():
-            raise SpaceError(f"no allowed space group ({_restrictions(settings)}) can host any of the "
-                             f"{counts.shape[0]} charge-neutral compositions of {settings.elements} "
-                             f"(space.max_atoms={settings.max_atoms}) on its Wyckoff positions")
-        groups, counts = groups[keep_groups], counts[keep_compositions]
-        multisets, composition_multiset = multiset_index(counts)
-        wyckoff = wyckoff_compatibility(multisets)
+        key = _cache_key(settings)
+        arrays = load_arrays(key) if use_cache else None
+        if arrays is None:
+            arrays = _build_arrays(settings)
+            if use_cache:
+                save_arrays(key, **arrays)
+        groups = torch.from_numpy(arrays["space_groups"]).long()
+        counts = torch.from_numpy(arrays["compositions"]).long()
+        composition_multiset = torch.from_numpy(arrays["composition_multiset"]).long()
+        wyckoff = torch.from_numpy(arrays["wyckoff"])
         table = space_group_table()
         return cls(
             settings=settings,
@@ -105,7 +112,7 @@ class CrystalSpace:
             compatible=wyckoff[composition_multiset][:, groups].T.contiguous(),
             length_range=length_range,
             angle_range=angle_range,
-            multisets=tuple(multisets),
+            multisets=tuple(multiset(row) for row in arrays["multisets"].tolist()),
             composition_multiset=composition_multiset,
             wyckoff=wyckoff,
         )
@@ -119,11 +126,30 @@ class CrystalSpace:
 
     def composition_index(self, counts: torch.Tensor) -> torch.Tensor:
         """``(N, E)`` counts over ``elements`` -> ``(N,)`` long row in ``compositions``, -1 when absent."""
-        table = self.compositions.to(counts.device)
-        _, inverse = torch.unique(torch.cat([table, counts.long()]), dim=0, return_inverse=True)
-        row = torch.full((int(inverse.max()) + 1,), -1, dtype=torch.long, device=counts.device)
-        row[inverse[: len(table)]] = torch.arange(len(table), device=counts.device)
-        return row[inverse[len(table):]]
+        counts = counts.long().cpu()
+        if self._composition_keys is None:  # too many elements to pack a row into one int64
+            _, inverse = unique_rows(torch.cat([self.compositions, counts]))
+            row = torch.full((int(inverse.max()) + 1,), -1, dtype=torch.long)
+            row[inverse[: len(self.compositions)]] = torch.arange(len(self.compositions))
+            return row[inverse[len(self.compositions):]]
+        sorted_keys, order = self._composition_keys
+        inside = ((counts >= 0) & (counts <= self.settings.max_atoms_per_element)).all(dim=1)
+        keys = (counts.clamp(0, self.settings.max_atoms_per_element) * self._key_weights).sum(dim=1)
+        position = torch.searchsorted(sorted_keys, keys).clamp(max=len(sorted_keys) - 1)
+        found = inside & (sorted_keys[position] == keys)
+        return torch.where(found, order[position], torch.full_like(position, -1))
+
+    @property
+    def _key_weights(self) -> torch.Tensor:
+        base = self.settings.max_atoms_per_element + 1
+        return base ** torch.arange(len(self.elements) - 1, -1, -1)
+
+    @cached_property
+    def _composition_keys(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Sorted int64 keys of ``compositions`` (mixed radix) and their rows; None when they would overflow."""
+        if len(self.elements) * math.log2(self.settings.max_atoms_per_element + 1) >= 62:
+            return None
+        return torch.sort((self.compositions * self._key_weights).sum(dim=1))
 
     def describe(self) -> dict[str, int]:
         """Sizes for logs: groups, compositions, compatible pairs, per lattice system."""
@@ -132,6 +158,46 @@ class CrystalSpace:
         for i, name in enumerate(CRYSTAL_LATTICE_SYSTEMS):
             sizes[f"space_groups_{name}"] = int((self.lattice_system == i).sum())
         return sizes
+
+
+_TABLES_VERSION = 1
+"""Bump when the way the tables are built changes, to invalidate cached spaces."""
+
+
+def _cache_key(settings: SpaceSettings) -> str:
+    text = f"{_TABLES_VERSION}|{settings.model_dump_json()}"
+    return f"space-{hashlib.sha1(text.encode()).hexdigest()[:16]}"
+
+
+def _build_arrays(settings: SpaceSettings) -> dict[str, np.ndarray]:
+    """Enumerate, filter and cross the tables: allowed groups, compositions, Wyckoff rows (numpy, compact)."""
+    groups = _allowed_groups(settings)
+    counts = enumerate_counts(len(settings.elements), max_per_element=settings.max_atoms_per_element,
+                              max_atoms=settings.max_atoms, max_elements=settings.max_elements)
+    counts = counts[charge_neutral(counts, settings.elements)]
+    if counts.shape[0] == 0:
+        raise SpaceError(f"no charge-neutral composition of space.elements={settings.elements} with "
+                         f"space.max_atoms_per_element={settings.max_atoms_per_element}, "
+                         f"space.max_atoms={settings.max_atoms}, space.max_elements={settings.max_elements}")
+    multisets, composition_multiset = multiset_index(counts)
+    compatible = wyckoff_compatibility(multisets)[composition_multiset][:, groups].T  # (G, M)
+    keep_groups, keep_compositions = compatible.any(dim=1), compatible.any(dim=0)
+    if not keep_groups.any():
+        raise SpaceError(f"no allowed space group ({_restrictions(settings)}) can host any of the "
+                         f"{counts.shape[0]} charge-neutral compositions of {settings.elements} "
+                         f"(space.max_atoms={settings.max_atoms}) on its Wyckoff positions")
+    counts = counts[keep_compositions]
+    multisets, composition_multiset = multiset_index(counts)
+    padded = np.zeros((len(multisets), settings.max_elements), dtype=np.int16)
+    for u, m in enumerate(multisets):
+        padded[u, : len(m)] = m
+    return {
+        "space_groups": groups[keep_groups].numpy().astype(np.int16),
+        "compositions": counts.numpy().astype(np.uint8),
+        "composition_multiset": composition_multiset.numpy().astype(np.int32),
+        "multisets": padded,
+        "wyckoff": wyckoff_compatibility(multisets).numpy(),
+    }
 
 
 def _restrictions(settings: SpaceSettings) -> str:
