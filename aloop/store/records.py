@@ -70,8 +70,14 @@ class LabelledPoint:
 
 def get_or_create_campaign(session: Session, name: str) -> Campaign:
     """The campaign called ``name``, created on first use (safe against a concurrent create)."""
-    session.execute(dialect_insert(session, Campaign.__table__).values(name=name, created_at=utcnow()).on_conflict_do_nothing())
+    session.execute(dialect_insert(session, Campaign.__table__).values(name=name, created_at=utcnow())
+                    .on_conflict_do_nothing())
     return session.scalars(select(Campaign).where(Campaign.name == name)).one()
+
+
+def find_campaign(session: Session, name: str) -> Campaign | None:
+    """The campaign called ``name``, ``None`` if there is none (nothing is created)."""
+    return session.scalars(select(Campaign).where(Campaign.name == name)).one_or_none()
 
 
 def start_round(session: Session, campaign: Campaign, *, config: Mapping[str, Any], seed: int) -> Round:
@@ -233,19 +239,26 @@ def pending_jobs(session: Session, campaign: Campaign, *, oracle: str | None = N
     return list(session.scalars(query))
 
 
-def labelled_data(session: Session, campaign: Campaign, *, property: str | None = None) -> list[LabelledPoint]:
-    """Every ``ok`` label of the campaign's candidates and materials, as training examples."""
+def label_rows(session: Session, campaign: Campaign, *, status: str | None = "ok",
+               property: str | None = None) -> list[tuple[Label, Candidate | None, Material | None]]:
+    """The campaign's labels by id, each with its candidate or its material (the other is ``None``)."""
     query = (select(Label, Candidate, Material).outerjoin(Candidate, Label.candidate_id == Candidate.id)
              .outerjoin(Material, Label.material_id == Material.id)
-             .where(Label.status == "ok",
-                    or_(Candidate.campaign_id == campaign.id, Material.campaign_id == campaign.id))
+             .where(or_(Candidate.campaign_id == campaign.id, Material.campaign_id == campaign.id))
              .order_by(Label.id))
+    if status is not None:
+        query = query.where(Label.status == status)
     if property is not None:
         query = query.where(Label.property == property)
+    return list(session.execute(query).tuples())
+
+
+def labelled_data(session: Session, campaign: Campaign, *, property: str | None = None) -> list[LabelledPoint]:
+    """Every ``ok`` label of the campaign's candidates and materials, as training examples."""
     points = []
-    for label, candidate, material in session.execute(query).tuples():
-        crystal = candidate.crystal if candidate is not None else material.crystal
-        composition = crystal.composition if crystal is not None else Composition(material.formula)
+    for label, candidate, material in label_rows(session, campaign, property=property):
+        crystal = candidate.crystal if candidate is not None else material.crystal  # type: ignore[union-attr]
+        composition = crystal.composition if crystal is not None else Composition(material.formula)  # type: ignore[union-attr]
         points.append(LabelledPoint(crystal, composition, label.property, float(label.value),  # type: ignore[arg-type]
                                     label.uncertainty, label.oracle, label.fidelity))
     return points
