@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from aloop.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from aloop.store import Store
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(path_type=Path), default=DEFAULT_CONFIG,
@@ -48,6 +52,97 @@ def show_config(config_path: Path, overrides: tuple[str, ...]) -> None:
 
     cfg = resolve_config(config_path, overrides)
     click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+def open_configured_store(cfg: Config) -> Store:
+    """Open the experiment database (``ALOOP_DB_URL`` or ``store.url``) or exit with status 2."""
+    from aloop.store import StoreError, open_store
+
+    try:
+        return open_store(cfg.db_url)
+    except StoreError as err:
+        click.echo(f"aloop: {err}", err=True)
+        sys.exit(2)
+
+
+@main.group("db")
+def db() -> None:
+    """The experiment database (SQLite file by default, PostgreSQL by URL)."""
+
+
+@db.command("upgrade")
+@config_option
+@set_option
+def db_upgrade(config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Create the database or migrate it to the newest schema (also done on every open)."""
+    store = open_configured_store(resolve_config(config_path, overrides))
+    click.echo(f"{store.display_url}: schema at revision {store.revision()} (newest)")
+
+
+@main.group("labels")
+def labels() -> None:
+    """Labels in and out of the experiment database."""
+
+
+@labels.command("import")
+@click.argument("file", type=click.Path(path_type=Path))
+@config_option
+@set_option
+def labels_import(file: Path, config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Import labels from CSV or JSON lines (fields: formula or cif, optional space_group and
+    a,b,c,alpha,beta,gamma, property, value, optional uncertainty, source, fidelity).
+
+    Rejected rows are printed as `line N: reason`. Exit status 0: every row stored;
+    1: some rows rejected, the valid ones stored; 2: file unreadable, nothing stored.
+    """
+    from aloop.labels import LabelsFileError, import_labels
+
+    cfg = resolve_config(config_path, overrides)
+    store = open_configured_store(cfg)
+    try:
+        report = import_labels(store, file, campaign=cfg.campaign)
+    except LabelsFileError as err:
+        click.echo(f"aloop: {err}", err=True)
+        sys.exit(2)
+    for error in report.rejected:
+        click.echo(str(error), err=True)
+    click.echo(f"{file}: stored {report.stored} labels, rejected {len(report.rejected)} rows "
+               f"(campaign {cfg.campaign!r}, {store.display_url})")
+    sys.exit(report.exit_code)
+
+
+@labels.command("export")
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="CSV file (default: stdout).")
+@config_option
+@set_option
+def labels_export(out: Path | None, config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Write the campaign's labels as CSV in the import format."""
+    from aloop.labels import export_labels
+
+    cfg = resolve_config(config_path, overrides)
+    store = open_configured_store(cfg)
+    if out is None:
+        export_labels(store, sys.stdout, campaign=cfg.campaign)
+        return
+    with out.open("w", newline="") as handle:
+        n = export_labels(store, handle, campaign=cfg.campaign)
+    click.echo(f"{out}: {n} labels of campaign {cfg.campaign!r}", err=True)
+
+
+@main.command("status")
+@config_option
+@set_option
+def status(config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Show the campaign: rounds with their stage, candidates by state, labels by source and property."""
+    from rich.console import Console
+
+    from aloop.status import print_summary, summarize_campaign
+
+    cfg = resolve_config(config_path, overrides)
+    store = open_configured_store(cfg)
+    with store.session() as session:
+        summary = summarize_campaign(session, cfg.campaign)
+    print_summary(summary, Console(), database=store.display_url)
 
 
 @main.command("ui")

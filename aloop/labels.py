@@ -1,0 +1,345 @@
+"""Labels in and out of the experiment database: CSV or JSON lines in, CSV out.
+
+A labels file has one label per row with these fields (CSV header or JSON keys):
+
+==============================  =============================================================
+``formula`` or ``cif``          the material: a formula, or a CIF (space group and lattice
+                                are then read from the structure)
+``space_group``, ``a`` ... ``gamma``  optional, together: international number 1-230,
+                                lengths in Angstrom (> 0), angles in degrees (0-180)
+``property``, ``value``         e.g. ``formation_energy_per_atom`` (eV/atom), ``band_gap`` (eV)
+``uncertainty``                 optional, >= 0, same units as ``value``
+``source``                      optional, stored as the label's oracle (default ``import``)
+``fidelity``                    optional, trust in (0, 1] (default 1)
+==============================  =============================================================
+
+Every row is checked; valid rows are stored in one transaction and each rejected row is
+reported as ``line N: reason`` (N as in an editor, the CSV header being line 1).
+
+Example:
+    >>> report = import_labels(store, Path("labels.csv"), campaign="default")  # doctest: +SKIP
+    >>> report.stored, [str(e) for e in report.rejected]  # doctest: +SKIP
+    (41, ['line 7: value 'abc' is not a number'])
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from pymatgen.core import Composition, Element, Structure
+
+from aloop.space.crystal import LATTICE_KEYS, Crystal
+from aloop.store import (
+    Store,
+    find_campaign,
+    get_or_create_campaign,
+    get_or_create_material,
+    label_rows,
+    material_key,
+    upsert_label,
+)
+
+FIELDS = ("formula", "cif", "space_group", *LATTICE_KEYS, "property", "value", "uncertainty", "source", "fidelity")
+DEFAULT_SOURCE = "import"
+JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+LATTICE_TOLERANCE = (0.01, 0.1)
+"""How far (Angstrom, degrees) a row's lattice may differ from its CIF's."""
+
+
+class LabelsFileError(ValueError):
+    """The file cannot be read as labels at all; nothing is stored."""
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One valid row: the material (a crystal, or a composition only) and its label."""
+
+    line: int
+    composition: Composition
+    crystal: Crystal | None
+    cif: str | None
+    property: str
+    value: float
+    uncertainty: float | None
+    source: str
+    fidelity: float
+
+
+@dataclass(frozen=True)
+class RowError:
+    """A rejected row and why."""
+
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: rows stored and rows rejected (in file order)."""
+
+    stored: int
+    rejected: tuple[RowError, ...]
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every row was stored, 1 when some were rejected."""
+        return 1 if self.rejected else 0
+
+
+def read_labels(path: Path) -> tuple[list[LabelRow], list[RowError]]:
+    """Parse and check every row of a CSV or JSON-lines labels file (nothing is stored).
+
+    The format is chosen by suffix (``.csv``; ``.jsonl``/``.ndjson``/``.json``), else by
+    whether the first non-empty line is a JSON object. A UTF-8 BOM is accepted and empty
+    lines are skipped.
+
+    Raises:
+        LabelsFileError: unreadable, not UTF-8 text, or not CSV/JSON lines with the fields above.
+    """
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as err:
+        raise LabelsFileError(f"{path}: cannot read ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise LabelsFileError(f"{path}: not a text file (byte {err.start} is not UTF-8); "
+                              "expected CSV or JSON lines") from None
+    if "\x00" in text:
+        raise LabelsFileError(f"{path}: not a text file (it contains NUL bytes); expected CSV or JSON lines")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not first:
+        raise LabelsFileError(f"{path}: the file is empty; expected a CSV header or JSON lines")
+    as_jsonl = path.suffix.lower() in JSONL_SUFFIXES or (path.suffix.lower() != ".csv" and first.startswith("{"))
+    records = _jsonl_records(path, text) if as_jsonl else _csv_records(path, text)
+    rows: list[LabelRow] = []
+    errors: list[RowError] = []
+    seen: dict[tuple[str, str, str], int] = {}
+    for line, record in records:
+        try:
+            if isinstance(record, str):
+                raise ValueError(record)
+            row = parse_row(record, line=line)
+            key = (material_key(row.composition, row.crystal), row.source, row.property)
+            if key in seen:
+                raise ValueError(f"duplicate of line {seen[key]} (same material, source {row.source!r} "
+                                 f"and property {row.property!r})")
+        except ValueError as err:
+            errors.append(RowError(line, str(err)))
+            continue
+        seen[key] = line
+        rows.append(row)
+    return rows, errors
+
+
+def import_labels(store: Store, path: Path, *, campaign: str) -> ImportReport:
+    """Read ``path`` and store all its valid rows as material labels in one transaction.
+
+    Each row becomes a ``Material`` of the campaign (found again by crystal hash or
+    composition) with one ``Label`` whose oracle is the row's ``source``; importing the
+    same file twice stores nothing new.
+
+    Raises:
+        LabelsFileError: the file cannot be read at all (nothing stored).
+    """
+    rows, errors = read_labels(path)
+    with store.session() as session:
+        owner = get_or_create_campaign(session, campaign)
+        for row in rows:
+            material = get_or_create_material(session, owner, composition=row.composition, crystal=row.crystal,
+                                              cif=row.cif, source=row.source)
+            upsert_label(session, material_id=material.id, oracle=row.source, fidelity=row.fidelity,
+                         property=row.property, value=row.value, uncertainty=row.uncertainty,
+                         metadata={"file": path.name, "line": row.line})
+    return ImportReport(stored=len(rows), rejected=tuple(errors))
+
+
+def export_labels(store: Store, out: TextIO, *, campaign: str) -> int:
+    """Write the campaign's ``ok`` labels as CSV (the import format); returns the row count.
+
+    Candidates are written by their three-stage parameters, materials with their CIF
+    when they have one; ``source`` is the label's oracle.
+    """
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(("formula", "space_group", *LATTICE_KEYS, "cif", "property", "value", "uncertainty",
+                     "source", "fidelity"))
+    with store.session() as session:
+        owner = find_campaign(session, campaign)
+        rows = label_rows(session, owner) if owner is not None else []
+        for label, candidate, material in rows:
+            subject: Any = candidate if candidate is not None else material
+            lattice = [subject.a, subject.b, subject.c, subject.alpha, subject.beta, subject.gamma]
+            cif = material.cif if material is not None else None
+            writer.writerow((subject.formula, _cell(subject.space_group), *map(_cell, lattice), cif or "",
+                             label.property, _cell(label.value), _cell(label.uncertainty), label.oracle,
+                             _cell(label.fidelity)))
+    return len(rows)
+
+
+def parse_row(record: Mapping[str, Any], *, line: int) -> LabelRow:
+    """Check one row (field -> text or number; empty means absent) and build its ``LabelRow``.
+
+    Raises:
+        ValueError: the first problem found, e.g. ``unknown element 'Xx' in formula 'Xx2O'``.
+    """
+    fields = {k: v for k, v in record.items() if v is not None and str(v).strip() != ""}
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise ValueError(f"unknown fields {unknown}; fields: {list(FIELDS)}")
+    missing = [k for k in ("property", "value") if k not in fields]
+    if "formula" not in fields and "cif" not in fields:
+        missing.insert(0, "formula or cif")
+    if missing:
+        raise ValueError(f"missing {', '.join(missing)}")
+    value = _number(fields, "value")
+    uncertainty = _number(fields, "uncertainty") if "uncertainty" in fields else None
+    if uncertainty is not None and uncertainty < 0:
+        raise ValueError(f"uncertainty {uncertainty} is negative")
+    fidelity = _number(fields, "fidelity") if "fidelity" in fields else 1.0
+    if not 0 < fidelity <= 1:
+        raise ValueError(f"fidelity {fidelity} is outside (0, 1]")
+    given = _given_crystal(fields)
+    composition = _composition(str(fields["formula"])) if "formula" in fields else None
+    cif = str(fields["cif"]) if "cif" in fields else None
+    if cif is not None:
+        crystal: Crystal | None = _crystal_from_cif(cif, composition, given)
+        composition = crystal.composition  # type: ignore[union-attr]
+    elif given is not None:
+        space_group, lattice = given
+        if any(n != int(n) for n in composition.values()):  # type: ignore[union-attr]
+            raise ValueError(f"formula {fields['formula']!r} has fractional counts; with space_group and lattice "
+                             "give the atoms of the conventional cell")
+        crystal = Crystal(space_group, composition, lattice)  # type: ignore[arg-type]
+    else:
+        crystal = None
+    return LabelRow(line=line, composition=composition, crystal=crystal, cif=cif,  # type: ignore[arg-type]
+                    property=str(fields["property"]).strip(), value=value, uncertainty=uncertainty,
+                    source=str(fields.get("source", DEFAULT_SOURCE)).strip(), fidelity=fidelity)
+
+
+def _csv_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line, field -> text) per non-empty CSV record, or (line, reason) for a malformed one."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header: list[str] | None = None
+    start = 1
+    for record in reader:
+        line, start = start, reader.line_num + 1
+        if not any(cell.strip() for cell in record):
+            continue
+        if header is None:
+            header = [cell.strip() for cell in record]
+            _check_header(path, line, header)
+            continue
+        if len(record) != len(header):
+            yield line, f"expected {len(header)} fields as in the header, got {len(record)}"
+            continue
+        yield line, dict(zip(header, record, strict=True))
+
+
+def _check_header(path: Path, line: int, header: list[str]) -> None:
+    unknown = [name for name in header if name not in FIELDS]
+    needed = ("property", "value")
+    if unknown or not all(k in header for k in needed) or not ({"formula", "cif"} & set(header)):
+        raise LabelsFileError(f"{path}: line {line}: not a labels CSV header: {header[:8]}; expected columns "
+                              f"formula or cif, property, value, optionally {list(FIELDS[2:6])}... "
+                              f"(all fields: {list(FIELDS)})")
+
+
+def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line, object) per non-empty line, or (line, reason) for a line that is not a JSON object."""
+    parsed_any = False
+    for line, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as err:
+            if not parsed_any:
+                raise LabelsFileError(f"{path}: line {line}: not JSON ({err.msg}); expected one JSON object "
+                                      "per line") from None
+            yield line, f"not valid JSON ({err.msg} at column {err.colno})"
+            continue
+        parsed_any = True
+        yield line, record if isinstance(record, dict) else f"expected a JSON object, got {type(record).__name__}"
+
+
+def _number(fields: Mapping[str, Any], key: str) -> float:
+    raw = fields[key]
+    try:
+        number = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{key} {raw!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{key} {raw!r} is not finite")
+    return number
+
+
+def _composition(formula: str) -> Composition:
+    try:
+        composition = Composition(formula)
+    except (ValueError, KeyError) as err:
+        raise ValueError(f"formula {formula!r} is not a chemical formula ({err})") from None
+    for species in composition:
+        if not Element.is_valid_symbol(str(species.symbol)):
+            raise ValueError(f"unknown element {species.symbol!r} in formula {formula!r}")
+    return composition
+
+
+def _given_crystal(fields: Mapping[str, Any]) -> tuple[int, tuple[float, ...]] | None:
+    """The row's space group and lattice, checked, or ``None`` when it gives neither."""
+    present = [k for k in ("space_group", *LATTICE_KEYS) if k in fields]
+    if not present:
+        return None
+    if len(present) < 7:
+        absent = [k for k in ("space_group", *LATTICE_KEYS) if k not in fields]
+        raise ValueError(f"space_group and {', '.join(LATTICE_KEYS)} go together; missing {', '.join(absent)}")
+    space_group = _number(fields, "space_group")
+    if space_group != int(space_group) or not 1 <= space_group <= 230:
+        raise ValueError(f"space_group {fields['space_group']!r} is not an integer in 1-230")
+    lattice = tuple(_number(fields, k) for k in LATTICE_KEYS)
+    for key, length in zip(LATTICE_KEYS[:3], lattice[:3], strict=True):
+        if length <= 0:
+            raise ValueError(f"lattice length {key}={length} is not positive (Angstrom)")
+    for key, angle in zip(LATTICE_KEYS[3:], lattice[3:], strict=True):
+        if not 0 < angle < 180:
+            raise ValueError(f"lattice angle {key}={angle} is outside (0, 180) degrees")
+    return int(space_group), lattice
+
+
+def _crystal_from_cif(cif: str, composition: Composition | None,
+                      given: tuple[int, tuple[float, ...]] | None) -> Crystal:
+    """The crystal of a CIF, checked against the row's formula, space group and lattice if given."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            structure = Structure.from_str(cif, fmt="cif")
+        crystal = Crystal.from_structure(structure)
+    except Exception as err:  # pymatgen raises many types for a broken CIF
+        raise ValueError(f"broken CIF ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    reduced = crystal.composition.reduced_composition
+    if composition is not None and not composition.reduced_composition.almost_equals(reduced):
+        raise ValueError(f"formula {composition.reduced_formula!r} disagrees with the CIF's "
+                         f"{crystal.composition.reduced_formula!r}")
+    if given is not None:
+        space_group, lattice = given
+        if space_group != crystal.space_group:
+            raise ValueError(f"space_group {space_group} disagrees with the CIF's {crystal.space_group}")
+        tolerance = [LATTICE_TOLERANCE[0]] * 3 + [LATTICE_TOLERANCE[1]] * 3
+        if any(abs(x - y) > t for x, y, t in zip(lattice, crystal.lattice, tolerance, strict=True)):
+            raise ValueError(f"lattice {lattice} disagrees with the CIF's conventional cell "
+                             f"{tuple(round(x, 4) for x in crystal.lattice)}")
+    return crystal
+
+
+def _cell(value: float | int | None) -> str:
+    """A CSV cell: empty for ``None``, the shortest exact text for a number."""
+    return "" if value is None else repr(value)

@@ -1,0 +1,108 @@
+"""A campaign at a glance: rounds and their stage, candidates by state, labels by source.
+
+Example:
+    >>> with store.session() as session:  # doctest: +SKIP
+    ...     print_summary(summarize_campaign(session, "default"), Console())
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from aloop.store import CANDIDATE_STATES, Candidate, Label, Material, Round, RoundLease, find_campaign
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """One round: its number, the last stage it completed, its MLflow run, its candidates."""
+
+    number: int
+    stage: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    mlflow_run_id: str | None
+    candidates: int
+
+
+@dataclass(frozen=True)
+class LabelCount:
+    """How many labels one source gave for one property, ok and failed."""
+
+    oracle: str
+    property: str
+    ok: int
+    failed: int
+
+
+@dataclass(frozen=True)
+class CampaignSummary:
+    """Everything ``aloop status`` shows; ``exists`` is false for a campaign never started."""
+
+    campaign: str
+    exists: bool
+    rounds: tuple[RoundSummary, ...]
+    candidates_by_state: dict[str, int]
+    labels: tuple[LabelCount, ...]
+    lock_holder: str | None
+    lock_expires_at: datetime | None
+
+
+def summarize_campaign(session: Session, name: str) -> CampaignSummary:
+    """Read the campaign's summary (read only: an unknown campaign gives an empty one)."""
+    campaign = find_campaign(session, name)
+    lease = session.get(RoundLease, name)
+    holder, expires = (lease.holder, lease.expires_at) if lease is not None else (None, None)
+    if campaign is None:
+        return CampaignSummary(name, False, (), dict.fromkeys(CANDIDATE_STATES, 0), (), holder, expires)
+    counts = (select(Candidate.round_id, func.count().label("n")).group_by(Candidate.round_id).subquery())
+    rounds = session.execute(
+        select(Round, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.round_id == Round.id)
+        .where(Round.campaign_id == campaign.id).order_by(Round.number)).tuples()
+    by_state = {state: n for state, n in session.execute(
+        select(Candidate.state, func.count()).where(Candidate.campaign_id == campaign.id).group_by(Candidate.state))}
+    label_counts = session.execute(
+        select(Label.oracle, Label.property, Label.status, func.count())
+        .outerjoin(Candidate, Label.candidate_id == Candidate.id).outerjoin(Material, Label.material_id == Material.id)
+        .where(or_(Candidate.campaign_id == campaign.id, Material.campaign_id == campaign.id))
+        .group_by(Label.oracle, Label.property, Label.status)).tuples()
+    labels: dict[tuple[str, str], dict[str, int]] = {}
+    for oracle, prop, status, n in label_counts:
+        labels.setdefault((oracle, prop), {"ok": 0, "failed": 0})[status] = n
+    return CampaignSummary(
+        campaign=name, exists=True,
+        rounds=tuple(RoundSummary(r.number, r.stage, r.started_at, r.finished_at, r.mlflow_run_id, int(n))
+                     for r, n in rounds),
+        candidates_by_state={state: by_state.get(state, 0) for state in CANDIDATE_STATES},
+        labels=tuple(LabelCount(o, p, c["ok"], c["failed"]) for (o, p), c in sorted(labels.items())),
+        lock_holder=holder, lock_expires_at=expires,
+    )
+
+
+def print_summary(summary: CampaignSummary, console: Console, *, database: str = "") -> None:
+    """Print the summary as rich tables."""
+    where = f" in {database}" if database else ""
+    if not summary.exists:
+        console.print(f"campaign [bold]{summary.campaign}[/bold]{where}: no rounds and no labels yet")
+        return
+    console.print(f"campaign [bold]{summary.campaign}[/bold]{where}")
+    if summary.lock_holder is not None:
+        console.print(f"round lock held by {summary.lock_holder} until "
+                      f"{summary.lock_expires_at:%Y-%m-%d %H:%M:%S} UTC unless renewed")
+    rounds = Table("round", "stage", "candidates", "started (UTC)", "finished (UTC)", "MLflow run", title="Rounds")
+    for r in summary.rounds:
+        rounds.add_row(str(r.number), r.stage or "-", str(r.candidates), f"{r.started_at:%Y-%m-%d %H:%M}",
+                       f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "-", r.mlflow_run_id or "-")
+    states = Table("state", "candidates", title="Candidates")
+    for state, n in summary.candidates_by_state.items():
+        states.add_row(state, str(n))
+    labels = Table("source", "property", "ok", "failed", title="Labels")
+    for count in summary.labels:
+        labels.add_row(count.oracle, count.property, str(count.ok), str(count.failed))
+    for table in (rounds, states, labels):
+        console.print(table)
