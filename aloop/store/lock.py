@@ -137,8 +137,9 @@ def _try_take(connection: Connection, campaign: str, lease: dict[str, Any], *, n
               display_url: str) -> bool:
     """Insert the lease, or take over an expired one; ``False`` if the row vanished meanwhile."""
     table = RoundLease.__table__
-    if connection.execute(dialect_insert(connection, table).values(campaign=campaign, **lease)
-                          .on_conflict_do_nothing()).rowcount:
+    inserted = connection.execute(dialect_insert(connection, table).values(campaign=campaign, **lease)
+                                  .on_conflict_do_nothing().returning(table.c.campaign)).first()
+    if inserted is not None:
         return True
     previous = connection.execute(select(table).where(table.c.campaign == campaign)).first()
     if previous is None:
