@@ -176,10 +176,21 @@ class OracleSettings(Section):
     name: str = "chgnet"
     """An ``aloop.oracles`` entry point, or an import path ``package.module:Class``."""
     settings: dict[str, Any] = Field(default_factory=dict)
-    """Validated by the oracle's own settings model."""
+    """Validated by the oracle's own settings model (time limits live there)."""
     executor: Literal["local", "dask"] = "local"
+    """``local``: worker threads of this process; ``dask``: the cluster at ``scheduler_address``."""
     scheduler_address: str | None = None
-    timeout_s: float = Field(600.0, gt=0)
+    workers: int = Field(1, gt=0)
+    """Local worker threads (one suits a CPU-bound oracle on a laptop)."""
+    wait: bool = True
+    """Wait until every job is done; ``false`` for queued DFT, collected by later rounds."""
+    poll_interval_s: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _dask_address(self) -> OracleSettings:
+        if self.executor == "dask" and not self.scheduler_address:
+            raise ValueError("executor 'dask' needs scheduler_address, e.g. tcp://host:8786")
+        return self
 
 
 class StoreSettings(Section):
