@@ -247,11 +247,16 @@ def _csv_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | 
 
 def _check_header(path: Path, line: int, header: list[str]) -> None:
     unknown = [name for name in header if name not in FIELDS]
-    needed = ("property", "value")
-    if unknown or not all(k in header for k in needed) or not ({"formula", "cif"} & set(header)):
-        raise LabelsFileError(f"{path}: line {line}: not a labels CSV header: {header[:8]}; expected columns "
-                              f"formula or cif, property, value, optionally {list(FIELDS[2:6])}... "
-                              f"(all fields: {list(FIELDS)})")
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    lacking = [k for k in ("property", "value") if k not in header]
+    if not {"formula", "cif"} & set(header):
+        lacking.insert(0, "formula or cif")
+    if unknown or repeated or lacking:
+        problems = [f"unknown columns {unknown}" if unknown else "", f"repeated columns {repeated}" if repeated else "",
+                    f"missing {', '.join(lacking)}" if lacking else ""]
+        raise LabelsFileError(f"{path}: line {line}: not a labels CSV header ({'; '.join(p for p in problems if p)}); "
+                              "expected columns formula or cif, property, value, optionally space_group, "
+                              f"{', '.join(LATTICE_KEYS)}, uncertainty, source, fidelity")
 
 
 def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -274,6 +279,8 @@ def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] 
 
 def _number(fields: Mapping[str, Any], key: str) -> float:
     raw = fields[key]
+    if isinstance(raw, bool):
+        raise ValueError(f"{key} {raw!r} is not a number")
     try:
         number = float(raw)
     except (TypeError, ValueError):

@@ -121,7 +121,8 @@ def test_json_lines_are_checked_per_line(store: Store, tmp_path: Path) -> None:
                json.dumps({"formula": "LiF", "space_group": 225.5, "a": 4, "b": 4, "c": 4, "alpha": 90,
                            "beta": 90, "gamma": 90, "property": "band_gap", "value": 1.0}),
                json.dumps({"formula": "Li4F4", "space_group": 225, "a": 4.03, "b": 4.03, "c": 4.03, "alpha": 90,
-                           "beta": 90, "gamma": 90, "property": "band_gap", "value": 13.6, "uncertainty": -1})]
+                           "beta": 90, "gamma": 90, "property": "band_gap", "value": 13.6, "uncertainty": -1}),
+               json.dumps({"formula": "LiF", "property": "band_gap", "value": True})]
     path = tmp_path / "labels.jsonl"
     path.write_text("\n".join(records) + "\n")
     report = import_labels(store, path, campaign="test")
@@ -134,6 +135,7 @@ def test_json_lines_are_checked_per_line(store: Store, tmp_path: Path) -> None:
         "line 6: formula 'MgO' disagrees with the CIF's 'NaCl'",
         "line 7: space_group 225.5 is not an integer in 1-230",
         "line 8: uncertainty -1.0 is negative",
+        "line 9: value True is not a number",
     ]
     with store.session() as session:
         [point] = labelled_data(session, find_campaign(session, "test"))

@@ -59,7 +59,9 @@ class Store:
     def session(self) -> Iterator[Session]:
         """One transaction: committed when the block ends, rolled back if it raises.
 
-        Objects stay readable after the block (``expire_on_commit=False``).
+        Objects stay readable after the block (``expire_on_commit=False``). On SQLite a
+        session holds the database's write lock until it ends, so keep sessions short
+        (never across model training or oracle waits).
         """
         with self._sessions.begin() as session:
             yield session
