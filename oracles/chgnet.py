@@ -38,9 +38,8 @@ from pymatgen.io.ase import AseAtomsAdaptor
 
 from aloop.executor import JobPool
 from aloop.oracle import Failed, Labelled, OracleInput, Result
+from aloop.space.structure import MIN_DISTANCE, has_close_atoms, min_distance
 
-MIN_DISTANCE = 0.5
-"""Angstrom; closer atoms after relaxation make the structure invalid (DESIGN's validity rule)."""
 MAX_VOLUME_RATIO = 5.0
 """A cell that grows past this multiple of its starting volume has exploded."""
 ENERGY_RANGE = (-20.0, 5.0)
@@ -148,16 +147,11 @@ def relax_candidate(item: OracleInput, *, settings: CHGNetSettings) -> Labelled 
         return Failed(f"not converged after {run['steps']} steps: max force {run['max_force']:.3f} "
                       f"eV/A > fmax {settings.fmax}", meta)
     structure = AseAtomsAdaptor.get_structure(atoms)
-    if structure.volume < 0.1 or (len(structure) > 1 and _min_distance(structure) < MIN_DISTANCE):
+    if structure.volume < 0.1 or has_close_atoms(structure):
         return Failed(f"invalid relaxed structure: atoms closer than {MIN_DISTANCE} A "
-                      f"(min {_min_distance(structure):.2f} A) or volume {structure.volume:.2f} A^3", meta)
+                      f"(min {min_distance(structure):.2f} A) or volume {structure.volume:.2f} A^3", meta)
     return Labelled(energy_per_atom=energy, properties={"energy_per_atom": energy}, structure=structure,
                     metadata=meta)
-
-
-def _min_distance(structure) -> float:
-    distances = structure.distance_matrix
-    return float(distances[~np.eye(len(structure), dtype=bool)].min())
 
 
 def reference_structures(element: str) -> list[Atoms]:

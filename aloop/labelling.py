@@ -1,0 +1,275 @@
+"""Labelling: send approved candidates to an oracle and store every answer as it arrives.
+
+The experiment database is the only memory, so a run killed anywhere resumes without
+losing or repeating a label:
+
+1. **collect**: jobs still ``pending`` in the store (an earlier round, a killed run) are
+   polled first;
+2. **prepare**: each approved candidate gets its structure (pyxtal, seeded by its id,
+   kept as CIF so a resubmission sends the same atoms); a crystal pyxtal cannot fill is
+   a failed label and never reaches the oracle;
+3. **submit**: job ids are recorded and candidates moved to ``submitted`` in the same
+   transaction as soon as ``submit`` returns;
+4. **wait**: poll, storing each finished job in its own transaction (labels, formation
+   energy and hull for energy oracles, job status, lifecycle). A ``Lost`` job (an
+   in-process job whose process ended) is submitted again under a new id.
+
+Labels are keyed by (candidate, oracle, property), so storing one twice keeps one row.
+
+Example:
+    >>> with open_executor() as executor:  # doctest: +SKIP
+    ...     oracle = load_oracle("chgnet", {}, executor=executor)
+    ...     label_candidates(store, "default", oracle)
+    LabellingReport(submitted=32, labelled=30, failed=2, pending=0, resubmitted=0)
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pymatgen.core import Composition, Structure
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from tqdm import tqdm
+
+from aloop.oracle import Failed, Labelled, Lost, Oracle, OracleInput, Pending, Result, ThermoOracle
+from aloop.space.structure import StructureError, to_structure
+from aloop.store import (
+    Candidate,
+    Label,
+    Material,
+    Store,
+    candidates,
+    get_or_create_campaign,
+    get_or_create_material,
+    pending_jobs,
+    record_job,
+    transition,
+    upsert_label,
+)
+from aloop.thermo import e_above_hull, formation_energy_per_atom
+
+FAILED_PROPERTY = "*"
+"""Property of the label recording a failure of the whole evaluation."""
+REFERENCE_PROPERTY = "reference_energy_per_atom"
+"""Property under which an oracle's elemental reference energies are cached (eV/atom)."""
+REFERENCE_SOURCE = "reference"
+
+
+@dataclass(frozen=True)
+class LabellingReport:
+    """What one call did: candidates submitted, results stored, jobs left running."""
+
+    submitted: int
+    labelled: int
+    failed: int
+    pending: int
+    resubmitted: int
+
+
+def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool = True,
+                     poll_interval_s: float = 1.0, progress: bool = False) -> LabellingReport:
+    """Label the campaign's approved candidates (and collect its pending jobs) with ``oracle``.
+
+    Args:
+        store: the experiment database.
+        campaign: campaign name.
+        oracle: any ``Oracle``; a ``ThermoOracle`` also gets formation energy and hull labels.
+        wait: poll until no job is pending; ``False`` polls once (queued DFT).
+        poll_interval_s: pause between polls that found nothing new.
+        progress: show a progress bar of finished jobs.
+    """
+    failed = _prepare(store, campaign, oracle)
+    submitted, rejected = _submit(store, oracle, _approved(store, campaign, oracle))
+    failed += rejected
+    if isinstance(oracle, ThermoOracle):
+        _references(store, campaign, oracle, _pending_elements(store, campaign, oracle))
+    labelled = resubmitted = 0
+    bar = tqdm(desc=f"labelling with {oracle.name}", unit="job", disable=not progress)
+    while jobs := _pending(store, campaign, oracle):
+        results = _poll(oracle, list(jobs))
+        lost = [jobs[j] for j, r in results.items() if isinstance(r, Lost)]
+        done = {j: r for j, r in results.items() if isinstance(r, Labelled | Failed)}
+        for job_id, result in done.items():
+            ok = _store_result(store, campaign, oracle, jobs[job_id], job_id, result)
+            labelled, failed = labelled + ok, failed + (not ok)
+        _mark_lost(store, oracle, {j: r for j, r in results.items() if isinstance(r, Lost)}, jobs)
+        again, rejected = _submit(store, oracle, _inputs(store, lost))
+        resubmitted, failed = resubmitted + again, failed + rejected
+        bar.update(len(done))
+        if not wait:
+            break
+        if not done and not lost:
+            time.sleep(poll_interval_s)
+    bar.close()
+    return LabellingReport(submitted, labelled, failed, len(_pending(store, campaign, oracle)), resubmitted)
+
+
+def _prepare(store: Store, campaign: str, oracle: Oracle) -> int:
+    """Give approved candidates a structure; those pyxtal cannot fill fail here. Returns failures."""
+    failures = 0
+    with store.session() as session:
+        for candidate in candidates(session, get_or_create_campaign(session, campaign), state="approved"):
+            if candidate.cif is not None:
+                continue
+            try:
+                candidate.cif = to_structure(candidate.crystal, seed=candidate.id).to(fmt="cif")
+            except StructureError as err:
+                transition(candidate, "submitted")
+                _fail(session, candidate, oracle, f"atoms cannot be placed: {err}", job_id=None)
+                failures += 1
+    return failures
+
+
+def _approved(store: Store, campaign: str, oracle: Oracle) -> list[OracleInput]:
+    with store.session() as session:
+        rows = candidates(session, get_or_create_campaign(session, campaign), state="approved")
+        return [_input(c) for c in rows]
+
+
+def _inputs(store: Store, candidate_ids: Sequence[int]) -> list[OracleInput]:
+    with store.session() as session:
+        return [_input(session.get_one(Candidate, i)) for i in candidate_ids]
+
+
+def _input(candidate: Candidate) -> OracleInput:
+    return OracleInput(str(candidate.id), candidate.crystal, Structure.from_str(candidate.cif, fmt="cif"))
+
+
+def _submit(store: Store, oracle: Oracle, inputs: list[OracleInput]) -> tuple[int, int]:
+    """Submit and record the job ids at once; a raising ``submit`` fails those candidates.
+
+    Returns:
+        (candidates sent, candidates failed because ``submit`` raised).
+    """
+    if not inputs:
+        return 0, 0
+    try:
+        job_ids = oracle.submit(inputs)
+        error = None if len(job_ids) == len(inputs) else f"returned {len(job_ids)} job ids for {len(inputs)} inputs"
+    except Exception as err:
+        job_ids, error = [], f"raised {type(err).__name__}: {err}"
+    with store.session() as session:
+        for i, item in enumerate(inputs):
+            candidate = session.get_one(Candidate, int(item.candidate_id))
+            if candidate.state == "approved":
+                transition(candidate, "submitted")
+            if error is not None:
+                _fail(session, candidate, oracle, f"{oracle.name}.submit {error}", job_id=None)
+            else:
+                record_job(session, candidate_id=candidate.id, oracle=oracle.name, job_id=job_ids[i])
+    return len(inputs), 0 if error is None else len(inputs)
+
+
+def _pending(store: Store, campaign: str, oracle: Oracle) -> dict[str, int]:
+    """Pending job id -> candidate id."""
+    with store.session() as session:
+        jobs = pending_jobs(session, get_or_create_campaign(session, campaign), oracle=oracle.name)
+        return {job.job_id: job.candidate_id for job in jobs}
+
+
+def _poll(oracle: Oracle, job_ids: list[str]) -> dict[str, Result]:
+    """``oracle.poll`` that never raises: an error or a missing answer fails the job."""
+    try:
+        results = oracle.poll(job_ids)
+    except Exception as err:
+        return {j: Failed(f"{oracle.name}.poll raised {type(err).__name__}: {err}") for j in job_ids}
+    return {j: results.get(j, Failed(f"{oracle.name}.poll gave no answer for job {j}")) for j in job_ids}
+
+
+def _mark_lost(store: Store, oracle: Oracle, lost: dict[str, Result], jobs: dict[str, int]) -> None:
+    with store.session() as session:
+        for job_id, result in lost.items():
+            record_job(session, candidate_id=jobs[job_id], oracle=oracle.name, job_id=job_id, status="lost",
+                       reason=result.reason)  # type: ignore[union-attr]
+
+
+def _store_result(store: Store, campaign: str, oracle: Oracle, candidate_id: int, job_id: str,
+                  result: Labelled | Failed) -> bool:
+    """Store one finished job in one transaction; returns whether it gave labels."""
+    if isinstance(result, Labelled) and (bad := result.non_finite()):
+        result = Failed(f"non-finite values {bad}", dict(result.metadata))
+    with store.session() as session:
+        candidate = session.get_one(Candidate, candidate_id)
+        if isinstance(result, Failed):
+            record_job(session, candidate_id=candidate_id, oracle=oracle.name, job_id=job_id, status="failed",
+                       reason=result.reason)
+            _fail(session, candidate, oracle, result.reason, job_id=job_id, metadata=dict(result.metadata))
+            return False
+        values = dict(result.properties)
+        metadata = dict(result.metadata)
+        if result.energy_per_atom is not None:
+            values["energy_per_atom"] = result.energy_per_atom
+            if isinstance(oracle, ThermoOracle):
+                values |= _thermo(session, campaign, oracle, candidate, result.energy_per_atom)
+                metadata["hull"] = f"{oracle.name} elemental references + {oracle.name} labels of {campaign}"
+        cif = result.structure.to(fmt="cif") if result.structure is not None else None
+        for name, value in values.items():
+            upsert_label(session, candidate_id=candidate_id, oracle=oracle.name, fidelity=oracle.fidelity,
+                         property=name, value=value, structure=cif, metadata=metadata, job_id=job_id)
+        record_job(session, candidate_id=candidate_id, oracle=oracle.name, job_id=job_id, status="done")
+        if candidate.state == "submitted":
+            transition(candidate, "labelled")
+    return True
+
+
+def _fail(session: Session, candidate: Candidate, oracle: Oracle, reason: str, *, job_id: str | None,
+          metadata: dict | None = None) -> None:
+    upsert_label(session, candidate_id=candidate.id, oracle=oracle.name, fidelity=oracle.fidelity,
+                 property=FAILED_PROPERTY, value=None, status="failed", reason=reason, job_id=job_id,
+                 metadata=metadata)
+    if candidate.state == "submitted":
+        transition(candidate, "failed")
+
+
+def _thermo(session: Session, campaign: str, oracle: ThermoOracle, candidate: Candidate,
+            energy_per_atom: float) -> dict[str, float]:
+    """Formation energy and energy above the hull of the oracle's references and labels (eV/atom)."""
+    composition = candidate.crystal.composition
+    references = _cached_references(session, campaign, oracle)
+    if any(el.symbol not in references for el in composition.elements):
+        return {}
+    known = [(Composition(formula), value) for formula, value in session.execute(
+        select(Candidate.formula, Label.value).join(Label, Label.candidate_id == Candidate.id).where(
+            Candidate.campaign_id == candidate.campaign_id, Candidate.id != candidate.id,
+            Label.oracle == oracle.name, Label.property == "energy_per_atom", Label.status == "ok"))]
+    return {"formation_energy_per_atom": formation_energy_per_atom(composition, energy_per_atom, references),
+            "e_above_hull": e_above_hull(composition, energy_per_atom, references=references, known=known)}
+
+
+def _pending_elements(store: Store, campaign: str, oracle: Oracle) -> set[str]:
+    with store.session() as session:
+        rows = candidates(session, get_or_create_campaign(session, campaign), state="submitted")
+        return {el.symbol for c in rows for el in Composition(c.formula).elements}
+
+
+def _cached_references(session: Session, campaign: str, oracle: Oracle) -> dict[str, float]:
+    campaign_id = get_or_create_campaign(session, campaign).id
+    rows = session.execute(select(Material.formula, Label.value).join(Label, Label.material_id == Material.id).where(
+        Material.campaign_id == campaign_id, Label.oracle == oracle.name, Label.property == REFERENCE_PROPERTY))
+    return {Composition(formula).elements[0].symbol: value for formula, value in rows}
+
+
+def _references(store: Store, campaign: str, oracle: ThermoOracle, elements: set[str]) -> None:
+    """Compute (once per campaign and oracle) and cache the missing elemental references."""
+    with store.session() as session:
+        missing = sorted(elements - set(_cached_references(session, campaign, oracle)))
+    if not missing:
+        return
+    try:
+        energies = oracle.reference_energies(missing)
+    except Exception as err:  # labels still get stored, without formation energy and hull
+        warnings.warn(f"{oracle.name}.reference_energies({missing}) raised {type(err).__name__}: {err}",
+                      stacklevel=2)
+        return
+    with store.session() as session:
+        campaign_row = get_or_create_campaign(session, campaign)
+        for element, energy in energies.items():
+            material = get_or_create_material(session, campaign_row, composition=Composition(element),
+                                              source=REFERENCE_SOURCE)
+            upsert_label(session, material_id=material.id, oracle=oracle.name, fidelity=oracle.fidelity,
+                         property=REFERENCE_PROPERTY, value=energy,
+                         metadata={"element": element, "relaxed_by": oracle.name})
