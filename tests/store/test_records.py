@@ -180,12 +180,12 @@ def _writer(url: str, worker: int, barrier: multiprocessing.synchronize.Barrier)
 
 def test_two_processes_writing_at_once_store_each_label_once(store_url: str) -> None:
     context = multiprocessing.get_context("fork")
-    barrier = context.Barrier(2)
+    barrier = context.Barrier(2, timeout=30)  # a worker that dies breaks the other's wait
     workers = [context.Process(target=_writer, args=(store_url, w, barrier)) for w in (1, 2)]
     for process in workers:
         process.start()
     for process in workers:
-        process.join(timeout=120)
+        process.join(timeout=90)
     assert [p.exitcode for p in workers] == [0, 0]
     store = open_store(store_url)
     with store.session() as session:
