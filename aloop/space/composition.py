@@ -80,21 +80,26 @@ def charge_neutral(counts: torch.Tensor, elements: Sequence[str]) -> torch.Tenso
     n, column = counts.topk(int(n_nonzero.max()), dim=1)  # (N, K): non-zero counts first
     pair = column * low.shape[1] + n  # (N, K) index of (element, count)
     low, poly = low.flatten(), poly.flatten(0, 1)  # (P,), (P, T)
+    extent = torch.where(poly > 0, torch.arange(poly.shape[1]), 0).amax(dim=1)  # (P,) highest reachable offset
     prefixes, row_prefix = unique_rows(pair[:, :-1])
-    prefix_low, prefix_reach = _sumsets(prefixes, low, poly)  # (U,), (U, S)
+    prefix_low, prefix_reach = _sumsets(prefixes, low, poly, extent)  # (U,), (U, S)
     last = pair[:, -1]
     # charge of the prefix must be -(charge of the last pair): index into prefix_reach
-    t = torch.arange(poly.shape[1])
+    t = torch.arange(int(extent[last].max()) + 1)
+    poly = poly[:, : len(t)]
     index = -(prefix_low[row_prefix] + low[last])[:, None] - t[None, :]  # (N, T)
     inside = (index >= 0) & (index < prefix_reach.shape[1]) & poly[last].bool()
     hit = prefix_reach[row_prefix[:, None], index.clamp(0, prefix_reach.shape[1] - 1)] & inside
     return (hit.any(dim=1) & (n_nonzero >= 2)) | (n_nonzero == 1)
 
 
-def _sumsets(pairs: torch.Tensor, low: torch.Tensor, poly: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _sumsets(pairs: torch.Tensor, low: torch.Tensor, poly: torch.Tensor,
+             extent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Reachable charges of ``(U, K)`` (element, count) pair indices: ``low (U,)`` and ``(U, S)`` bool,
-    ``reach[u, s]`` true when total charge ``low[u] + s`` is reachable."""
-    size = 1 << int(poly.shape[1] * pairs.shape[1]).bit_length()
+    ``reach[u, s]`` true when total charge ``low[u] + s`` is reachable. ``extent (P,)`` is the
+    highest offset each pair reaches; it sizes the FFT so products never wrap around."""
+    size = 1 << int(extent[pairs].sum(dim=1).max()).bit_length()
+    poly = poly[:, :size]
     reach = torch.zeros(pairs.shape[0], size, dtype=torch.float64)
     reach[:, 0] = 1.0
     for start in range(0, pairs.shape[0], _CHUNK):

@@ -73,15 +73,16 @@ def broken_constraints(batch: CrystalBatch, space: CrystalSpace) -> dict[Constra
     neutral = listed.clone()
     neutral[~listed] = charge_neutral(counts[~listed], batch.elements)
     lattice_system = space_group_table().lattice_system[sg_safe]
+    has_atoms = counts.sum(dim=1) > 0
     return {
         Constraint.UNKNOWN_ELEMENT: (counts[:, ~known] > 0).any(dim=1),
-        Constraint.NO_ATOMS: counts.sum(dim=1) == 0,
+        Constraint.NO_ATOMS: ~has_atoms,
         Constraint.TOO_MANY_ATOMS_OF_ELEMENT: (counts > settings.max_atoms_per_element).any(dim=1),
         Constraint.TOO_MANY_ATOMS: counts.sum(dim=1) > settings.max_atoms,
         Constraint.TOO_MANY_ELEMENTS: (counts > 0).sum(dim=1) > settings.max_elements,
-        Constraint.NOT_CHARGE_NEUTRAL: ~neutral & (counts.sum(dim=1) > 0),
+        Constraint.NOT_CHARGE_NEUTRAL: ~neutral & has_atoms,
         Constraint.SPACE_GROUP_NOT_ALLOWED: ~sg_known | (space.group_row[sg_safe] < 0),
-        Constraint.WYCKOFF_INCOMPATIBLE: sg_known & ~_wyckoff_fits(counts, sg_safe, composition, space),
+        Constraint.WYCKOFF_INCOMPATIBLE: sg_known & has_atoms & ~_wyckoff_fits(counts, sg_safe, composition, space),
         Constraint.LATTICE_SYSTEM_RULE: sg_known & ~follows_system(lattice_system, lattice),
         Constraint.LATTICE_OUT_OF_RANGE: ~in_ranges(lattice, length_range=space.length_range,
                                                     angle_range=space.angle_range),

@@ -1,0 +1,97 @@
+"""Charge neutrality (against pymatgen) and Wyckoff compatibility (against pyxtal)."""
+
+import itertools
+import random
+
+import pytest
+import torch
+from pymatgen.core import Composition
+from pyxtal.symmetry import Group
+
+from aloop.config import SpaceSettings
+from aloop.space.composition import (
+    charge_neutral,
+    enumerate_counts,
+    is_wyckoff_compatible,
+    multiset,
+    multiset_index,
+    unique_rows,
+    wyckoff_compatibility,
+)
+
+ELEMENTS = tuple(SpaceSettings().elements) + ("V", "Cr", "N", "Ba")
+
+
+def as_composition(row: list[int]) -> Composition:
+    return Composition({el: n for el, n in zip(ELEMENTS, row, strict=True) if n})
+
+
+def test_charge_neutral_agrees_with_pymatgen_oxi_state_guesses():
+    rng = random.Random(0)
+    rows = []
+    for _ in range(200):
+        row = [0] * len(ELEMENTS)
+        for column in rng.sample(range(len(ELEMENTS)), rng.choice([1, 2, 2, 3, 3, 3, 4])):
+            row[column] = rng.randint(1, 6)
+        rows.append(row)
+    ours = charge_neutral(torch.tensor(rows), ELEMENTS)
+    theirs = torch.tensor([bool(as_composition(r).oxi_state_guesses()) for r in rows])
+    assert ours.shape == (200,)
+    assert torch.equal(ours, theirs)
+    assert 0.1 < ours.float().mean() < 0.9  # the sample has both kinds
+
+
+@pytest.mark.parametrize(("formula", "neutral"), [
+    ("Fe3O4", True),   # mixed valence: 2 Fe(3+) + Fe(2+)
+    ("Fe2O3", True), ("FeO", True), ("Na1Cl1", True), ("Si5", True),  # an element alone: state 0
+    ("NaCl2", False), ("Li2O3", False), ("Mg1F1", False),
+])
+def test_known_formulas(formula, neutral):
+    comp = Composition(formula)
+    counts = torch.tensor([[int(comp[el]) for el in ELEMENTS]])
+    assert charge_neutral(counts, ELEMENTS).tolist() == [neutral]
+
+
+def test_empty_and_zero_rows():
+    assert charge_neutral(torch.zeros(0, 3, dtype=torch.long), ("Fe", "O", "Li")).shape == (0,)
+    assert charge_neutral(torch.tensor([[0, 0, 0], [1, 1, 0]]), ("Fe", "O", "Li")).tolist() == [False, True]
+
+
+def test_enumerate_counts_matches_brute_force():
+    counts = enumerate_counts(4, max_per_element=3, max_atoms=6, max_elements=2)
+    brute = {row for row in itertools.product(range(4), repeat=4)
+             if 1 <= sum(x > 0 for x in row) <= 2 and sum(row) <= 6}
+    assert counts.shape == (len(brute), 4)
+    assert {tuple(r) for r in counts.tolist()} == brute
+
+
+def test_wyckoff_compatibility_agrees_with_pyxtal_check_compatible():
+    rng = random.Random(1)
+    multisets = sorted({multiset(rng.randint(1, 12) for _ in range(rng.randint(1, 3))) for _ in range(16)})
+    table = wyckoff_compatibility(multisets)
+    assert table.shape == (len(multisets), 231) and not table[:, 0].any()
+    for number in range(1, 231):
+        group = Group(number)
+        expected = [group.check_compatible(list(m))[0] for m in multisets]
+        assert table[:, number].tolist() == expected, number
+
+
+@pytest.mark.parametrize(("number", "counts", "fits"), [
+    (225, (4, 4), True),     # rock salt: 4a + 4b
+    (225, (4, 5), False),
+    (229, (3,), False),      # Im-3m has no 3-fold position
+    (221, (1, 1, 3), True),  # perovskite ABX3: 1a, 1b, 3c/3d
+    (1, (7, 5, 3), True),    # P1 hosts anything
+])
+def test_is_wyckoff_compatible(number, counts, fits):
+    assert is_wyckoff_compatible(number, counts) is fits
+
+
+def test_multiset_index_and_unique_rows():
+    counts = torch.tensor([[4, 0, 2], [2, 4, 0], [0, 0, 3], [4, 2, 0]])
+    multisets, index = multiset_index(counts)
+    assert [multisets[i] for i in index.tolist()] == [(4, 2), (4, 2), (3,), (4, 2)]
+    rows = torch.randint(0, 6, (300, 4), generator=torch.Generator().manual_seed(2))
+    distinct, inverse = unique_rows(rows)
+    expected, expected_inverse = torch.unique(rows, dim=0, return_inverse=True)
+    assert torch.equal(distinct, expected) and torch.equal(inverse, expected_inverse)

@@ -1,0 +1,104 @@
+"""Crystal <-> pymatgen Structure: known structures survive the round trip through pyxtal."""
+
+import pytest
+from pymatgen.core import Composition, Lattice, Structure
+
+from aloop.space.crystal import Crystal
+from aloop.space.structure import StructureError, has_close_atoms, min_distance, to_structure
+
+
+def rock_salt() -> Structure:
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def rutile() -> Structure:
+    return Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.594, 2.959), ["Ti", "O"],
+                                     [[0, 0, 0], [0.3048, 0.3048, 0]])
+
+
+def perovskite() -> Structure:
+    return Structure.from_spacegroup("Pm-3m", Lattice.cubic(3.905), ["Sr", "Ti", "O"],
+                                     [[0.5, 0.5, 0.5], [0, 0, 0], [0.5, 0, 0]])
+
+
+def layered_oxide() -> Structure:
+    # LiCoO2, R-3m: exercises the hexagonal setting of rhombohedral groups
+    return Structure.from_spacegroup("R-3m", Lattice.hexagonal(2.816, 14.05), ["Li", "Co", "O"],
+                                     [[0, 0, 0.5], [0, 0, 0], [0, 0, 0.2396]])
+
+
+def triclinic() -> Structure:
+    lattice = Lattice.from_parameters(5.1, 5.9, 6.7, 82.0, 97.0, 104.0)
+    return Structure.from_spacegroup("P-1", lattice, ["Si", "O", "O"],
+                                     [[0.11, 0.23, 0.31], [0.37, 0.12, 0.41], [0.21, 0.43, 0.08]])
+
+
+KNOWN = {
+    "rock salt": (rock_salt, 225, "Na4 Cl4"),
+    "rutile": (rutile, 136, "Ti2 O4"),
+    "perovskite": (perovskite, 221, "Sr1 Ti1 O3"),
+    "LiCoO2": (layered_oxide, 166, "Li3 Co3 O6"),
+    "triclinic": (triclinic, 2, "Si2 O4"),
+}
+
+
+def reduced_parameters(lattice: Lattice) -> list[float]:
+    return list(lattice.get_niggli_reduced_lattice().parameters)
+
+
+@pytest.mark.parametrize("name", KNOWN)
+def test_round_trip_keeps_group_composition_and_lattice(name):
+    build, number, formula = KNOWN[name]
+    original = build()
+    crystal = Crystal.from_structure(original)
+    assert crystal.space_group == number
+    assert crystal.composition == Composition(formula)
+
+    rebuilt = to_structure(crystal, seed=7, exact_group=True)
+    again = Crystal.from_structure(rebuilt)
+    assert again.space_group == number
+    assert again.composition == crystal.composition
+    assert again.lattice == pytest.approx(crystal.lattice, abs=1e-3) or \
+        reduced_parameters(rebuilt.lattice) == pytest.approx(reduced_parameters(original.lattice), abs=1e-3)
+    assert rebuilt.volume == pytest.approx(Lattice.from_parameters(*crystal.lattice).volume, rel=1e-6)
+    assert not has_close_atoms(rebuilt)
+
+
+def test_hexagonal_setting_of_rhombohedral_groups():
+    crystal = Crystal.from_structure(layered_oxide())
+    a, b, _, alpha, beta, gamma = crystal.lattice
+    assert a == pytest.approx(b) and (alpha, beta, gamma) == pytest.approx((90, 90, 120))
+    assert crystal.composition.num_atoms == 12  # 3 lattice points x LiCoO2
+
+
+def test_same_seed_same_structure_other_seed_other_structure():
+    crystal = Crystal(136, Composition("Ti2O4"), (4.6, 4.6, 2.96, 90.0, 90.0, 90.0))
+    first, second, other = (to_structure(crystal, seed=s) for s in (3, 3, 4))
+    assert first == second
+    assert first != other  # Wyckoff positions and free coordinates are drawn at random
+
+
+def test_exact_group_rejects_placements_of_higher_symmetry():
+    # F23 (196) hosts Na4Cl4 only on its fixed 4a-4d sites: rock salt (225) or zinc blende (216)
+    crystal = Crystal(196, Composition("Na4Cl4"), (5.64, 5.64, 5.64, 90.0, 90.0, 90.0))
+    assert Crystal.from_structure(to_structure(crystal, seed=0)).space_group in (216, 225)
+    with pytest.raises(StructureError, match=r"higher symmetry of space group 2(16|25)"):
+        to_structure(crystal, seed=0, attempts=3, exact_group=True)
+
+
+@pytest.mark.parametrize(("crystal", "reason"), [
+    (Crystal(123, Composition("NaCl"), (6.0, 6.0, 1.0, 90.0, 90.0, 90.0)), "could not be kept apart"),
+    (Crystal(1, Composition("Fe6O6"), (3.0, 3.0, 3.0, 90.0, 90.0, 90.0)), r"below 3.0 A\^3 per atom"),
+    (Crystal(229, Composition("Na3"), (5.0, 5.0, 5.0, 90.0, 90.0, 90.0)), "not compatible"),
+])
+def test_impossible_placements_raise_structure_error(crystal, reason):
+    with pytest.raises(StructureError, match=reason):
+        to_structure(crystal, seed=0, attempts=2)
+
+
+def test_min_distance():
+    assert min_distance(rock_salt()) == pytest.approx(5.64 / 2)
+    single = Structure(Lattice.cubic(3.0), ["Fe"], [[0, 0, 0]])
+    assert min_distance(single) == float("inf")
+    crowded = Structure(Lattice.cubic(3.0), ["Fe", "Fe"], [[0, 0, 0], [0.1, 0, 0]])
+    assert has_close_atoms(crowded) and not has_close_atoms(crowded, cutoff=0.2)
