@@ -30,8 +30,6 @@ from typing import ClassVar, Literal
 import numpy as np
 import torch
 from ase import Atoms
-from ase.build import bulk
-from ase.collections import dcdft
 from ase.filters import FrechetCellFilter
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.io.ase import AseAtomsAdaptor
@@ -39,6 +37,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from aloop.executor import JobPool
 from aloop.oracle import Failed, Labelled, OracleInput, Result
 from aloop.space.structure import MIN_DISTANCE, has_close_atoms, min_distance
+from oracles.references import reference_structures
 
 MAX_VOLUME_RATIO = 5.0
 """A cell that grows past this multiple of its starting volume has exploded."""
@@ -150,29 +149,7 @@ def relax_candidate(item: OracleInput, *, settings: CHGNetSettings) -> Labelled 
     if structure.volume < 0.1 or has_close_atoms(structure):
         return Failed(f"invalid relaxed structure: atoms closer than {MIN_DISTANCE} A "
                       f"(min {min_distance(structure):.2f} A) or volume {structure.volume:.2f} A^3", meta)
-    return Labelled(energy_per_atom=energy, properties={"energy_per_atom": energy}, structure=structure,
-                    metadata=meta)
-
-
-def reference_structures(element: str) -> list[Atoms]:
-    """Candidate ground-state structures of an element: ASE's DeltaCodesDFT set and bulk.
-
-    ASE's Delta-test sulfur is a 1-atom cell 0.66 eV/atom above alpha-S with CHGNet, so
-    sulfur also gets an S8 crown ring in a 7 A box (within 0.03 eV/atom of MP's alpha-S).
-    """
-    candidates = [dcdft[element]] if element in dcdft.names else []
-    try:
-        candidates.append(bulk(element))
-    except (ValueError, KeyError, RuntimeError):
-        pass
-    if element == "S":
-        radius, height, box = 2.3455, 0.98995, 7.0  # crown: S-S 2.05 A, S-S-S 108 degrees
-        ring = [[radius * math.cos(k * math.pi / 4) + box / 2, radius * math.sin(k * math.pi / 4) + box / 2,
-                 (-1) ** k * height / 2 + box / 2] for k in range(8)]
-        candidates.append(Atoms("S8", positions=ring, cell=[box] * 3, pbc=True))
-    if not candidates:
-        raise ValueError(f"no reference structure for element {element!r} (not in ASE's dcdft set or bulk)")
-    return candidates
+    return Labelled(energy_per_atom=energy, structure=structure, metadata=meta)
 
 
 class CHGNetOracle:

@@ -41,6 +41,11 @@ def wait_for(oracle: Oracle, job_ids: list[str], *, timeout_s: float = 120.0) ->
         time.sleep(0.05)
 
 
+@pytest.fixture(name="shared_data", scope="session")
+def _shared_data() -> Path:
+    return shared_data()
+
+
 @pytest.fixture(name="rock_salt", scope="session")
 def _rock_salt():
     return rock_salt

@@ -8,7 +8,7 @@ from pymatgen.core import Lattice, Structure
 from aloop.oracle import Failed, Labelled, OracleInput, load_oracle
 from aloop.space.crystal import Crystal
 from aloop.thermo import e_above_hull, formation_energy_per_atom
-from oracles.chgnet import CHGNetOracle, CHGNetSettings, reference_structures
+from oracles.chgnet import CHGNetOracle, CHGNetSettings
 
 # Materials Project formation energies (eV/atom) of the rock-salt ground states:
 # mp-22862 NaCl, mp-1265 MgO, mp-22905 LiCl.
@@ -64,13 +64,6 @@ def test_an_isolated_atom_fails_instead_of_crashing(chgnet, wait_for):
     [job_id] = chgnet.submit([item])
     result = wait_for(chgnet, [job_id])[job_id]
     assert isinstance(result, Failed) and "isolated" in result.reason.lower()
-
-
-def test_sulfur_reference_includes_the_s8_ring_that_the_delta_set_lacks():
-    sizes = sorted(len(atoms) for atoms in reference_structures("S"))
-    assert 8 in sizes
-    with pytest.raises(ValueError, match="no reference structure"):
-        reference_structures("Xx")
 
 
 def test_settings_reject_unknown_optimizer():
