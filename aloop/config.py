@@ -212,6 +212,8 @@ class Config(Section):
 
     campaign: str = "default"
     seed: int = 0
+    workdir: str = ".aloop"
+    """Folder for round outputs (proxy, generator checkpoints, samples), one sub-folder per campaign."""
     review: Literal["auto", "manual"] = "auto"
     space: SpaceSettings = SpaceSettings()
     data: DataSettings = DataSettings()

@@ -24,9 +24,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from pymatgen.core import Structure  # noqa: E402
-from pymatgen.symmetry.groups import SpaceGroup  # noqa: E402
 
-from aloop.space import LATTICE_KEYS, Crystal  # noqa: E402
+from aloop.space import LATTICE_KEYS, Crystal, space_group  # noqa: E402
 
 REVIEW_TAG = "aloop.review"
 STATE_TAG = "aloop.state"
@@ -137,7 +136,7 @@ def _log_candidate(client: MlflowClient, experiment_id: str, parent_run_id: str,
     )
     run_id = run.info.run_id
     params = {"formula": crystal.formula, "space_group": crystal.space_group,
-              "crystal_system": SpaceGroup.from_int_number(crystal.space_group).crystal_system,
+              "crystal_system": space_group(crystal.space_group).crystal_system,
               **{k: round(v, 4) for k, v in zip(LATTICE_KEYS, crystal.lattice, strict=True)}}
     metrics = {"pred_mean": view.proxy_mean, "pred_std": view.proxy_std, "acquisition": view.acquisition}
     if view.nearest_known_distance is not None:
@@ -156,31 +155,28 @@ def _log_candidate(client: MlflowClient, experiment_id: str, parent_run_id: str,
     return run_id
 
 
+def log_candidates_table(client: MlflowClient, run_id: str, views: Sequence[CandidateView]) -> None:
+    """The batch as ``candidates.csv`` on the round run (one row per candidate)."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["candidate_id", "formula", "space_group", *LATTICE_KEYS, "pred_mean", "pred_std",
+                     "acquisition", "nearest_known_distance", "state", "review"])
+    for v in views:
+        writer.writerow([v.candidate_id, v.crystal.formula, v.crystal.space_group,
+                         *(round(x, 4) for x in v.crystal.lattice), v.proxy_mean, v.proxy_std, v.acquisition,
+                         v.nearest_known_distance, v.state, v.review])
+    client.log_text(run_id, out.getvalue(), "candidates.csv")
+
+
 def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, str]:
     """Candidate id -> run id of the child runs under a round run."""
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50_000
     )
     return {r.data.tags[CANDIDATE_TAG]: r.info.run_id for r in runs if CANDIDATE_TAG in r.data.tags}
-
-
-def read_reviews(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, str]:
-    """Candidate id -> review tag as the reviewer left it; unknown values raise ``ValueError``."""
-    runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50_000
-    )
-    reviews = {}
-    for run in runs:
-        if CANDIDATE_TAG not in run.data.tags:
-            continue
-        review = run.data.tags.get(REVIEW_TAG, "pending").strip().lower()
-        if review not in REVIEW_STATES:
-            raise ValueError(
-                f"MLflow run {run.info.run_id} ({run.data.tags[CANDIDATE_TAG]}): "
-                f"{REVIEW_TAG}={review!r} is not one of {list(REVIEW_STATES)}"
-            )
-        reviews[run.data.tags[CANDIDATE_TAG]] = review
-    return reviews
 
 
 def set_state(client: MlflowClient, run_id: str, *, state: str, review: str | None = None) -> None:
