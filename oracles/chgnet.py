@@ -21,6 +21,8 @@ import contextlib
 import functools
 import io
 import math
+import os
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -133,7 +135,7 @@ def relax_candidate(item: OracleInput, *, settings: CHGNetSettings) -> Labelled 
     """Relax one candidate and check the result; every failure is a ``Failed`` with its reason."""
     atoms = AseAtomsAdaptor.get_atoms(item.structure)
     meta = {"model": f"chgnet-{settings.model}", "optimizer": settings.optimizer, "fmax": settings.fmax,
-            "max_steps": settings.max_steps, "n_atoms": len(atoms)}
+            "max_steps": settings.max_steps, "n_atoms": len(atoms), "worker": f"{socket.gethostname()}:{os.getpid()}"}
     try:
         run = relax_atoms(atoms, settings)
     except _Stop as stop:

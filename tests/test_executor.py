@@ -1,0 +1,95 @@
+"""Executors: timeouts, errors and NaN become failures; Dask runs oracles in worker processes."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+
+import pytest
+from pymatgen.core import Composition, Lattice, Structure
+
+from aloop.executor import JobPool, open_executor, run_with_timeout
+from aloop.oracle import Failed, Labelled, Lost, OracleInput, Pending
+
+NACL = Structure.from_spacegroup(225, Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+
+
+def item(candidate_id: str = "1") -> OracleInput:
+    from aloop.space import Crystal
+
+    return OracleInput(candidate_id, Crystal.from_structure(NACL), NACL)
+
+
+def slow(item: OracleInput) -> Labelled:
+    time.sleep(float(item.candidate_id))
+    return Labelled(energy_per_atom=-1.0)
+
+
+def test_an_evaluation_past_its_timeout_fails_and_frees_the_caller():
+    start = time.monotonic()
+    result = run_with_timeout(slow, item("30"), timeout_s=0.2)
+    assert isinstance(result, Failed) and result.reason == "timed out after 0.2 s"
+    assert time.monotonic() - start < 5
+
+
+def test_exceptions_and_nan_become_failures_with_their_reason():
+    def boom(_: OracleInput) -> Labelled:
+        raise ZeroDivisionError("no atoms")
+
+    raised = run_with_timeout(boom, item(), timeout_s=5)
+    assert isinstance(raised, Failed) and raised.reason == "ZeroDivisionError: no atoms"
+    assert "Traceback" in raised.metadata["traceback"]
+    nan = run_with_timeout(lambda _: Labelled(energy_per_atom=math.nan, properties={"band_gap": 1.0}),
+                           item(), timeout_s=5)
+    assert isinstance(nan, Failed) and "['energy_per_atom']" in nan.reason
+
+
+def test_a_job_pool_reports_queued_running_done_and_lost_jobs():
+    with open_executor(max_workers=1) as executor:
+        pool = JobPool(slow, executor=executor, prefix="slow", timeout_s=10)
+        first, second = pool.submit([item("0.5"), item("0")])
+        assert first.startswith("slow-0.5-") and first != second
+        states = pool.poll([first, second, "slow-9-unknown"])
+        assert states[first] == Pending("running") and states[second] == Pending("queued")
+        assert isinstance(states["slow-9-unknown"], Lost)
+        while isinstance(pool.poll([second])[second], Pending):
+            time.sleep(0.05)
+        assert pool.poll([first, second]) == {first: Labelled(-1.0), second: Labelled(-1.0)}
+
+
+def test_dask_needs_a_scheduler_address():
+    with pytest.raises(ValueError, match="scheduler_address"):
+        with open_executor(kind="dask"):
+            pass
+
+
+@pytest.mark.slow
+def test_chgnet_labels_through_a_dask_cluster_of_worker_processes(tmp_path: Path):
+    from distributed import LocalCluster
+
+    from aloop.labelling import label_candidates
+    from aloop.oracle import load_oracle
+    from aloop.space import Crystal
+    from aloop.store import (
+        Label, NewCandidate, add_candidates, get_or_create_campaign, open_store, start_round, transition)
+
+    store = open_store(f"sqlite:///{tmp_path / 'aloop.db'}")
+    with store.session() as session:
+        campaign = get_or_create_campaign(session, "dask")
+        round_ = start_round(session, campaign, config={}, seed=0)
+        crystals = [Crystal(225, Composition("Na4Cl4"), (a, a, a, 90.0, 90.0, 90.0)) for a in (5.6, 5.8)]
+        for candidate in add_candidates(session, round_, [NewCandidate(c) for c in crystals]):
+            transition(candidate, "approved")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            open_executor(kind="dask", scheduler_address=cluster.scheduler_address) as executor:
+        oracle = load_oracle("chgnet", {"max_steps": 100}, executor=executor)
+        report = label_candidates(store, "dask", oracle, poll_interval_s=0.1)
+    assert report.labelled == 2
+    with store.session() as session:
+        energies = session.query(Label).filter(Label.property == "energy_per_atom").all()
+    workers = {label.meta["worker"].rpartition(":")[2] for label in energies}
+    assert str(os.getpid()) not in workers and len(energies) == 2
+    assert energies[0].value == pytest.approx(energies[1].value, abs=0.01)  # both relax to rock salt
+    store.close()
