@@ -179,7 +179,8 @@ def enumerate_counts(n_elements: int, *, max_per_element: int, max_atoms: int, m
             break
         subsets = torch.tensor(list(combinations(range(n_elements), k)), dtype=torch.long)  # (S, k)
         block = torch.zeros(subsets.shape[0], grid.shape[0], n_elements, dtype=torch.long)
-        block.scatter_(2, subsets[:, None, :].expand(-1, grid.shape[0], -1), grid[None].expand(subsets.shape[0], -1, -1))
+        index = subsets[:, None, :].expand(-1, grid.shape[0], -1)
+        block.scatter_(2, index, grid[None].expand(subsets.shape[0], -1, -1))
         blocks.append(block.reshape(-1, n_elements))
     return torch.cat(blocks) if blocks else torch.zeros(0, n_elements, dtype=torch.long)
 

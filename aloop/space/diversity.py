@@ -1,9 +1,8 @@
 """How diverse a set of crystals is: uniqueness and counts over the space's categories.
 
 Example:
-    >>> report = diversity_report(batch, space)
-    >>> report.unique_fraction, report.lattice_systems["cubic"]
-    (0.98, 112)
+    >>> report = diversity_report(samples, space)  # a CrystalBatch or a list of Crystal
+    >>> report.unique_fraction, report.lattice_systems["cubic"]  # share of distinct crystals, cubic count
     >>> plot_diversity(report).savefig("diversity.png")
 """
 
@@ -62,7 +61,8 @@ def diversity_report(crystals: CrystalBatch | Sequence[Crystal], space: CrystalS
     sg = batch.space_group.cpu().long()
     counts = batch.counts.cpu().long()
     lattice = batch.lattice.cpu().double()
-    rounded = torch.cat([(lattice[:, :3] * 10**LENGTH_DECIMALS).round(), (lattice[:, 3:] * 10**ANGLE_DECIMALS).round()], 1)
+    rounded = torch.cat([(lattice[:, :3] * 10**LENGTH_DECIMALS).round(),
+                         (lattice[:, 3:] * 10**ANGLE_DECIMALS).round()], dim=1)
     discrete = torch.cat([sg[:, None], counts], dim=1)
     table = space_group_table()
 

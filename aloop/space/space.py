@@ -216,12 +216,15 @@ def _allowed_groups(settings: SpaceSettings) -> torch.Tensor:
     checks: list[tuple[str, torch.Tensor]] = []
     if settings.lattice_systems is not None:
         allowed = _indices(CRYSTAL_LATTICE_SYSTEMS, settings.lattice_systems)
-        checks.append((f"space.lattice_systems={settings.lattice_systems}", torch.isin(table.lattice_system[1:], allowed)))
+        checks.append((f"space.lattice_systems={settings.lattice_systems}",
+                       torch.isin(table.lattice_system[1:], allowed)))
     if settings.point_symmetries is not None:
         allowed = _indices(POINT_SYMMETRIES, settings.point_symmetries)
-        checks.append((f"space.point_symmetries={settings.point_symmetries}", torch.isin(table.point_symmetry[1:], allowed)))
+        checks.append((f"space.point_symmetries={settings.point_symmetries}",
+                       torch.isin(table.point_symmetry[1:], allowed)))
     if settings.space_groups is not None:
-        checks.append((f"space.space_groups={settings.space_groups}", torch.isin(numbers, torch.tensor(settings.space_groups))))
+        checks.append((f"space.space_groups={settings.space_groups}",
+                       torch.isin(numbers, torch.tensor(settings.space_groups))))
     angle = (settings.lattice.angle.min, settings.lattice.angle.max)
     checks.append((f"space.lattice.angle=[{angle[0]}, {angle[1]}] (fixed angles 90/120 of the lattice systems)",
                    system_fits_ranges(angle)[table.lattice_system[1:]]))

@@ -8,7 +8,8 @@ functions, so the checker can name every constraint such an entry breaks.
 
 Example:
     >>> space = CrystalSpace.from_settings(load_config("configs/fe-o.yaml").space)
-    >>> [v.constraint.value for v in check_crystal(Crystal(225, Composition("Na4Cl4"), (5.6,) * 3 + (90.0,) * 3), space)]
+    >>> nacl = Crystal(225, Composition("Na4Cl4"), (5.6,) * 3 + (90.0,) * 3)
+    >>> [v.constraint.value for v in check_crystal(nacl, space)]
     ['unknown_element']
 """
 

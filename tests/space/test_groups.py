@@ -41,7 +41,8 @@ def test_point_symmetry_classes_are_the_textbook_ones():
         assert g.point_group in POINT_GROUPS
         by_class[g.point_symmetry].add(g.point_group)
     # 11 Laue classes are centrosymmetric, 10 point groups polar, 11 neither.
-    assert by_class["centrosymmetric"] == {"-1", "2/m", "mmm", "4/m", "4/mmm", "-3", "-3m", "6/m", "6/mmm", "m-3", "m-3m"}
+    assert by_class["centrosymmetric"] == {"-1", "2/m", "mmm", "4/m", "4/mmm", "-3", "-3m", "6/m", "6/mmm",
+                                           "m-3", "m-3m"}
     assert by_class["non_centrosymmetric_polar"] == {"1", "2", "m", "mm2", "4", "4mm", "3", "3m", "6", "6mm"}
     assert len(by_class["non_centrosymmetric_non_polar"]) == 11
 

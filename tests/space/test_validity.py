@@ -15,7 +15,8 @@ from aloop.space.validity import Constraint, broken_constraints, check_crystal, 
 
 CUBIC = (4.3, 4.3, 4.3, 90.0, 90.0, 90.0)
 TRICLINIC = (4.1, 4.5, 5.2, 80.0, 95.0, 100.0)
-SHARED_DATA = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
+SHARED_DATA = Path(os.environ.get("ALOOP_SHARED_DATA")
+                   or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
 
 
 @pytest.fixture(scope="module")
