@@ -17,9 +17,8 @@ losing or repeating a label:
 Labels are keyed by (candidate, oracle, property), so storing one twice keeps one row.
 
 Example:
-    >>> with open_executor() as executor:  # doctest: +SKIP
-    ...     oracle = load_oracle("chgnet", {}, executor=executor)
-    ...     label_candidates(store, "default", oracle)
+    >>> with open_oracle(config.oracle) as oracle:  # doctest: +SKIP
+    ...     label_candidates(store, config.campaign, oracle, wait=config.oracle.wait)
     LabellingReport(submitted=32, labelled=30, failed=2, pending=0, resubmitted=0)
 """
 
@@ -27,7 +26,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pymatgen.core import Composition, Structure
@@ -35,7 +35,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
-from aloop.oracle import Failed, Labelled, Lost, Oracle, OracleInput, Pending, Result, ThermoOracle
+from aloop.config import OracleSettings
+from aloop.executor import open_executor
+from aloop.oracle import Failed, Labelled, Lost, Oracle, OracleInput, Result, ThermoOracle, load_oracle
 from aloop.space.structure import StructureError, to_structure
 from aloop.store import (
     Candidate,
@@ -83,7 +85,7 @@ def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool 
         progress: show a progress bar of finished jobs.
     """
     failed = _prepare(store, campaign, oracle)
-    submitted, rejected = _submit(store, oracle, _approved(store, campaign, oracle))
+    submitted, rejected = _submit(store, oracle, _approved(store, campaign))
     failed += rejected
     if isinstance(oracle, ThermoOracle):
         _references(store, campaign, oracle, _pending_elements(store, campaign, oracle))
@@ -91,13 +93,13 @@ def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool 
     bar = tqdm(desc=f"labelling with {oracle.name}", unit="job", disable=not progress)
     while jobs := _pending(store, campaign, oracle):
         results = _poll(oracle, list(jobs))
-        lost = [jobs[j] for j, r in results.items() if isinstance(r, Lost)]
+        lost = {j: r for j, r in results.items() if isinstance(r, Lost)}
         done = {j: r for j, r in results.items() if isinstance(r, Labelled | Failed)}
         for job_id, result in done.items():
             ok = _store_result(store, campaign, oracle, jobs[job_id], job_id, result)
             labelled, failed = labelled + ok, failed + (not ok)
-        _mark_lost(store, oracle, {j: r for j, r in results.items() if isinstance(r, Lost)}, jobs)
-        again, rejected = _submit(store, oracle, _inputs(store, lost))
+        _mark_lost(store, oracle, lost, jobs)
+        again, rejected = _submit(store, oracle, _inputs(store, [jobs[j] for j in lost]))
         resubmitted, failed = resubmitted + again, failed + rejected
         bar.update(len(done))
         if not wait:
@@ -106,6 +108,18 @@ def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool 
             time.sleep(poll_interval_s)
     bar.close()
     return LabellingReport(submitted, labelled, failed, len(_pending(store, campaign, oracle)), resubmitted)
+
+
+@contextmanager
+def open_oracle(settings: OracleSettings) -> Iterator[Oracle]:
+    """The configured oracle on its configured executor (closed on exit).
+
+    Raises:
+        OracleError: unknown oracle or bad ``oracle.settings``.
+    """
+    with open_executor(kind=settings.executor, scheduler_address=settings.scheduler_address,
+                       max_workers=settings.workers) as executor:
+        yield load_oracle(settings.name, settings.settings, executor=executor)
 
 
 def _prepare(store: Store, campaign: str, oracle: Oracle) -> int:
@@ -124,7 +138,7 @@ def _prepare(store: Store, campaign: str, oracle: Oracle) -> int:
     return failures
 
 
-def _approved(store: Store, campaign: str, oracle: Oracle) -> list[OracleInput]:
+def _approved(store: Store, campaign: str) -> list[OracleInput]:
     with store.session() as session:
         rows = candidates(session, get_or_create_campaign(session, campaign), state="approved")
         return [_input(c) for c in rows]
@@ -180,11 +194,11 @@ def _poll(oracle: Oracle, job_ids: list[str]) -> dict[str, Result]:
     return {j: results.get(j, Failed(f"{oracle.name}.poll gave no answer for job {j}")) for j in job_ids}
 
 
-def _mark_lost(store: Store, oracle: Oracle, lost: dict[str, Result], jobs: dict[str, int]) -> None:
+def _mark_lost(store: Store, oracle: Oracle, lost: dict[str, Lost], jobs: dict[str, int]) -> None:
     with store.session() as session:
         for job_id, result in lost.items():
             record_job(session, candidate_id=jobs[job_id], oracle=oracle.name, job_id=job_id, status="lost",
-                       reason=result.reason)  # type: ignore[union-attr]
+                       reason=result.reason)
 
 
 def _store_result(store: Store, campaign: str, oracle: Oracle, candidate_id: int, job_id: str,

@@ -177,27 +177,38 @@ def resolve_oracle(name: str) -> OracleClass:
                           f"{type(err).__name__}: {err}") from err
 
 
-def load_oracle(name: str, settings: Mapping[str, Any], *, executor: Executor) -> Oracle:
+def load_oracle(name: str, settings: Mapping[str, Any], *, executor: Executor | None) -> Oracle:
     """Build an oracle by name with its settings validated by its own ``Settings`` model.
 
     Args:
         name: entry-point name (``chgnet``) or import path (``my_lab.oracle:XRDOracle``).
         settings: the ``oracle.settings`` mapping of the config.
-        executor: where the oracle runs its evaluations (in-process or Dask).
+        executor: where the oracle runs its evaluations (in-process or Dask); ``None`` only
+            for oracles that run nothing themselves (lookup, remote queues).
 
     Raises:
         OracleError: unknown oracle, no ``Settings`` model, or a bad setting, e.g.
             ``oracle.settings.fmax=-1 (oracle 'chgnet'): Input should be greater than 0``.
+    """
+    return resolve_oracle(name)(validate_settings(name, settings), executor=executor)
+
+
+def validate_settings(name: str, settings: Mapping[str, Any]) -> BaseModel:
+    """The oracle's ``Settings`` model built from ``settings``, without building the oracle.
+
+    Lets a command check ``oracle.settings`` before any work starts.
+
+    Raises:
+        OracleError: as ``load_oracle``.
     """
     cls = resolve_oracle(name)
     model = getattr(cls, "Settings", None)
     if not (isinstance(model, type) and issubclass(model, BaseModel)):
         raise OracleError(f"oracle {name!r} ({cls!r}) has no pydantic `Settings` class attribute")
     try:
-        parsed = model.model_validate(dict(settings))
+        return model.model_validate(dict(settings))
     except ValidationError as err:
         raise OracleError(_settings_errors(name, model, err)) from None
-    return cls(parsed, executor=executor)
 
 
 def _settings_errors(name: str, model: type[BaseModel], err: ValidationError) -> str:

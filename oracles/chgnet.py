@@ -43,6 +43,9 @@ from oracles.references import reference_structures
 
 MAX_VOLUME_RATIO = 5.0
 """A cell that grows past this multiple of its starting volume has exploded."""
+HARD_TIMEOUT_GRACE_S = 30.0
+"""The relaxation stops itself at ``timeout_s`` (with the step it reached); the executor
+abandons it only this much later (model loading, a step stuck in C)."""
 ENERGY_RANGE = (-20.0, 5.0)
 """eV/atom; CHGNet energies outside it are absurd (MP spans about -14 to 0)."""
 
@@ -165,7 +168,7 @@ class CHGNetOracle:
         self.settings = settings
         self.name = f"chgnet-{settings.model}"
         self._pool = JobPool(functools.partial(relax_candidate, settings=settings), executor=executor,
-                             prefix="chgnet", timeout_s=settings.timeout_s)
+                             prefix="chgnet", timeout_s=settings.timeout_s + HARD_TIMEOUT_GRACE_S)
 
     def submit(self, inputs: Sequence[OracleInput]) -> list[str]:
         return self._pool.submit(inputs)

@@ -20,7 +20,8 @@ from pymatgen.core import Composition
 from sqlalchemy import func, select
 
 from aloop.executor import JobPool, open_executor
-from aloop.labelling import FAILED_PROPERTY, REFERENCE_PROPERTY, label_candidates
+from aloop.config import OracleSettings
+from aloop.labelling import FAILED_PROPERTY, REFERENCE_PROPERTY, label_candidates, open_oracle
 from aloop.oracle import Labelled, OracleInput, Result, load_oracle
 from aloop.space import Crystal
 from aloop.store import (
@@ -75,8 +76,7 @@ def table(tmp_path: Path) -> str:
 
 def test_labels_each_approved_candidate_once_and_records_failures(store, table):
     ids = approve(store, [cubic("Na4Cl4", 5.69), cubic("Mg4O4", 4.21), cubic("Li4Cl4", 5.13)])
-    with open_executor() as executor:
-        oracle = load_oracle("lookup", {"table": table}, executor=executor)
+    with open_oracle(OracleSettings(name="lookup", settings={"table": table})) as oracle:
         report = label_candidates(store, "test", oracle)
         again = label_candidates(store, "test", oracle)
     assert (report.submitted, report.labelled, report.failed, report.pending) == (3, 2, 1, 0)
