@@ -161,3 +161,30 @@ def nearest_distance(features: torch.Tensor, reference: torch.Tensor, *, chunk: 
     out = [torch.cdist(features[i:i + chunk] / scale, ref).min(dim=1).values
            for i in range(0, features.shape[0], chunk)]
     return torch.cat(out) if out else torch.empty(0, dtype=features.dtype)
+
+
+def farthest_point_indices(features: torch.Tensor, size: int, *, seed: int) -> torch.Tensor:
+    """Maximin (farthest-point) subset: a space-filling design in standardised feature space.
+
+    Starts from a seeded random row, then repeatedly adds the row farthest from all chosen
+    ones. Vectorised: one distance row per pick, ``O(size * N * D)``.
+
+    Args:
+        features: ``(N, D)`` features of the pool.
+        size: rows wanted (all rows when ``size >= N``).
+
+    Returns:
+        ``(min(size, N),)`` long indices in pick order.
+    """
+    n = features.shape[0]
+    if size >= n:
+        return torch.arange(n)
+    scaled = features / features.std(dim=0).clamp_min(1e-6)
+    generator = torch.Generator().manual_seed(seed)
+    chosen = [int(torch.randint(n, (1,), generator=generator))]
+    nearest = (scaled - scaled[chosen[0]]).norm(dim=1)
+    for _ in range(size - 1):
+        nxt = int(nearest.argmax())
+        chosen.append(nxt)
+        nearest = torch.minimum(nearest, (scaled - scaled[nxt]).norm(dim=1))
+    return torch.tensor(chosen, dtype=torch.long)

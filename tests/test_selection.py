@@ -70,3 +70,23 @@ def test_nearest_distance_matches_brute_force():
     assert got.shape == (7,)
     torch.testing.assert_close(got, brute)
     assert torch.isinf(nearest_distance(features, reference[:0])).all()
+
+
+def test_farthest_point_design_is_maximin_greedy():
+    from aloop.selection import farthest_point_indices
+
+    gen = torch.Generator().manual_seed(1)
+    features = torch.randn(200, 3, generator=gen)
+    chosen = farthest_point_indices(features, 10, seed=3)
+    assert chosen.shape == (10,) and len(set(chosen.tolist())) == 10
+    scaled = features / features.std(dim=0)
+    # brute force: each pick maximises its distance to the ones before it
+    for k in range(1, 10):
+        before = scaled[chosen[:k]]
+        gaps = torch.cdist(scaled, before).min(dim=1).values
+        assert gaps[chosen[k]] == pytest.approx(float(gaps.max()))
+    # a design spreads out: its smallest pairwise gap beats a random subset's
+    random_subset = scaled[torch.randperm(200, generator=gen)[:10]]
+    pairwise = lambda x: torch.pdist(x).min()  # noqa: E731
+    assert pairwise(scaled[chosen]) > pairwise(random_subset)
+    assert torch.equal(farthest_point_indices(features, 500, seed=0), torch.arange(200))
