@@ -135,6 +135,18 @@ class CrystalBatch:
             lattice=torch.tensor([c.lattice for c in crystals], dtype=torch.float64).reshape(-1, 6),
         )
 
+    @classmethod
+    def concat(cls, batches: Sequence[CrystalBatch]) -> CrystalBatch:
+        """All crystals of ``batches``, in order, over the union of their elements (first seen first), on CPU."""
+        elements = tuple(dict.fromkeys(el for batch in batches for el in batch.elements))
+        counts = torch.zeros(sum(len(batch) for batch in batches), len(elements), dtype=torch.long)
+        start = 0
+        for batch in batches:
+            counts[start:start + len(batch), [elements.index(el) for el in batch.elements]] = batch.counts.cpu().long()
+            start += len(batch)
+        return cls(elements, torch.cat([batch.space_group.cpu().long() for batch in batches]), counts,
+                   torch.cat([batch.lattice.cpu().double().reshape(-1, 6) for batch in batches]))
+
     def to_crystals(self) -> list[Crystal]:
         """One ``Crystal`` per row (a Python loop: use at the edges, not on hot paths)."""
         sg = self.space_group.tolist()
