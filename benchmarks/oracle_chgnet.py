@@ -91,20 +91,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--per-size", type=int, default=100)
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16, 32])
+    parser.add_argument("--timeout-s", type=float, default=600.0, help="wall-clock limit of one relaxation")
     args = parser.parse_args()
-    settings = CHGNetSettings()
+    settings = CHGNetSettings(timeout_s=args.timeout_s)
     load_before = os.getloadavg()[1]
-    rows = run(args.sizes, args.per_size, settings)
+    rows: list[dict] = []
+    for n_atoms in args.sizes:  # the results file is rewritten after each size
+        rows += run([n_atoms], args.per_size, settings)
+        machine = {"cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": settings.torch_threads,
+                   "load_average_5min": [load_before, os.getloadavg()[1]]}
+        RESULTS.parent.mkdir(exist_ok=True)
+        RESULTS.write_text(json.dumps({"command": "python -m benchmarks.oracle_chgnet " + " ".join(sys.argv[1:]),
+                                       "machine": machine, "settings": settings.model_dump(), "rows": rows},
+                                      indent=2))
     print(f"{'atoms':>5} {'n':>4} {'median s':>9} {'mean s':>7} {'steps':>6} {'failed':>7}  reasons")
     for r in rows:
         print(f"{r['atoms']:>5} {r['candidates']:>4} {r['median_s']:>9.2f} {r['mean_s']:>7.2f} "
               f"{r['median_steps']:>6.0f} {r['failure_rate']:>7.0%}  {r['failures']}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    machine = {"cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": settings.torch_threads,
-               "load_average_5min": [load_before, os.getloadavg()[1]]}
     print(f"5-minute load average before/after: {machine['load_average_5min']} on {os.cpu_count()} cores")
-    RESULTS.write_text(json.dumps({"command": "python -m benchmarks.oracle_chgnet " + " ".join(sys.argv[1:]),
-                                   "machine": machine, "settings": settings.model_dump(), "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

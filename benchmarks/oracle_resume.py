@@ -87,6 +87,9 @@ def main() -> None:
         finished = dict(session.execute(select(OracleJob.candidate_id, func.count()).where(
             OracleJob.status.in_(["done", "failed"])).group_by(OracleJob.candidate_id)).tuples().all())
         lost = session.scalar(select(func.count()).select_from(OracleJob).where(OracleJob.status == "lost"))
+        duplicates = session.execute(select(Label.candidate_id, Label.property).where(
+            Label.candidate_id.is_not(None)).group_by(Label.candidate_id, Label.property)
+            .having(func.count() > 1)).all()
         states = [session.get_one(Candidate, i).state for i in ids]
     row = {
         "candidates": len(ids),
@@ -94,7 +97,7 @@ def main() -> None:
         "lost_jobs_resubmitted": lost,
         "labelled_or_failed_after_resume": sum(s in ("labelled", "failed") for s in states),
         "finished_jobs_per_candidate": sorted(set(finished.get(i, 0) for i in ids)),
-        "labels_per_candidate_property": 1 if len(after) == len(set(after)) else "duplicates",
+        "duplicate_labels": len(duplicates),
         "labels_before_kill_unchanged": all(after[k] == v for k, v in before.items()),
         "resume_seconds": round(resume_s, 1),
     }
