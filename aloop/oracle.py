@@ -85,12 +85,11 @@ class Failed:
 class Pending:
     """Not finished yet: ``state`` is the oracle's word (queued, running, ...).
 
-    ``started_at`` (Unix seconds) is when the job began running, ``None`` while queued:
-    timeouts count from it, so a long queue never times a job out.
+    Time limits are the oracle's business (its settings, or the queue's wall time): a job
+    past its limit is answered ``Failed``, never left pending.
     """
 
     state: str = "queued"
-    started_at: float | None = None
 
 
 @dataclass(frozen=True)
