@@ -28,14 +28,18 @@ def structure_matcher() -> StructureMatcher:
 
 @dataclass
 class KnownMaterials:
-    """Materials already known (Materials Project, the store), grouped by reduced formula.
+    """Materials already known (Materials Project, the store), by reduced formula.
 
-    ``structures`` may be empty for a formula whose structures are unknown (a label
-    imported by formula only): such a formula makes every candidate of it not novel.
+    ``structures`` hold known structures, matched with ``StructureMatcher``.
+    ``groups`` hold (reduced formula, space group) of known materials whose atoms are not at
+    hand (Materials Project entries read from a summary): the same composition in the
+    same space group counts as known. ``formulas`` hold compositions known without any
+    structure (labels imported by formula): every candidate of such a composition is known.
     """
 
     structures: dict[str, list[Structure]] = field(default_factory=lambda: defaultdict(list))
-    composition_only: set[str] = field(default_factory=set)
+    groups: set[tuple[str, int]] = field(default_factory=set)
+    formulas: set[str] = field(default_factory=set)
 
     @classmethod
     def from_records(cls, records: Iterable[tuple[str, Structure | None]]) -> KnownMaterials:
@@ -43,7 +47,7 @@ class KnownMaterials:
         known = cls()
         for formula, structure in records:
             if structure is None:
-                known.composition_only.add(formula)
+                known.formulas.add(formula)
             else:
                 known.structures[formula].append(structure)
         return known
@@ -51,10 +55,15 @@ class KnownMaterials:
     def add(self, structure: Structure) -> None:
         self.structures[structure.composition.reduced_formula].append(structure)
 
-    def is_novel(self, structure: Structure, *, matcher: StructureMatcher | None = None) -> bool:
+    def add_crystals(self, crystals: Iterable[Crystal]) -> None:
+        """Known crystals without atoms: remembered by composition and space group."""
+        self.groups.update((c.composition.reduced_formula, c.space_group) for c in crystals)
+
+    def is_novel(self, structure: Structure, *, space_group: int | None = None,
+                 matcher: StructureMatcher | None = None) -> bool:
         """True unless a known material has the same composition and a matching structure."""
         formula = structure.composition.reduced_formula
-        if formula in self.composition_only:
+        if formula in self.formulas or (formula, space_group) in self.groups:
             return False
         same = self.structures.get(formula, [])
         if not same:
@@ -133,7 +142,7 @@ def select_diverse(
         if structure is None:
             skipped["no_structure"] += 1
             continue
-        if not known.is_novel(structure, matcher=matcher):
+        if not known.is_novel(structure, space_group=groups[best], matcher=matcher):
             skipped["known"] += 1
             continue
         taken_keys.add(keys[best])

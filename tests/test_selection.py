@@ -23,6 +23,9 @@ def test_novelty_uses_composition_then_structure_matcher():
     assert known.is_novel(cscl())  # same composition, different structure
     assert known.is_novel(rocksalt(4.2, ("K", "Br")))  # composition nobody has
     assert not known.is_novel(rocksalt(4.0, ("Li", "F")))  # composition known without structure
+    known.add_crystals([Crystal.from_structure(cscl(3.0, ("Mg", "O")))])
+    assert not known.is_novel(cscl(3.1, ("Mg", "O")), space_group=221)  # same formula and group, no atoms
+    assert known.is_novel(rocksalt(4.2, ("Mg", "O")), space_group=225)
 
 
 def _pool():
