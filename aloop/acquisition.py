@@ -1,0 +1,85 @@
+"""Acquisition functions (botorch) on the proxy, and their mapping to a GFlowNet log reward.
+
+Higher acquisition is always better. Formation energy is minimised (botorch's
+``maximize=False``); a band gap is scored by closeness to ``band_gap_target`` through
+the Monte-Carlo objective ``-|y - target|``, since no closed form gives UCB or EI of
+a distance. The GFlowNet reward is ``log R = max(acquisition / temperature, log_reward_min)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from botorch.acquisition import (
+    AcquisitionFunction,
+    LogExpectedImprovement,
+    PosteriorMean,
+    UpperConfidenceBound,
+    qLogExpectedImprovement,
+    qSimpleRegret,
+    qUpperConfidenceBound,
+)
+from botorch.acquisition.objective import GenericMCObjective
+from botorch.sampling import SobolQMCNormalSampler
+
+from aloop.config import AcquisitionSettings
+from aloop.proxy import Proxy
+from aloop.space import CrystalBatch
+
+CHUNK = 4096
+MC_SAMPLES = 64
+
+
+def acquisition_function(proxy: Proxy, settings: AcquisitionSettings, *, target: str,
+                         best_f: float) -> AcquisitionFunction:
+    """The configured botorch acquisition function on ``proxy.model`` (inputs: ``proxy.inputs``).
+
+    Args:
+        target: ``formation_energy_per_atom`` (minimised) or ``band_gap`` (closeness to
+            ``settings.band_gap_target``).
+        best_f: best value so far on the acquisition's scale: the lowest formation energy,
+            or the largest ``-|gap - target|``.
+    """
+    model = proxy.model
+    if target == "formation_energy_per_atom":
+        if settings.kind == "ucb":
+            return UpperConfidenceBound(model, beta=settings.beta, maximize=False)
+        if settings.kind == "logei":
+            return LogExpectedImprovement(model, best_f=best_f, maximize=False)
+        return PosteriorMean(model, maximize=False)
+    gap = settings.band_gap_target
+    objective = GenericMCObjective(lambda samples, X=None: -(samples[..., 0] - gap).abs())
+    sampler = SobolQMCNormalSampler(torch.Size([MC_SAMPLES]), seed=0)
+    if settings.kind == "ucb":
+        return qUpperConfidenceBound(model, beta=settings.beta, sampler=sampler, objective=objective)
+    if settings.kind == "logei":
+        return qLogExpectedImprovement(model, best_f=best_f, sampler=sampler, objective=objective)
+    return qSimpleRegret(model, sampler=sampler, objective=objective)
+
+
+def acquisition_values(proxy: Proxy, settings: AcquisitionSettings, batch: CrystalBatch, *, target: str,
+                       best_f: float) -> torch.Tensor:
+    """``(N,)`` acquisition value of each crystal (one at a time, q = 1), in chunks, on CPU."""
+    acqf = acquisition_function(proxy, settings, target=target, best_f=best_f)
+    with torch.no_grad():
+        values = [acqf(proxy.inputs(batch[i:i + CHUNK]).unsqueeze(-2)).detach().cpu()
+                  for i in range(0, len(batch), CHUNK)]
+    return torch.cat(values) if values else torch.empty(0)
+
+
+def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str,
+                  best_f: float) -> Callable[[CrystalBatch], torch.Tensor]:
+    """A GFlowNet log reward ``CrystalBatch -> (N,)``: acquisition / temperature, floored.
+
+    The result is on the batch's device and always finite.
+    """
+    acqf = acquisition_function(proxy, settings, target=target, best_f=best_f)
+
+    def log_reward(batch: CrystalBatch) -> torch.Tensor:
+        with torch.no_grad():
+            value = acqf(proxy.inputs(batch).unsqueeze(-2)) / settings.temperature
+        value = torch.nan_to_num(value, nan=settings.log_reward_min, neginf=settings.log_reward_min)
+        return value.clamp(min=settings.log_reward_min).to(batch.space_group.device, torch.float32)
+
+    return log_reward
