@@ -158,6 +158,10 @@ class GFNSettings(Section):
     temperature: float = Field(1.0, gt=0)
     replay_size: int = Field(1000, ge=0)
     replay_fraction: float = Field(0.25, ge=0, le=1)
+    min_volume_per_atom: float = Field(8.0, ge=0)
+    """Lattice prior: cell volume at least this many Angstrom^3 per atom (0: any valid cell)."""
+    min_length_fraction: float = Field(0.7, ge=0, le=1)
+    """Lattice prior: each length at least this times the cube root of that minimum volume."""
     device: str = "auto"
 
 

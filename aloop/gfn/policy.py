@@ -1,0 +1,123 @@
+"""Forward policy of the Crystal-GFN: a shared MLP trunk, one head per stage, learned log Z.
+
+The state of a trajectory is encoded as a sum of embeddings (step, lattice system, point
+symmetry, space group; an extra "unset" index for choices not made yet) plus a linear map
+of the counts chosen so far. Heads give logits for the discrete stages and the parameters
+of a mixture of Beta distributions for each of the six lattice coordinates (in the unit
+interval; ``aloop.gfn.cell`` maps them to a valid cell).
+
+All heads start at zero, so an untrained policy is uniform over the allowed actions and
+its lattice coordinates are uniform on [0, 1] (Beta(1, 1)).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.distributions import Beta, Categorical
+
+from aloop.config import CRYSTAL_LATTICE_SYSTEMS
+
+N_LATTICE_SYSTEMS = len(CRYSTAL_LATTICE_SYSTEMS)
+N_POINT_SYMMETRIES = 3
+N_LATTICE_COORDS = 6
+MIN_CONCENTRATION = 0.1
+MAX_CONCENTRATION = 500.0
+UNIT_EPS = 1e-6
+"""Beta log densities are evaluated on [UNIT_EPS, 1 - UNIT_EPS] to stay finite."""
+
+
+class CrystalPolicy(nn.Module):
+    """Forward policy P_F and log Z over the fixed-order crystal construction.
+
+    Args:
+        n_groups: number of allowed space groups (G).
+        n_elements: number of elements (E); the trajectory has ``E + 4`` steps.
+        max_count: largest count of one element (K); count actions are ``0..K``.
+        max_atoms: largest total atom count, used to scale the counts input.
+        hidden_dim: width of the trunk.
+        n_layers: number of hidden layers of the trunk (the embedding sum is the first).
+        n_components: Beta mixture components per lattice coordinate.
+    """
+
+    def __init__(self, *, n_groups: int, n_elements: int, max_count: int, max_atoms: int,
+                 hidden_dim: int, n_layers: int, n_components: int) -> None:
+        super().__init__()
+        self.n_components = n_components
+        self.count_scale = 1.0 / max_count
+        self.total_scale = 1.0 / max_atoms
+        self.step_embedding = nn.Embedding(n_elements + 4, hidden_dim)
+        self.lattice_system_embedding = nn.Embedding(N_LATTICE_SYSTEMS + 1, hidden_dim)
+        self.point_symmetry_embedding = nn.Embedding(N_POINT_SYMMETRIES + 1, hidden_dim)
+        self.group_embedding = nn.Embedding(n_groups + 1, hidden_dim)
+        self.counts_projection = nn.Linear(n_elements + 1, hidden_dim)
+        self.hidden = nn.ModuleList(nn.Linear(hidden_dim, hidden_dim) for _ in range(n_layers - 1))
+        self.lattice_system_head = nn.Linear(hidden_dim, N_LATTICE_SYSTEMS)
+        self.point_symmetry_head = nn.Linear(hidden_dim, N_POINT_SYMMETRIES)
+        self.group_head = nn.Linear(hidden_dim, n_groups)
+        self.count_head = nn.Linear(hidden_dim, max_count + 1)
+        self.lattice_head = nn.Linear(hidden_dim, N_LATTICE_COORDS * n_components * 3)
+        for head in (self.lattice_system_head, self.point_symmetry_head, self.group_head, self.count_head,
+                     self.lattice_head):
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        self.log_z = nn.Parameter(torch.zeros(()))
+
+    def trunk(self, step: torch.Tensor, lattice_system: torch.Tensor, point_symmetry: torch.Tensor,
+              group: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+        """Encode partial states -> ``(B, H)``.
+
+        Args:
+            step: ``(B,)`` long, index of the next action (0..E+3).
+            lattice_system: ``(B,)`` long, 0..7, or -1 while unset.
+            point_symmetry: ``(B,)`` long, 0..2, or -1 while unset.
+            group: ``(B,)`` long, index into the allowed groups, or -1 while unset.
+            counts: ``(B, E)`` long, counts chosen so far (0 for elements not reached).
+        """
+        counts = counts.to(self.counts_projection.weight.dtype)
+        count_features = torch.cat(
+            [counts * self.count_scale, counts.sum(dim=1, keepdim=True) * self.total_scale], dim=1)
+        x = (self.step_embedding(step)
+             + self.lattice_system_embedding(_unset_last(lattice_system, N_LATTICE_SYSTEMS))
+             + self.point_symmetry_embedding(_unset_last(point_symmetry, N_POINT_SYMMETRIES))
+             + self.group_embedding(_unset_last(group, self.group_embedding.num_embeddings - 1))
+             + self.counts_projection(count_features))
+        h = nn.functional.silu(x)
+        for layer in self.hidden:
+            h = nn.functional.silu(layer(h))
+        return h
+
+    def lattice_params(self, h: torch.Tensor) -> torch.Tensor:
+        """Beta-mixture parameters ``(B, 6, C, 3)``: mixture logit, raw alpha, raw beta."""
+        return self.lattice_head(h).view(-1, N_LATTICE_COORDS, self.n_components, 3)
+
+
+def _unset_last(index: torch.Tensor, n: int) -> torch.Tensor:
+    """Map -1 (unset) to ``n``, the embedding row reserved for it."""
+    return torch.where(index < 0, n, index)
+
+
+def _concentrations(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Beta concentrations from raw outputs; a raw 0 gives exactly 1 (uniform)."""
+    scale = (1.0 - MIN_CONCENTRATION) / math.log(2.0)
+    conc = MIN_CONCENTRATION + scale * nn.functional.softplus(params[..., 1:])
+    conc = conc.clamp(max=MAX_CONCENTRATION)
+    return conc[..., 0], conc[..., 1]
+
+
+def beta_mixture_log_prob(params: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """Log density of a Beta mixture: params ``(B, D, C, 3)``, unit ``(B, D)`` -> ``(B, D)``."""
+    alpha, beta = _concentrations(params)
+    u = unit.clamp(UNIT_EPS, 1.0 - UNIT_EPS).unsqueeze(-1).to(alpha.dtype)
+    component = Beta(alpha, beta).log_prob(u)  # (B, D, C)
+    return torch.logsumexp(torch.log_softmax(params[..., 0], dim=-1) + component, dim=-1)
+
+
+def sample_beta_mixture(params: torch.Tensor, *, temperature: float = 1.0) -> torch.Tensor:
+    """Draw ``(B, D)`` values in (0, 1); the temperature flattens the mixture weights only."""
+    alpha, beta = _concentrations(params)
+    pick = Categorical(logits=params[..., 0] / temperature).sample().unsqueeze(-1)  # (B, D, 1)
+    draw = Beta(alpha.gather(-1, pick).squeeze(-1), beta.gather(-1, pick).squeeze(-1)).sample()
+    return draw.clamp(UNIT_EPS, 1.0 - UNIT_EPS)

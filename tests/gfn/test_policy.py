@@ -1,0 +1,56 @@
+"""The policy network: uniform when untrained, Beta mixtures that are proper densities, batch shapes."""
+
+import torch
+
+from aloop.gfn.policy import CrystalPolicy, beta_mixture_log_prob, sample_beta_mixture
+
+
+def _policy(**changes) -> CrystalPolicy:
+    options = dict(n_groups=5, n_elements=3, max_count=4, max_atoms=10, hidden_dim=16, n_layers=2,
+                   n_components=3)
+    return CrystalPolicy(**{**options, **changes})
+
+
+def _states(n: int):
+    step = torch.randint(0, 7, (n,))
+    return (step, torch.randint(-1, 8, (n,)), torch.randint(-1, 3, (n,)), torch.randint(-1, 5, (n,)),
+            torch.randint(0, 5, (n, 3)))
+
+
+def test_untrained_policy_is_uniform_with_uniform_lattice_coordinates():
+    policy = _policy()
+    h = policy.trunk(*_states(11))
+    assert h.shape == (11, 16)
+    for head, width in [(policy.lattice_system_head, 8), (policy.point_symmetry_head, 3), (policy.group_head, 5),
+                        (policy.count_head, 5)]:
+        logits = head(h)
+        assert logits.shape == (11, width) and torch.equal(logits, torch.zeros_like(logits))
+    params = policy.lattice_params(h)
+    assert params.shape == (11, 6, 3, 3)
+    density = beta_mixture_log_prob(params, torch.rand(11, 6))
+    assert torch.allclose(density, torch.zeros_like(density), atol=1e-5)  # Beta(1, 1) on [0, 1]
+    assert float(policy.log_z.detach()) == 0.0
+
+
+def test_beta_mixture_is_a_density_and_sampling_matches_it():
+    torch.manual_seed(0)
+    params = torch.randn(4, 6, 3, 3) * 2
+    params[..., 1:] = params[..., 1:].abs()  # concentrations >= 1: bounded densities, exact quadrature
+    grid = torch.linspace(0, 1, 20_001)[1:-1]
+    density = beta_mixture_log_prob(params.unsqueeze(0).expand(len(grid), -1, -1, -1, -1).reshape(-1, 6, 3, 3),
+                                    grid.repeat_interleave(4).unsqueeze(1).expand(-1, 6)).exp()
+    integral = torch.trapezoid(density.view(len(grid), 4, 6), grid, dim=0)
+    assert torch.allclose(integral, torch.ones(4, 6), atol=2e-2)
+    mean = torch.trapezoid(density.view(len(grid), 4, 6) * grid.view(-1, 1, 1), grid, dim=0)
+    draws = sample_beta_mixture(params.repeat(20_000, 1, 1, 1))
+    assert ((draws > 0) & (draws < 1)).all()
+    assert torch.allclose(draws.view(20_000, 4, 6).mean(dim=0), mean, atol=1e-2)
+
+
+def test_zero_temperature_limit_picks_the_heaviest_component():
+    params = torch.zeros(1, 6, 2, 3)
+    params[..., 0, 0] = 1.0  # component 0 slightly heavier
+    params[..., 0, 1] = 20.0  # component 0: Beta(large, 1), mass near 1
+    params[..., 1, 2] = 20.0  # component 1: Beta(1, large), mass near 0
+    cold = sample_beta_mixture(params.repeat(2000, 1, 1, 1), temperature=0.05)
+    assert (cold > 0.5).float().mean() > 0.99
