@@ -168,11 +168,12 @@ def is_wyckoff_compatible(space_group: int, counts: Iterable[int]) -> bool:
     return _group_hosts(space_group, multiset(counts))
 
 
-def enumerate_counts(n_elements: int, *, max_per_element: int, max_atoms: int, max_elements: int) -> torch.Tensor:
-    """All count vectors with 1..``max_elements`` non-zero entries, each <= ``max_per_element``,
+def enumerate_counts(n_elements: int, *, max_per_element: int, max_atoms: int, max_elements: int,
+                     min_elements: int = 1) -> torch.Tensor:
+    """All count vectors with ``min_elements``..``max_elements`` non-zero entries, each <= ``max_per_element``,
     summing to <= ``max_atoms``: ``(M, n_elements)`` long, in a fixed order."""
     blocks = []
-    for k in range(1, min(max_elements, n_elements) + 1):
+    for k in range(min_elements, min(max_elements, n_elements) + 1):
         grid = torch.cartesian_prod(*[torch.arange(1, max_per_element + 1)] * k).reshape(-1, k)
         grid = grid[grid.sum(dim=1) <= max_atoms]
         if grid.shape[0] == 0:

@@ -173,12 +173,14 @@ def _build_arrays(settings: SpaceSettings) -> dict[str, np.ndarray]:
     """Enumerate, filter and cross the tables: allowed groups, compositions, Wyckoff rows (numpy, compact)."""
     groups = _allowed_groups(settings)
     counts = enumerate_counts(len(settings.elements), max_per_element=settings.max_atoms_per_element,
-                              max_atoms=settings.max_atoms, max_elements=settings.max_elements)
+                              max_atoms=settings.max_atoms, max_elements=settings.max_elements,
+                              min_elements=settings.min_elements)
     counts = counts[charge_neutral(counts, settings.elements)]
     if counts.shape[0] == 0:
         raise SpaceError(f"no charge-neutral composition of space.elements={settings.elements} with "
                          f"space.max_atoms_per_element={settings.max_atoms_per_element}, "
-                         f"space.max_atoms={settings.max_atoms}, space.max_elements={settings.max_elements}")
+                         f"space.max_atoms={settings.max_atoms}, space.max_elements={settings.max_elements}, "
+                         f"space.min_elements={settings.min_elements}")
     multisets, composition_multiset = multiset_index(counts)
     compatible = wyckoff_compatibility(multisets)[composition_multiset][:, groups].T  # (G, M)
     keep_groups, keep_compositions = compatible.any(dim=1), compatible.any(dim=0)

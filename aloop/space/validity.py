@@ -35,6 +35,7 @@ class Constraint(StrEnum):
     TOO_MANY_ATOMS_OF_ELEMENT = "too_many_atoms_of_element"
     TOO_MANY_ATOMS = "too_many_atoms"
     TOO_MANY_ELEMENTS = "too_many_elements"
+    TOO_FEW_ELEMENTS = "too_few_elements"
     NOT_CHARGE_NEUTRAL = "not_charge_neutral"
     SPACE_GROUP_NOT_ALLOWED = "space_group_not_allowed"
     WYCKOFF_INCOMPATIBLE = "wyckoff_incompatible"
@@ -81,6 +82,7 @@ def broken_constraints(batch: CrystalBatch, space: CrystalSpace) -> dict[Constra
         Constraint.TOO_MANY_ATOMS_OF_ELEMENT: (counts > settings.max_atoms_per_element).any(dim=1),
         Constraint.TOO_MANY_ATOMS: counts.sum(dim=1) > settings.max_atoms,
         Constraint.TOO_MANY_ELEMENTS: (counts > 0).sum(dim=1) > settings.max_elements,
+        Constraint.TOO_FEW_ELEMENTS: has_atoms & ((counts > 0).sum(dim=1) < settings.min_elements),
         Constraint.NOT_CHARGE_NEUTRAL: ~neutral & has_atoms,
         Constraint.SPACE_GROUP_NOT_ALLOWED: ~sg_known | (space.group_row[sg_safe] < 0),
         Constraint.WYCKOFF_INCOMPATIBLE: sg_known & has_atoms & ~_wyckoff_fits(counts, sg_safe, composition, space),
@@ -130,6 +132,7 @@ def _message(constraint: Constraint, crystal: Crystal, space: CrystalSpace, extr
                                               f"exceed space.max_atoms_per_element={s.max_atoms_per_element}",
         Constraint.TOO_MANY_ATOMS: f"{sum(counts.values())} atoms exceed space.max_atoms={s.max_atoms}",
         Constraint.TOO_MANY_ELEMENTS: f"{len(counts)} elements exceed space.max_elements={s.max_elements}",
+        Constraint.TOO_FEW_ELEMENTS: f"{len(counts)} element(s), fewer than space.min_elements={s.min_elements}",
         Constraint.NOT_CHARGE_NEUTRAL: f"{crystal.formula}: no assignment of oxidation states sums to zero",
         Constraint.SPACE_GROUP_NOT_ALLOWED: f"space group {crystal.space_group} is not among the "
                                             f"{len(space.space_groups)} allowed by the space's restrictions",

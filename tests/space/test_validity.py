@@ -21,9 +21,9 @@ SHARED_DATA = Path(os.environ.get("ALOOP_SHARED_DATA")
 
 @pytest.fixture(scope="module")
 def space() -> CrystalSpace:
-    """Li-Fe-O, at most 8 atoms per element, 12 in all, 2 elements; lengths 2-15 A, angles 60-140."""
+    """Li-Fe-O, at most 8 atoms per element, 12 in all, 1-2 elements; lengths 2-15 A, angles 60-140."""
     return CrystalSpace.from_settings(SpaceSettings(elements=["Li", "Fe", "O"], max_atoms_per_element=8,
-                                                    max_atoms=12, max_elements=2))
+                                                    max_atoms=12, max_elements=2, min_elements=1))
 
 
 def crystal(sg: int, formula: str, lattice=CUBIC) -> Crystal:
@@ -55,6 +55,14 @@ def test_each_constraint_is_caught_alone_and_named(space, bad, constraint, fragm
     violations = check_crystal(bad, space)
     assert [v.constraint for v in violations] == [constraint]
     assert fragment in violations[0].message
+
+
+def test_elemental_crystal_breaks_min_elements():
+    binary = CrystalSpace.from_settings(SpaceSettings(elements=["Li", "Fe", "O"], max_atoms_per_element=8,
+                                                      max_atoms=12, max_elements=2))
+    [violation] = check_crystal(crystal(1, "Fe4", TRICLINIC), binary)
+    assert violation.constraint == Constraint.TOO_FEW_ELEMENTS
+    assert "fewer than space.min_elements=2" in violation.message
 
 
 def test_space_group_outside_restriction():
