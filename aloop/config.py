@@ -81,6 +81,8 @@ class SpaceSettings(Section):
     max_atoms_per_element: int = Field(8, gt=0, le=64)
     max_atoms: int = Field(20, gt=0, le=128)
     max_elements: int = Field(3, gt=0, le=8)
+    min_elements: int = Field(2, gt=0, le=8)
+    """At least this many distinct elements: 2 leaves out elemental crystals (their E_f is 0 by definition)."""
     lattice_systems: list[Literal[CRYSTAL_LATTICE_SYSTEMS]] | None = None  # type: ignore[valid-type]
     point_symmetries: list[Literal["centrosymmetric", "non_centrosymmetric_polar",
                                    "non_centrosymmetric_non_polar"]] | None = None
@@ -94,6 +96,8 @@ class SpaceSettings(Section):
         bad = [e for e in self.elements if not Element.is_valid_symbol(e)]
         if bad:
             raise ValueError(f"unknown element symbols {bad}")
+        if self.min_elements > self.max_elements:
+            raise ValueError(f"min_elements={self.min_elements} exceeds max_elements={self.max_elements}")
         if len(set(self.elements)) != len(self.elements):
             raise ValueError(f"duplicate elements in {self.elements}")
         if self.space_groups is not None:
