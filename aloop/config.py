@@ -166,6 +166,8 @@ class GFNSettings(Section):
     """Lattice prior: cell volume at least this many Angstrom^3 per atom (0: any valid cell)."""
     min_length_fraction: float = Field(0.7, ge=0, le=1)
     """Lattice prior: each length at least this times the cube root of that minimum volume."""
+    threads: int = Field(1, ge=0)
+    """Torch threads while training and sampling (0: torch's default); one is fastest for these small matrices."""
     device: str = "auto"
 
 

@@ -52,6 +52,7 @@ def sample_table(config: Config, *, n: int, checkpoint: str | Path | None = None
         policy = build_policy(env, config.gfn)
     else:
         policy = load_checkpoint(checkpoint, env, settings=config.gfn)
-    batch = sample(env, policy, n, temperature=temperature, seed=seed, progress=progress)
+    batch = sample(env, policy, n, temperature=temperature, seed=seed, progress=progress,
+                   threads=config.gfn.threads)
     log_reward = estimated_log_reward(env, policy, batch) if checkpoint is not None else None
     return crystal_table(batch, log_reward=log_reward)

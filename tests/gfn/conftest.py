@@ -14,8 +14,8 @@ from aloop.space.space import CrystalSpace
 PRESETS = ("default", "fe-o", "li-mn-o", "cubic", "lattice-range")
 SMALL = GFNSettings(hidden_dim=32, n_layers=2, n_beta_components=2, batch_size=64, replay_size=64)
 """A small network: fast tests, same code paths."""
-TINY_SPACE = ["space.elements=[Na, Cl]", "space.max_atoms_per_element=4", "space.space_groups=[225]"]
-"""Rock-salt-like: group 225 hosts only Na4Cl4, so every discrete step is forced."""
+TINY_SPACE = ["space.elements=[Na, Cl]", "space.max_atoms_per_element=4", "space.space_groups=[221, 225]"]
+"""Pm-3m hosts NaCl, Na3Cl3, Na4Cl4; Fm-3m only Na4Cl4: probabilities computable by hand."""
 SMALL_SPACE = ["space.elements=[Fe, O]", "space.max_atoms_per_element=4", "space.lattice_systems=[cubic]",
                "space.point_symmetries=[centrosymmetric]"]
 """Small enough to enumerate every discrete trajectory."""

@@ -1,7 +1,5 @@
 """Rollouts and their log-probabilities: valid samples, exact probabilities, hand-computed TB."""
 
-import math
-
 import pytest
 import torch
 from pymatgen.core import Composition
@@ -81,18 +79,21 @@ def test_discrete_probabilities_sum_to_one_and_match_rollout_frequencies(small_e
 
 
 def test_trajectory_balance_on_the_tiny_space_matches_hand_computation(tiny_env):
-    # Space: group 225 only, compositions Na4, Cl4, Na4Cl4. The untrained policy is uniform:
-    # Na count in {0, 4} (1/2), then Cl count in {0, 4} (1/2); lattice, system, class and
-    # group are forced or uniform. Cubic a for 8 atoms: volume >= 8 * 8 A^3 -> a in [4, 15] A,
-    # a Beta(1, 1) draw on it has density 13/11 per unit of the 2-15 A range.
+    # Space: Pm-3m (221) hosts NaCl, Na3Cl3, Na4Cl4; Fm-3m (225) only Na4Cl4; both cubic and
+    # centrosymmetric. The untrained policy is uniform over allowed actions: group 1/2, then in
+    # 221 the Na count 1/3 (Cl is forced), in 225 everything forced. Cubic a is uniform on
+    # [max(2, (8 A^3 * n)^(1/3)), 15] A; its density per unit of the 2-15 A range is 13 / width.
     env = tiny_env
     policy = build_policy(env, SMALL)
-    crystal = Crystal(225, Composition("Na4Cl4"), (7.3, 7.3, 7.3, 90.0, 90.0, 90.0))
-    trajectories, inside = env.from_batch(CrystalBatch.from_crystals([crystal], env.space.elements))
+    crystals = [Crystal(225, Composition("Na4Cl4"), (7.3,) * 3 + (90.0,) * 3),
+                Crystal(221, Composition("NaCl"), (3.1,) * 3 + (90.0,) * 3)]
+    trajectories, inside = env.from_batch(CrystalBatch.from_crystals(crystals, env.space.elements))
     assert inside.all()
-    assert torch.isclose(trajectories.unit[0, 0], torch.tensor((7.3 - 4.0) / 11.0))
-    expected_log_pf = 2 * math.log(0.5) + math.log(13 / 11)
+    low = torch.tensor([64.0, 16.0]) ** (1 / 3)
+    assert torch.allclose(trajectories.unit[:, 0], (torch.tensor([7.3, 3.1]) - low) / (15.0 - low))
+    expected = torch.log(torch.tensor([0.5, 0.5 / 3])) + torch.log(13.0 / (15.0 - low))
     log_pf = log_prob(env, policy, trajectories)
-    assert torch.isclose(log_pf, torch.tensor([expected_log_pf]), atol=1e-5).all()
-    loss = trajectory_balance_loss(policy.log_z, log_pf, torch.tensor([-1.0]))
-    assert torch.isclose(loss, torch.tensor((0.0 + expected_log_pf + 1.0) ** 2), atol=1e-5)
+    assert torch.allclose(log_pf, expected, atol=1e-5)
+    loss = trajectory_balance_loss(policy.log_z, log_pf, torch.tensor([-1.0, 0.5]))
+    hand = ((expected[0] + 1.0) ** 2 + (expected[1] - 0.5) ** 2) / 2  # log Z = 0 untrained
+    assert torch.isclose(loss, hand, atol=1e-5)
