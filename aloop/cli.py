@@ -145,6 +145,68 @@ def status(config_path: Path, overrides: tuple[str, ...]) -> None:
     print_summary(summary, Console(), database=store.display_url)
 
 
+@main.command("round")
+@config_option
+@set_option
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def round_command(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Run one round (or resume the unfinished one): proxy, Crystal-GFN, batch, MLflow, oracle.
+
+    Exit codes: 0 round done or waiting for review, 2 config error, 3 another round holds
+    the campaign's lock.
+    """
+    from rich.console import Console
+
+    from aloop.round import run_round
+    from aloop.store import LockHeld
+    from aloop.summary import print_summary
+
+    cfg = resolve_config(config_path, overrides)
+    console = Console(stderr=True)
+    try:
+        summary = run_round(cfg, progress=not quiet, console=console)
+    except LockHeld as err:
+        click.echo(f"aloop: another round is running: {err}", err=True)
+        sys.exit(3)
+    print_summary(summary, Console())
+
+
+@main.command("submit")
+@config_option
+@set_option
+def submit(config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Read review tags from MLflow and label the approved candidates with the oracle."""
+    from rich.console import Console
+
+    from aloop.executor import open_executor
+    from aloop.labelling import label_candidates
+    from aloop.oracle import load_oracle
+    from aloop.review import apply_reviews, mirror_states
+    from aloop.store import LockHeld, RoundLock, get_or_create_campaign
+    from aloop.tracking import client_for
+
+    cfg = resolve_config(config_path, overrides)
+    store = open_configured_store(cfg)
+    try:
+        with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s), \
+                open_executor(kind=cfg.oracle.executor, scheduler_address=cfg.oracle.scheduler_address,
+                              max_workers=cfg.oracle.workers) as executor:
+            with store.session() as session:
+                campaign_id = get_or_create_campaign(session, cfg.campaign).id
+            client = client_for(cfg.tracking_uri)
+            outcome = apply_reviews(store, client, campaign_id=campaign_id)
+            Console().print(f"reviews: {outcome.approved} approved, {outcome.rejected} rejected, "
+                            f"{outcome.pending} pending")
+            oracle = load_oracle(cfg.oracle.name, cfg.oracle.settings, executor=executor)
+            report = label_candidates(store, cfg.campaign, oracle, wait=cfg.oracle.wait,
+                                      poll_interval_s=cfg.oracle.poll_interval_s, progress=True)
+            mirror_states(store, client, campaign_id=campaign_id)
+    except LockHeld as err:
+        click.echo(f"aloop: another round is running: {err}", err=True)
+        sys.exit(3)
+    Console().print(f"labelling: {report}")
+
+
 @main.command("ui")
 @config_option
 @set_option

@@ -1,0 +1,51 @@
+"""Manual review: the round stops for review; the next one submits exactly the approved ones."""
+
+from __future__ import annotations
+
+from mlflow.tracking import MlflowClient
+from sqlalchemy import select
+
+from aloop.round import run_round
+from aloop.store import Candidate, Label, OracleJob, open_store
+from aloop.tracking import REVIEW_TAG, STATE_TAG
+
+from .conftest import smoke_config
+
+
+def _batch(cfg):
+    """The round's proposed batch (not the cold-start design), by id."""
+    store = open_store(cfg.db_url)
+    with store.session() as session:
+        rows = list(session.scalars(select(Candidate).where(Candidate.proxy_mean.is_not(None))
+                                    .order_by(Candidate.id)))
+        jobs = {j.candidate_id for j in session.scalars(select(OracleJob))}
+        labelled = {lab.candidate_id for lab in session.scalars(select(Label))}
+    store.close()
+    return rows, jobs, labelled
+
+
+def test_manual_review_submits_exactly_the_approved(tmp_path):
+    cfg = smoke_config(tmp_path, "review=manual")
+    first = run_round(cfg, progress=False)
+    assert first.waiting_for_review and first.stage == "reviewed"
+    batch, jobs, _ = _batch(cfg)
+    assert len(batch) >= 3
+    assert {c.state for c in batch} == {"proposed"} and {c.review for c in batch} == {"pending"}
+    assert not jobs & {c.id for c in batch}
+
+    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    approved, rejected, pending = batch[0], batch[1], batch[2:]
+    client.set_tag(approved.mlflow_run_id, REVIEW_TAG, "approved")
+    client.set_tag(rejected.mlflow_run_id, REVIEW_TAG, "Rejected")  # reviewers type freely: case is ignored
+
+    second = run_round(cfg, progress=False)
+    assert second.round == first.round and second.stage == "done"
+    batch, jobs, labelled = _batch(cfg)
+    state = {c.id: c.state for c in batch}
+    assert state[approved.id] in {"labelled", "failed"}
+    assert state[rejected.id] == "rejected"
+    assert all(state[c.id] == "proposed" for c in pending)
+    assert jobs & {c.id for c in batch} <= {approved.id}
+    assert labelled & {c.id for c in batch} == {approved.id}
+    assert client.get_run(rejected.mlflow_run_id).data.tags[STATE_TAG] == "rejected"
+    assert client.get_run(approved.mlflow_run_id).data.tags[STATE_TAG] == state[approved.id]

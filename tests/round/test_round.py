@@ -1,0 +1,101 @@
+"""End to end: a smoke round from an empty campaign leaves a consistent store and MLflow."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+from sqlalchemy import select
+
+from aloop.round import STAGES, run_round
+from aloop.store import Candidate, Label, open_store
+from aloop.store.models import Round
+from aloop.tracking import CANDIDATE_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING_VIEW, REVIEW_TAG, STATE_TAG
+
+
+def _rounds_and_candidates(cfg):
+    store = open_store(cfg.db_url)
+    with store.session() as session:
+        rounds = {r.number: (r.stage, r.mlflow_run_id) for r in session.scalars(select(Round))}
+        candidates = list(session.scalars(select(Candidate).order_by(Candidate.id)))
+        labels = list(session.scalars(select(Label).where(Label.candidate_id.is_not(None))))
+    store.close()
+    return rounds, candidates, labels
+
+
+def test_smoke_round_labels_its_batch(smoke_round):
+    cfg = smoke_round.cfg
+    rounds, candidates, labels = _rounds_and_candidates(cfg)
+    assert rounds[1][0] == "done"
+    # cold start design plus the selected batch, all through the oracle
+    assert cfg.data.cold_start_size < len(candidates) <= cfg.data.cold_start_size + cfg.selection.batch_size
+    assert {c.state for c in candidates} <= {"labelled", "failed"}
+    assert all(c.review == "approved" for c in candidates)
+    by_candidate = {}
+    for label in labels:
+        by_candidate.setdefault(label.candidate_id, []).append(label)
+    for candidate in candidates:
+        mine = by_candidate[candidate.id]
+        if candidate.state == "labelled":
+            energy = [lab for lab in mine if lab.property == "formation_energy_per_atom" and lab.status == "ok"]
+            assert len(energy) == 1 and energy[0].oracle == "chgnet"
+            assert -6.0 < energy[0].value < 6.0
+        else:
+            assert any(lab.status == "failed" and lab.reason for lab in mine)
+    batch = [c for c in candidates if c.proxy_mean is not None]
+    assert batch and all(c.proxy_std > 0 and c.acquisition is not None and c.cif for c in batch)
+    assert len({c.canonical_hash for c in candidates}) == len(candidates)
+    assert smoke_round.summary.stage == "done" and not smoke_round.summary.waiting_for_review
+
+
+def test_smoke_round_is_tracked_in_mlflow(smoke_round):
+    cfg = smoke_round.cfg
+    rounds, candidates, _ = _rounds_and_candidates(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    experiment = client.get_experiment_by_name(f"aloop/{cfg.campaign}")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_VIEW
+    parent = client.get_run(rounds[1][1])
+    assert parent.data.params["gfn.train_steps"] == str(cfg.gfn.train_steps)
+    assert parent.data.params["space.elements"] == '["Li", "Mn", "O"]'
+    assert len(client.get_metric_history(parent.info.run_id, "gfn_loss")) == cfg.gfn.train_steps
+    for stage in STAGES[:-1]:
+        assert f"time_{stage}_s" in parent.data.metrics, stage
+    assert "proxy_mae" in parent.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"candidates.csv", "plots", "proxy", "generator"} <= artifacts
+    plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/diversity.png", "plots/reward_histogram.png", "plots/predicted_distribution.png",
+            "plots/gfn_training.png"} <= plots
+
+    table = client.download_artifacts(parent.info.run_id, "candidates.csv")
+    rows = list(csv.DictReader(io.StringIO(open(table).read())))
+    assert {r["candidate_id"] for r in rows} == {str(c.id) for c in candidates}
+
+    children = client.search_runs([experiment.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == len(candidates)
+    state = {str(c.id): c.state for c in candidates}
+    for child in children:
+        tags = child.data.tags
+        assert tags[REVIEW_TAG] == "approved"
+        assert tags[STATE_TAG] == state[tags[CANDIDATE_TAG]]
+        assert {"formula", "space_group", "crystal_system", "a", "gamma"} <= set(child.data.params)
+        files = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert "structure.png" in files and f"{tags[CANDIDATE_TAG]}.cif" in files
+
+
+def test_next_round_learns_from_the_labels_and_warm_starts(smoke_round):
+    cfg = smoke_round.cfg
+    out = io.StringIO()
+    summary = run_round(cfg, progress=False, console=Console(file=out, width=200))
+    rounds, candidates, _ = _rounds_and_candidates(cfg)
+    assert summary.round == 2 and rounds[2][0] == "done"
+    second = [c for c in candidates if c.round_id != candidates[0].round_id]
+    assert 0 < len(second) <= cfg.selection.batch_size  # no cold start the second time
+    first_hashes = {c.canonical_hash for c in candidates if c.round_id == candidates[0].round_id}
+    assert not first_hashes & {c.canonical_hash for c in second}
+    assert "warm start from" in out.getvalue() and "round-1" in out.getvalue()
+    assert (Path(cfg.workdir) / cfg.campaign / "round-2" / "gfn.pt").exists()
