@@ -41,7 +41,7 @@ def test_smoke_round_labels_its_batch(smoke_round):
         mine = by_candidate[candidate.id]
         if candidate.state == "labelled":
             energy = [lab for lab in mine if lab.property == "formation_energy_per_atom" and lab.status == "ok"]
-            assert len(energy) == 1 and energy[0].oracle == "chgnet"
+            assert len(energy) == 1 and energy[0].oracle.startswith("chgnet")
             assert -6.0 < energy[0].value < 6.0
         else:
             assert any(lab.status == "failed" and lab.reason for lab in mine)
@@ -63,7 +63,6 @@ def test_smoke_round_is_tracked_in_mlflow(smoke_round):
     assert len(client.get_metric_history(parent.info.run_id, "gfn_loss")) == cfg.gfn.train_steps
     for stage in STAGES[:-1]:
         assert f"time_{stage}_s" in parent.data.metrics, stage
-    assert "proxy_mae" in parent.data.metrics
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"candidates.csv", "plots", "proxy", "generator"} <= artifacts
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
