@@ -253,3 +253,105 @@ def sample_command(config_path: Path, overrides: tuple[str, ...], n: int, out: P
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     click.echo(f"wrote {len(table)} crystals to {out}")
+
+
+@main.group("data")
+def data_group() -> None:
+    """Materials Project data: the local cache of mp-api searches."""
+
+
+@data_group.command("pull")
+@config_option
+@set_option
+def data_pull(config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Search the Materials Project for the configured space and (re)write the local cache.
+
+    The API key is read from MP_API_KEY only. Exit status 0: cache written; 2: no key, a
+    rejected key, a network or server error (the cache is left as it was).
+    """
+    from aloop.data import MPError, MPQuery, load_cache, pull, to_training_set
+    from aloop.space import CrystalSpace
+
+    cfg = resolve_config(config_path, overrides)
+    query = MPQuery.from_settings(cfg.space, cfg.data.mp)
+    cache_dir = Path(cfg.data.mp.cache_dir)
+    try:
+        report = pull(query, cache_dir=cache_dir)
+    except MPError as err:
+        click.echo(f"aloop: {err}", err=True)
+        sys.exit(2)
+    click.echo(f"{report.path}: {report.entries} entries ({report.unconverted} without a symmetric cell), "
+               f"database {report.db_version or 'unknown'}, pulled {report.pulled_at}")
+    conversion = to_training_set(load_cache(query, cache_dir=cache_dir), target=cfg.proxy.target,
+                                 space=CrystalSpace.from_settings(cfg.space))
+    click.echo(f"in the configured space ({cfg.proxy.target}): {conversion.describe()}")
+
+
+@main.group("proxy")
+def proxy_group() -> None:
+    """The proxy on its own: fit it on a CSV of labelled crystals, evaluate it on another."""
+
+
+data_file_option = click.option(
+    "--data", "data_file", type=click.Path(path_type=Path), required=True,
+    help="CSV: material_id, cif or (formula, space_group, a, b, c, alpha, beta, gamma), and "
+         "formation_energy_per_atom or band_gap; optionally source.")
+
+
+@proxy_group.command("fit")
+@data_file_option
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=Path("proxy"), show_default=True,
+              help="Folder to save the fitted proxy in.")
+@click.option("--target", type=click.Choice(["formation_energy_per_atom", "band_gap"]), default=None,
+              help="Label column (default: the CSV's; formation_energy_per_atom when it has both).")
+@config_option
+@set_option
+def proxy_fit(data_file: Path, out: Path, target: str | None, config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Fit the proxy (the config's proxy settings) on a CSV and save it. Exit status 2: unusable CSV."""
+    from aloop.data.table import TableError, read_table
+    from aloop.proxy import fit_proxy
+
+    cfg = resolve_config(config_path, overrides)
+    try:
+        train = read_table(data_file, target=target)
+    except TableError as err:
+        click.echo(f"aloop: {err}", err=True)
+        sys.exit(2)
+    proxy = fit_proxy(train, cfg.proxy.model_copy(update={"target": train.target}), seed=cfg.seed, progress=True)
+    proxy.save(out)
+    noise = ", ".join(f"{source} {std:.3g}" for source, std in proxy.noise_std.items())
+    click.echo(f"{out}: proxy of {train.target} fitted on {len(train)} crystals (label noise std: {noise})")
+
+
+@proxy_group.command("eval")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Folder written by `aloop proxy fit` (or a round's proxy).")
+@data_file_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+def proxy_eval(model_dir: Path, data_file: Path, as_json: bool) -> None:
+    """Held-out metrics of a saved proxy on a CSV: MAE, RMSE, NLL, 50%/90% interval coverage and the
+    Spearman correlation of |error| with the predicted std. Exit status 2: unreadable model or CSV.
+    """
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from aloop.data.table import TableError, read_table
+    from aloop.proxy import Proxy, ProxyError, calibration
+
+    try:
+        proxy = Proxy.load(model_dir)
+        result = calibration(proxy, read_table(data_file, target=proxy.target))
+    except (ProxyError, TableError) as err:
+        click.echo(f"aloop: {err}", err=True)
+        sys.exit(2)
+    if as_json:
+        click.echo(json.dumps(result.as_dict()))
+        return
+    table = Table(title=f"proxy {model_dir} on {data_file} ({proxy.target})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name, value in result.as_dict().items():
+        table.add_row(name, str(value) if name == "n" else f"{value:.4f}")
+    Console().print(table)

@@ -121,20 +121,34 @@ class DataSettings(Section):
     mp: MPSettings = MPSettings()
     local_path: str | None = None
     """Folder in the format of ``mp_cgcnn36k`` (summary.csv.gz + cifs.jsonl.xz)."""
+    local_source: str = "mp_legacy"
+    """Label source (fidelity) of the local folder's rows; mp_cgcnn36k has legacy, pre-MP2020 corrections."""
     max_entries: int | None = Field(None, gt=0)
     cold_start_size: int = Field(16, ge=0)
     """Size of the initial space-filling design labelled when no data is available."""
 
 
 class ProxySettings(Section):
-    """The uncertainty-aware surrogate."""
+    """The uncertainty-aware surrogate: a sparse variational GP on crystal features (``aloop.proxy``)."""
 
     target: Literal["formation_energy_per_atom", "band_gap"] = "formation_energy_per_atom"
     inducing_points: int = Field(256, gt=0)
+    hidden_dims: list[int] = Field(default_factory=lambda: [256, 128])
+    """Hidden widths of the learned feature extractor (an MLP before the kernel); [] for none."""
+    latent_dim: int = Field(16, gt=0)
+    """Width of the feature extractor's output, the kernel's input (plus the source one-hot)."""
+    kernel: Literal["matern52", "rbf"] = "matern52"
     epochs: int = Field(20, gt=0)
-    batch_size: int = Field(1024, gt=0)
+    min_steps: int = Field(400, ge=0)
+    """At least this many optimiser steps, however small the training set (early rounds)."""
+    batch_size: int = Field(512, gt=0)
     lr: float = Field(0.01, gt=0)
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of the training data held out to measure calibration each round."""
+    reference_source: str | None = None
+    """Label source (fidelity) the proxy predicts by default; null: its most frequent training source."""
+    threads: int = Field(1, ge=0)
+    """Torch threads while fitting (0: torch's default); on a shared 2-core machine two threads ran 10x slower."""
 
 
 class AcquisitionSettings(Section):

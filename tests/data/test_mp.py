@@ -131,13 +131,13 @@ def test_cached_entries_outside_the_space_are_dropped_with_counted_reasons(fake_
                                                                           tmp_path: Path) -> None:
     pull(query_for(fake_mp.url), cache_dir=tmp_path, progress=False)
     entries = load_cache(query_for(fake_mp.url), cache_dir=tmp_path)
-    space = CrystalSpace.from_settings(load_config().space)  # at most 8 atoms of an element
+    space = CrystalSpace.from_settings(load_config().space)  # at most 8 atoms of an element, 2 elements or more
 
     conversion = to_training_set(entries, target="band_gap", space=space)
 
-    assert conversion.dropped == {"too_many_atoms_of_element": 1}  # Fe12 O18
-    assert sorted(conversion.training.ids) == ["mp-1265", "mp-149", "mp-1960", "mp-22862", "mp-2534"]
-    assert conversion.read == 6 and "dropped: too_many_atoms_of_element 1" in conversion.describe()
+    assert conversion.dropped == {"too_many_atoms_of_element": 1, "too_few_elements": 1}  # Fe12 O18; Si8
+    assert sorted(conversion.training.ids) == ["mp-1265", "mp-1960", "mp-22862", "mp-2534"]
+    assert conversion.read == 6 and "too_many_atoms_of_element 1" in conversion.describe()
 
 
 def test_an_unreadable_cache_is_reported(tmp_path: Path) -> None:

@@ -1,0 +1,226 @@
+"""``Proxy``: the fitted surrogate of one target, as a botorch model on crystal features.
+
+``fit_proxy`` featurizes a ``TrainingSet``, standardises features and targets, and fits
+the sparse variational GP of ``aloop.proxy.model`` by minibatch Adam on the ELBO.
+``Proxy.posterior(batch)`` returns botorch's ``GPyTorchPosterior`` over the crystals in
+target units, so every botorch acquisition function works on ``Proxy.model`` with
+``Proxy.inputs(batch)``.
+
+Example:
+    >>> proxy = fit_proxy(train, ProxySettings(epochs=5), seed=0)  # doctest: +SKIP
+    >>> posterior = proxy.posterior(batch)  # doctest: +SKIP
+    >>> posterior.mean.shape, posterior.variance.shape  # doctest: +SKIP
+    (torch.Size([N, 1]), torch.Size([N, 1]))
+    >>> proxy.save(Path("proxy")); Proxy.load(Path("proxy"))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from botorch.posteriors.gpytorch import GPyTorchPosterior
+from gpytorch.mlls import VariationalELBO
+from tqdm.auto import tqdm
+
+from aloop.config import ProxySettings
+from aloop.data.training import TrainingSet
+from aloop.gfn.trainer import torch_threads
+from aloop.proxy.model import CrystalGP, CrystalGPModel
+from aloop.space.crystal import CrystalBatch
+from aloop.space.features import featurize
+
+DTYPE = torch.float64
+"""The model's precision (botorch's recommendation; float32 saved little time here, see benchmarks)."""
+CHUNK = 4096
+"""Crystals per posterior evaluation in ``predict``: bounds memory on large batches."""
+WEIGHTS, META = "proxy.pt", "proxy.json"
+NOISE_LR_FACTOR = 10.0
+"""The noise variances learn this much faster than the rest: with the common rate they lag
+the fit for hundreds of steps, and intervals come out too wide (measured in the tests)."""
+
+
+class ProxyError(ValueError):
+    """A proxy cannot be used as asked (unknown source, unreadable files); the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class Proxy:
+    """A fitted proxy of ``target``.
+
+    Attributes:
+        model: the botorch model on proxy inputs ``(..., D + K)`` (see ``inputs``), in target units.
+        target: the property predicted, e.g. ``formation_energy_per_atom`` (eV/atom).
+        sources: label sources seen in training, the K one-hot columns of the inputs.
+        reference_source: the source predicted when no ``fidelity`` is given.
+        feature_mean, feature_std: ``(D,)`` feature standardisation.
+        settings: the settings it was fitted with.
+    """
+
+    model: CrystalGPModel
+    target: str
+    sources: tuple[str, ...]
+    reference_source: str
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+    settings: ProxySettings
+
+    def source_index(self, names: Sequence[str]) -> torch.Tensor:
+        """``(N,)`` long column of each source name; ``ProxyError`` for a source the proxy never saw."""
+        unknown = sorted(set(names) - set(self.sources))
+        if unknown:
+            raise ProxyError(f"label sources {unknown} are unknown to this proxy; it was trained on {list(self.sources)}")
+        return torch.tensor([self.sources.index(n) for n in names], dtype=torch.long)
+
+    def inputs(self, batch: CrystalBatch, *, fidelity: str | None = None,
+               source: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, D + K)`` model inputs: standardised features and the source one-hot.
+
+        Args:
+            batch: the crystals.
+            fidelity: the source to predict for every crystal (default ``reference_source``).
+            source: ``(N,)`` long per-crystal source columns instead of ``fidelity``.
+        """
+        features = featurize(batch).to(DTYPE)
+        device = features.device
+        if source is None:
+            source = self.source_index([fidelity or self.reference_source]).expand(len(batch))
+        one_hot = torch.nn.functional.one_hot(source.to(device), len(self.sources)).to(DTYPE)
+        standard = (features - self.feature_mean.to(device)) / self.feature_std.to(device)
+        return torch.cat([standard, one_hot], dim=1)
+
+    def posterior(self, batch: CrystalBatch, *, fidelity: str | None = None,
+                  observation_noise: bool = False) -> GPyTorchPosterior:
+        """The joint posterior over the crystals: ``mean``/``variance`` of shape ``(N, 1)``, target units.
+
+        With ``observation_noise``, the variance includes the noise of ``fidelity``'s labels,
+        i.e. it predicts a new measurement rather than the latent value. For marginals of
+        many crystals use ``predict`` (the joint covariance is ``N x N``).
+        """
+        return self.model.posterior(self.inputs(batch, fidelity=fidelity), observation_noise=observation_noise)
+
+    def predict(self, batch: CrystalBatch, *, source: torch.Tensor | None = None,
+                observation_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Marginal ``(N,)`` mean and ``(N,)`` standard deviation, in chunks (for metrics and tables).
+
+        Args:
+            source: ``(N,)`` long per-crystal source columns (default: ``reference_source``).
+            observation_noise: include each crystal's source noise.
+        """
+        if source is None:
+            source = self.source_index([self.reference_source]).expand(len(batch))
+        means, stds = [], []
+        with torch.no_grad():
+            for start in range(0, len(batch), CHUNK):
+                rows = slice(start, start + CHUNK)
+                x = self.inputs(batch[rows], source=source[rows]).unsqueeze(-2)  # (n, 1, D + K): marginals only
+                post = self.model.posterior(x, observation_noise=observation_noise)
+                means.append(post.mean.reshape(-1))
+                stds.append(post.variance.reshape(-1).clamp(min=0).sqrt())
+        return torch.cat(means), torch.cat(stds)
+
+    @property
+    def noise_std(self) -> dict[str, float]:
+        """Learned observation noise (standard deviation, target units) of each source."""
+        scale = float(self.model.outcome_transform.stdvs.squeeze())
+        noise = self.model.likelihood.noise.detach().sqrt() * scale
+        return dict(zip(self.sources, noise.tolist(), strict=True))
+
+    def save(self, directory: Path) -> None:
+        """Write ``proxy.pt`` (weights) and ``proxy.json`` (everything else) into ``directory``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        torch.save(self.model.state_dict(), directory / WEIGHTS)
+        meta = {"target": self.target, "sources": list(self.sources), "reference_source": self.reference_source,
+                "feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist(),
+                "inducing_points": int(self.model.model.variational_strategy.inducing_points.shape[0]),
+                "settings": self.settings.model_dump(mode="json")}
+        (directory / META).write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: Path) -> Proxy:
+        """The proxy saved by ``save`` in ``directory``; ``ProxyError`` if it is not one."""
+        try:
+            meta = json.loads((directory / META).read_text())
+            state = torch.load(directory / WEIGHTS, weights_only=True)
+            settings = ProxySettings.model_validate(meta["settings"])
+            n_inputs = len(meta["feature_mean"]) + len(meta["sources"])
+            model = _build(torch.zeros(meta["inducing_points"], n_inputs, dtype=DTYPE), len(meta["sources"]), settings)
+            model.load_state_dict(state, keep_transforms=False)  # botorch would re-fit transforms from training targets a variational model does not keep
+        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            raise ProxyError(f"{directory}: not a saved proxy ({type(err).__name__}: {err})") from None
+        model.eval()
+        return cls(model=model, target=meta["target"], sources=tuple(meta["sources"]),
+                   reference_source=meta["reference_source"],
+                   feature_mean=torch.tensor(meta["feature_mean"], dtype=DTYPE),
+                   feature_std=torch.tensor(meta["feature_std"], dtype=DTYPE), settings=settings)
+
+
+def _build(inducing: torch.Tensor, n_sources: int, settings: ProxySettings) -> CrystalGPModel:
+    gp = CrystalGP(inducing, n_sources=n_sources, hidden_dims=settings.hidden_dims, latent_dim=settings.latent_dim,
+                   kernel=settings.kernel)
+    return CrystalGPModel(gp).to(DTYPE)
+
+
+def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progress: bool = False) -> Proxy:
+    """Fit a proxy of ``train.target`` on ``train`` (CPU; about 1 min for 30k crystals on 2 cores).
+
+    Raises:
+        ProxyError: ``train`` is empty, or ``settings.reference_source`` is not among its sources.
+    """
+    if len(train) == 0:
+        raise ProxyError("cannot fit a proxy on an empty training set")
+    if train.target != settings.target:
+        raise ProxyError(f"training set target {train.target!r} differs from proxy.target={settings.target!r}")
+    sources = train.source_names
+    reference = settings.reference_source or Counter(train.row_sources()).most_common(1)[0][0]
+    if reference not in sources:
+        raise ProxyError(f"proxy.reference_source={reference!r} is not among the training sources {list(sources)}")
+    torch.manual_seed(seed)
+    features = featurize(train.crystals.to("cpu")).to(DTYPE)
+    mean, std = features.mean(dim=0), features.std(dim=0)
+    std = torch.where(std > 1e-8, std, torch.ones_like(std))
+    source = torch.tensor([sources.index(s) if s in sources else -1 for s in train.sources])[train.source]
+    x = torch.cat([(features - mean) / std, torch.nn.functional.one_hot(source, len(sources)).to(DTYPE)], dim=1)
+    generator = torch.Generator().manual_seed(seed)
+    inducing = x[torch.randperm(len(x), generator=generator)[: settings.inducing_points]].clone()
+    model = _build(inducing, len(sources), settings)
+    model.outcome_transform.train()
+    y = model.outcome_transform(train.values.to(DTYPE).unsqueeze(-1))[0].squeeze(-1)
+    model.outcome_transform.eval()
+    with torch_threads(settings.threads):
+        _optimise(model, x, y, source, settings, generator=generator, progress=progress)
+    model.eval()
+    return Proxy(model=model, target=train.target, sources=sources, reference_source=reference,
+                 feature_mean=mean, feature_std=std, settings=settings)
+
+
+def _optimise(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source: torch.Tensor,
+              settings: ProxySettings, *, generator: torch.Generator, progress: bool) -> None:
+    """Minibatch Adam on the negative ELBO for ``epochs`` (at least ``min_steps`` steps), cosine-annealed."""
+    model.train()
+    elbo = VariationalELBO(model.likelihood, model.model, num_data=len(y))
+    noise = list(model.likelihood.parameters())
+    others = [p for p in model.parameters() if all(p is not q for q in noise)]
+    optimizer = torch.optim.Adam([{"params": others}, {"params": noise, "lr": NOISE_LR_FACTOR * settings.lr}],
+                                 lr=settings.lr)
+    steps = max(settings.epochs * math.ceil(len(y) / settings.batch_size), settings.min_steps)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    done = 0  # counted here: a disabled tqdm bar does not count its updates
+    with tqdm(total=steps, desc=f"fitting proxy ({len(y):,} crystals)", disable=not progress) as bar:
+        while done < steps:
+            for rows in torch.randperm(len(y), generator=generator).split(settings.batch_size):
+                optimizer.zero_grad()
+                loss = -elbo(model.model(x[rows]), y[rows], source=source[rows])
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                done += 1
+                bar.update()
+                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+                if done >= steps:
+                    break
