@@ -309,7 +309,15 @@ def load_samples(ctx: RoundContext) -> CrystalBatch:
 
 
 def select_batch(ctx: RoundContext, samples: CrystalBatch, proxy: Proxy, data: TrainingSet) -> None:
-    """Keep valid samples, rank them by acquisition, pick a diverse novel batch, store it as proposed."""
+    """Keep valid samples, rank them by acquisition, pick a diverse novel batch, store it as proposed.
+
+    The batch is written in one transaction; a rerun after that (a kill before the stage
+    was recorded) finds it and selects nothing more.
+    """
+    with ctx.store.session() as session:
+        if session.scalar(select(Candidate.id).where(Candidate.round_id == ctx.round_id,
+                                                     Candidate.proxy_mean.is_not(None)).limit(1)) is not None:
+            return
     samples = samples[valid_mask(samples, ctx.space)]
     acquisition = acquisition_values(proxy, ctx.cfg.acquisition, samples, target=ctx.cfg.proxy.target,
                                      best_f=best_observed(ctx, data)).numpy()
