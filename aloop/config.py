@@ -145,6 +145,8 @@ class ProxySettings(Section):
     lr: float = Field(0.01, gt=0)
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     """Share of the training data held out to measure calibration each round."""
+    validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of the fit's rows kept out of the ELBO to recalibrate each source's noise (0: no recalibration)."""
     reference_source: str | None = None
     """Label source (fidelity) the proxy predicts by default; null: its most frequent training source."""
     threads: int = Field(1, ge=0)

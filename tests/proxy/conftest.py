@@ -1,0 +1,57 @@
+"""A synthetic regression problem with known noise per source, and a proxy fitted on it once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from pymatgen.core import Composition
+
+from aloop.config import ProxySettings
+from aloop.data.training import TrainingSet
+from aloop.proxy import Proxy, fit_proxy
+from aloop.space.crystal import Crystal, CrystalBatch
+from aloop.space.features import feature_names, featurize
+
+ELEMENTS = ("Li", "Mn", "O")
+NOISE = {"dft": 0.05, "chgnet": 0.3}
+OFFSET = {"dft": 0.0, "chgnet": 0.2}
+SETTINGS = ProxySettings(inducing_points=64, hidden_dims=[64], latent_dim=8, epochs=1, min_steps=400, batch_size=256,
+                         lr=0.02, reference_source="dft")
+
+
+def random_crystals(n: int, *, seed: int) -> CrystalBatch:
+    """Cubic Li-Mn-O cells with 1-4 atoms of each element and a = 3-9 Angstrom."""
+    g = torch.Generator().manual_seed(seed)
+    counts = torch.randint(1, 5, (n, 3), generator=g)
+    groups = torch.tensor([195, 200, 215, 221, 225, 229])[torch.randint(6, (n,), generator=g)]
+    a = 3.0 + 6.0 * torch.rand(n, generator=g, dtype=torch.float64)
+    lattice = torch.stack([a, a, a, *(torch.full_like(a, 90.0),) * 3], dim=1)
+    return CrystalBatch(ELEMENTS, groups, counts, lattice)
+
+
+def truth(batch: CrystalBatch) -> torch.Tensor:
+    """A smooth function of the features (eV/atom): volume per atom and composition."""
+    f = featurize(batch).double()
+    names = feature_names()
+    volume, li, o = (f[:, names.index(k)] for k in ("log_volume_per_atom", "frac_Li", "frac_O"))
+    return 0.8 * torch.sin(1.5 * volume) + li - 0.5 * o
+
+
+def labelled(batch: CrystalBatch, sources: list[str], *, seed: int) -> TrainingSet:
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.tensor([NOISE[s] for s in sources], dtype=torch.float64)
+    offset = torch.tensor([OFFSET[s] for s in sources], dtype=torch.float64)
+    values = truth(batch) + offset + noise * torch.randn(len(batch), generator=g, dtype=torch.float64)
+    names = tuple(dict.fromkeys(sources))
+    return TrainingSet("formation_energy_per_atom", batch, values,
+                       torch.tensor([names.index(s) for s in sources]), names, tuple(map(str, range(len(batch)))))
+
+
+@pytest.fixture(scope="session")
+def problem() -> tuple[Proxy, TrainingSet, CrystalBatch]:
+    """A proxy fitted on 600 DFT-like and 300 noisier, shifted CHGNet-like labels; 400 held-out DFT labels."""
+    batch = random_crystals(1300, seed=0)
+    train = labelled(batch[:900], ["dft"] * 600 + ["chgnet"] * 300, seed=1)
+    heldout = labelled(batch[900:], ["dft"] * 400, seed=2)
+    return fit_proxy(train, SETTINGS, seed=0), heldout, batch[900:]
+

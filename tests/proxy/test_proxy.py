@@ -1,0 +1,82 @@
+"""The proxy on a synthetic function with known noise: calibration, per-source noise and fidelity, shapes, save/load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from aloop.config import ProxySettings
+from aloop.proxy import Proxy, ProxyError, calibration, fit_proxy
+
+from .conftest import NOISE, OFFSET, labelled, random_crystals
+
+
+def test_held_out_intervals_cover_close_to_nominal(problem) -> None:
+    proxy, heldout, _ = problem
+    result = calibration(proxy, heldout)
+    assert result.n == 400
+    assert 0.84 <= result.coverage_90 <= 0.98 and 0.40 <= result.coverage_50 <= 0.72
+    assert result.mae < 0.1  # noise 0.05: the mean is close to the truth
+
+
+def test_each_source_gets_its_own_noise_and_offset(problem) -> None:
+    proxy, _, batch = problem
+    noise = proxy.noise_std
+    assert 0.03 < noise["dft"] < 0.1 and 0.2 < noise["chgnet"] < 0.42  # true: 0.05 and 0.3
+    chgnet = proxy.posterior(batch, fidelity="chgnet").mean
+    dft = proxy.posterior(batch, fidelity="dft").mean
+    assert float((chgnet - dft).detach().mean()) == pytest.approx(OFFSET["chgnet"] - OFFSET["dft"], abs=0.08)
+    assert proxy.reference_source == "dft"
+    torch.testing.assert_close(proxy.posterior(batch).mean, dft)
+
+
+def test_posterior_shapes_and_marginals_match_the_joint(problem) -> None:
+    proxy, _, batch = problem
+    x = proxy.inputs(batch[:7])
+    joint = proxy.model.posterior(x)
+    marginal = proxy.model.posterior(x.unsqueeze(-2))  # (7, 1, D + K): how analytic acquisitions ask
+    assert joint.mean.shape == (7, 1) and marginal.mean.shape == (7, 1, 1)
+    torch.testing.assert_close(marginal.mean.reshape(7), joint.mean.reshape(7))
+    torch.testing.assert_close(marginal.variance.reshape(7), torch.diagonal(joint.covariance_matrix), rtol=1e-6,
+                               atol=1e-10)
+    mean, std = proxy.predict(batch[:7], observation_noise=False)
+    torch.testing.assert_close(mean, joint.mean.reshape(7))
+    torch.testing.assert_close(std**2, joint.variance.reshape(7))
+
+
+def test_observation_noise_adds_the_source_noise(problem) -> None:
+    proxy, _, batch = problem
+    latent = proxy.posterior(batch[:5], fidelity="chgnet").variance
+    noisy = proxy.posterior(batch[:5], fidelity="chgnet", observation_noise=True).variance
+    torch.testing.assert_close(noisy - latent, torch.full_like(latent, proxy.noise_std["chgnet"] ** 2))
+
+
+def test_save_and_load_give_the_same_predictions(problem, tmp_path: Path) -> None:
+    proxy, _, batch = problem
+    proxy.save(tmp_path / "proxy")
+    loaded = Proxy.load(tmp_path / "proxy")
+    assert (loaded.target, loaded.sources, loaded.reference_source) == (proxy.target, proxy.sources, "dft")
+    for a, b in zip(loaded.predict(batch), proxy.predict(batch), strict=True):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ProxyError, match="not a saved proxy"):
+        Proxy.load(tmp_path)
+
+
+def test_misuse_is_explained(problem) -> None:
+    proxy, _, batch = problem
+    with pytest.raises(ProxyError, match="\\['oracle'\\] are unknown to this proxy; it was trained on"):
+        proxy.posterior(batch, fidelity="oracle")
+    train = labelled(random_crystals(20, seed=5), ["dft"] * 20, seed=0)
+    with pytest.raises(ProxyError, match="empty training set"):
+        fit_proxy(train.subset(torch.arange(0)), ProxySettings(), seed=0)
+    with pytest.raises(ProxyError, match="reference_source='mp' is not among the training sources \\['dft'\\]"):
+        fit_proxy(train, ProxySettings(reference_source="mp"), seed=0)
+    with pytest.raises(ProxyError, match="differs from proxy.target='band_gap'"):
+        fit_proxy(train, ProxySettings(target="band_gap"), seed=0)
+
+
+def test_noise_levels_of_the_problem_are_distinct() -> None:
+    """Guard of the fixture itself: the two sources must differ for the tests above to mean anything."""
+    assert NOISE["chgnet"] > 4 * NOISE["dft"]
