@@ -53,12 +53,6 @@ class Entries:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, index: np.ndarray) -> Entries:
-        """The entries at integer positions ``index`` (same source and dropped counts)."""
-        rows = torch.as_tensor(index, dtype=torch.long)
-        return Entries(self.source, tuple(self.ids[i] for i in index.tolist()), self.crystals[rows],
-                       {k: v[index] for k, v in self.properties.items()}, dict(self.dropped))
-
 
 @dataclass(frozen=True)
 class Conversion:
