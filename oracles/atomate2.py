@@ -1,12 +1,20 @@
 """DFT oracle through atomate2/jobflow: one Flow per candidate from an atomate2 Maker.
 
 The default Maker is the Materials Project GGA double relaxation + static
-(``MPGGADoubleRelaxStaticMaker``, VASP). Each flow runs with jobflow's ``run_locally`` on
-the executor (a worker thread, or a Dask worker sharing the file system) into its own
-persistent ``JobStore`` (maggma ``JSONStore`` files under ``jobstore/<flow uuid>/``), so any
-later process can poll it: the job id is the flow's uuid. Results are read back from the
-JobStore (final structure, energy, band gap); raw DFT energies get MaterialsProject2020
-corrections, energies of ML force fields trained on corrected data (CHGNet) must not.
+(``MPGGADoubleRelaxStaticMaker``, VASP). Each flow writes into its own persistent
+``JobStore`` (maggma ``JSONStore`` files under ``jobstore/<flow uuid>/``), so any later
+process can poll it: the job id is the flow's uuid. Where the flow runs is the ``manager``:
+
+- ``local``: jobflow's ``run_locally`` on the executor (a worker thread, or a Dask worker
+  sharing the file system); a ``status.json`` beside the store says how it ended.
+- ``fireworks``: the flow becomes a FireWorks workflow (jobflow's ``flow_to_workflow``) on
+  the configured LaunchPad; cluster workers (``rlaunch``/``qlaunch``) run it, and the
+  workflow's state on the LaunchPad says whether it is queued, running, completed or
+  fizzled. The jobstore folder must be on a file system the workers share.
+
+Results are read back from the JobStore (final structure, energy, band gap); raw DFT
+energies get MaterialsProject2020 corrections, energies of ML force fields trained on
+corrected data (CHGNet) must not.
 
 Example (``configs``)::
 
@@ -21,6 +29,7 @@ Example (``configs``)::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import traceback
@@ -28,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from jobflow import Flow, JobStore, Maker, run_locally
 from maggma.stores import JSONStore
@@ -42,7 +51,12 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from aloop.oracle import Failed, Labelled, Lost, OracleInput, Pending, Result
 from oracles.references import mp_reference_energies, reference_structures
 
+if TYPE_CHECKING:
+    from fireworks import LaunchPad
+
 STATUS_FILE = "status.json"
+FIREWORKS_FAILED = ("FIZZLED", "DEFUSED", "ARCHIVED")
+"""Workflow states that will never complete."""
 
 
 class Atomate2Settings(BaseModel):
@@ -55,7 +69,11 @@ class Atomate2Settings(BaseModel):
     maker_settings: dict[str, Any] = Field(default_factory=dict)
     """Fields of that Maker dataclass (checked against them)."""
     jobstore: str = ".aloop/jobstore"
-    """Folder of the per-flow JobStores; must be shared with Dask workers."""
+    """Folder of the per-flow JobStores; must be shared with Dask or FireWorks workers."""
+    manager: Literal["local", "fireworks"] = "local"
+    """Who runs the flows: ``local`` (jobflow on the executor) or ``fireworks`` (a LaunchPad's workers)."""
+    launchpad: str | None = None
+    """``manager: fireworks``: LaunchPad file (``my_launchpad.yaml``); default FireWorks' own config."""
     correction: Literal["mp2020", "none"] = "mp2020"
     """``mp2020`` for raw VASP energies; ``none`` for force fields trained on corrected energies."""
     references: Literal["mp", "maker"] = "mp"
@@ -159,18 +177,39 @@ class Atomate2Oracle:
         self._root = Path(settings.jobstore).resolve()
         self._running: dict[str, Future[None]] = {}
 
+    @functools.cached_property
+    def launchpad(self) -> LaunchPad:
+        """The FireWorks LaunchPad flows are handed to (``manager: fireworks``), connected once."""
+        from fireworks import LaunchPad
+
+        return LaunchPad.from_file(self.settings.launchpad) if self.settings.launchpad else LaunchPad.auto_load()
+
     def submit(self, inputs: Sequence[OracleInput]) -> list[str]:
         job_ids = []
         for item in inputs:
             flow = make_flow(item.structure, self.settings, name=f"aloop candidate {item.candidate_id}")
-            self._running[flow.uuid] = self._executor.submit(run_flow, flow, self._root / flow.uuid)
+            folder = self._root / flow.uuid
+            if self.settings.manager == "fireworks":
+                self._hand_to_fireworks(flow, folder)
+            else:
+                self._running[flow.uuid] = self._executor.submit(run_flow, flow, folder)
             job_ids.append(flow.uuid)
         return job_ids
+
+    def _hand_to_fireworks(self, flow: Flow, folder: Path) -> None:
+        """Add ``flow`` to the LaunchPad as a workflow whose jobs write into ``folder``'s JobStore."""
+        from jobflow.managers.fireworks import flow_to_workflow
+
+        workflow = flow_to_workflow(flow, store=job_store(folder, read_only=False),
+                                    metadata={"aloop_flow": flow.uuid, "aloop_output": flow.output.uuid})
+        self.launchpad.add_wf(workflow)
 
     def poll(self, job_ids: Sequence[str]) -> dict[str, Result]:
         return {job_id: self._state(job_id) for job_id in job_ids}
 
     def _state(self, job_id: str) -> Result:
+        if self.settings.manager == "fireworks":
+            return self._fireworks_state(job_id)
         finished = self._finished(self._root / job_id)
         if finished is not None:
             return finished
@@ -181,17 +220,42 @@ class Atomate2Oracle:
             return Failed(f"flow runner crashed: {type(err).__name__}: {err}")
         return Pending("running" if future.running() else "queued")
 
+    def _fireworks_state(self, job_id: str) -> Result:
+        """The workflow's state on the LaunchPad: completed flows are read from their JobStore."""
+        workflow = self.launchpad.workflows.find_one({"metadata.aloop_flow": job_id},
+                                                     {"state": 1, "nodes": 1, "metadata": 1})
+        if workflow is None:
+            return Lost(f"flow {job_id} is not on the LaunchPad")
+        if workflow["state"] in FIREWORKS_FAILED:
+            return Failed(f"FireWorks workflow {workflow['state'].lower()}: {self._fizzle_reason(workflow['nodes'])}")
+        if workflow["state"] != "COMPLETED":
+            return Pending(workflow["state"].lower())
+        return self._read_output(self._root / job_id, workflow["metadata"]["aloop_output"])
+
+    def _fizzle_reason(self, fw_ids: Sequence[int]) -> str:
+        """The last line of the exception a fizzled Firework of the workflow stored."""
+        for fw_id in fw_ids:
+            firework = self.launchpad.get_fw_by_id(fw_id)
+            if firework.state == "FIZZLED" and firework.launches:
+                trace = firework.launches[-1].action.stored_data.get("_exception", {}).get("_stacktrace", "")
+                return trace.strip().splitlines()[-1] if trace.strip() else "no exception stored"
+        return "no fizzled firework"
+
     def _finished(self, folder: Path) -> Labelled | Failed | None:
-        """The result of the flow run in ``folder``, ``None`` while it has written no status."""
+        """The result of the flow run locally in ``folder``, ``None`` while it has written no status."""
         if not (folder / STATUS_FILE).is_file():
             return None
         status = json.loads((folder / STATUS_FILE).read_text())
         if status["state"] != "COMPLETED":
             return Failed(status["reason"], {"traceback": status.get("traceback", "")})
+        return self._read_output(folder, status["output_uuid"])
+
+    def _read_output(self, folder: Path, output_uuid: str) -> Labelled | Failed:
+        """The label parsed from the flow's final output document in ``folder``'s JobStore."""
         store = job_store(folder, read_only=True)
         store.connect()
         try:
-            doc = store.get_output(status["output_uuid"], load=False)
+            doc = store.get_output(output_uuid, load=False)
         finally:
             store.close()
         result = parse_task_document(doc, correction=self.settings.correction)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from monty.json import jsanitize
 from pymatgen.core import Lattice, Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 from emmet.core.tasks import OutputDoc, TaskDoc
 
-from aloop.oracle import Failed, Labelled, Lost, OracleError, load_oracle
+from aloop.oracle import Failed, Labelled, Lost, OracleError, Pending, load_oracle
 from oracles.atomate2 import Atomate2Settings, make_flow, parse_task_document
 
 FORCE_FIELD = {"maker": "atomate2.forcefields.jobs:ForceFieldRelaxMaker",
@@ -93,3 +95,39 @@ def test_maker_settings_are_checked_against_the_maker_fields():
         load_oracle("atomate2", {**FORCE_FIELD, "maker_settings": {"stepz": 3}}, executor=None)
     with pytest.raises(OracleError, match=r"maker 'atomate2.vasp.flows.mp:Nope' cannot be imported"):
         load_oracle("atomate2", {"maker": "atomate2.vasp.flows.mp:Nope"}, executor=None)
+
+
+@pytest.fixture
+def fireworks_settings(settings, tmp_path, monkeypatch) -> dict:
+    """FireWorks in its own mongomock mode (a LaunchPad database in a JSON file, no MongoDB server)."""
+    assert "fireworks.fw_config" not in sys.modules, "FireWorks was imported before its mongomock mode was set"
+    server = tmp_path / "mongomock.json"
+    server.write_text("{}")
+    monkeypatch.setenv("MONGOMOCK_SERVERSTORE_FILE", str(server))
+    return {**settings, "manager": "fireworks"}
+
+
+def test_fireworks_workers_run_the_handed_flows_and_fizzles_are_failed_labels(fireworks_settings, executor,
+                                                                             rock_salt, tmp_path):
+    from fireworks import FWorker
+    from fireworks.core.rocket_launcher import rapidfire
+
+    oracle = load_oracle("atomate2", fireworks_settings, executor=executor)
+    oracle.launchpad.reset("", require_password=False)  # `lpad reset`, as on a new FireWorks database
+    good = rock_salt("Mg", "O", 4.3)
+    beyond = rock_salt("Cf", "O", 4.9)  # californium (Z = 98) is outside CHGNet's 94 elements: the job raises
+    defused = rock_salt("Ca", "O", 4.8)
+    job_ids = oracle.submit([good, beyond, defused])
+    assert len(set(job_ids)) == 3
+    before = oracle.poll(job_ids)
+    assert all(isinstance(before[j], Pending) and before[j].state == "ready" for j in job_ids), before
+    oracle.launchpad.defuse_wf(oracle.launchpad.get_fw_ids({"name": {"$regex": ""}})[-1])
+
+    rapidfire(oracle.launchpad, FWorker(), m_dir=str(tmp_path), strm_lvl="ERROR")  # a cluster worker's loop
+
+    after = oracle.poll([*job_ids, "0000-not-a-flow"])
+    assert isinstance(after[job_ids[0]], Labelled), after[job_ids[0]]
+    assert after[job_ids[0]].energy_per_atom == pytest.approx(-6.31, abs=0.03)
+    assert isinstance(after[job_ids[1]], Failed) and after[job_ids[1]].reason.startswith("FireWorks workflow fizzled: RuntimeError")
+    assert isinstance(after[job_ids[2]], Failed) and "defused" in after[job_ids[2]].reason
+    assert isinstance(after["0000-not-a-flow"], Lost)
