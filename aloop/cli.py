@@ -182,6 +182,7 @@ def submit(config_path: Path, overrides: tuple[str, ...]) -> None:
     from aloop.labelling import label_candidates
     from aloop.oracle import load_oracle
     from aloop.review import apply_reviews, mirror_states
+    from aloop.round import known_compounds
     from aloop.store import LockHeld, RoundLock, get_or_create_campaign
     from aloop.tracking import client_for
 
@@ -199,7 +200,8 @@ def submit(config_path: Path, overrides: tuple[str, ...]) -> None:
                             f"{outcome.pending} pending")
             oracle = load_oracle(cfg.oracle.name, cfg.oracle.settings, executor=executor)
             report = label_candidates(store, cfg.campaign, oracle, wait=cfg.oracle.wait,
-                                      poll_interval_s=cfg.oracle.poll_interval_s, progress=True)
+                                      poll_interval_s=cfg.oracle.poll_interval_s, progress=True,
+                                      hull=known_compounds(cfg))
             mirror_states(store, client, campaign_id=campaign_id)
     except LockHeld as err:
         click.echo(f"aloop: another round is running: {err}", err=True)

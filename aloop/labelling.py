@@ -24,11 +24,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from pymatgen.core import Composition, Structure
 from sqlalchemy import select
@@ -36,6 +38,7 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from aloop.config import OracleSettings
+from aloop.data import MPQuery, load_cache
 from aloop.executor import open_executor
 from aloop.oracle import Failed, Labelled, Lost, Oracle, OracleInput, Result, ThermoOracle, load_oracle
 from aloop.space.structure import StructureError, to_structure
@@ -60,6 +63,9 @@ REFERENCE_PROPERTY = "reference_energy_per_atom"
 """Property under which an oracle's elemental reference energies are cached (eV/atom)."""
 REFERENCE_SOURCE = "reference"
 
+HullEntries = Sequence[tuple[Composition, float]]
+"""Known compounds for the hull: (composition, formation energy per atom in eV/atom)."""
+
 
 @dataclass(frozen=True)
 class LabellingReport:
@@ -73,7 +79,8 @@ class LabellingReport:
 
 
 def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool = True,
-                     poll_interval_s: float = 1.0, progress: bool = False) -> LabellingReport:
+                     poll_interval_s: float = 1.0, progress: bool = False,
+                     hull: HullEntries = ()) -> LabellingReport:
     """Label the campaign's approved candidates (and collect its pending jobs) with ``oracle``.
 
     Args:
@@ -83,6 +90,8 @@ def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool 
         wait: poll until no job is pending; ``False`` polls once (queued DFT).
         poll_interval_s: pause between polls that found nothing new.
         progress: show a progress bar of finished jobs.
+        hull: known compounds (e.g. ``mp_hull_entries``) that join the oracle's own labels
+            on the hull, placed on the oracle's scale through its elemental references.
     """
     failed = _prepare(store, campaign, oracle)
     submitted, rejected = _submit(store, oracle, _approved(store, campaign))
@@ -96,7 +105,7 @@ def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool 
         lost = {j: r for j, r in results.items() if isinstance(r, Lost)}
         done = {j: r for j, r in results.items() if isinstance(r, Labelled | Failed)}
         for job_id, result in done.items():
-            ok = _store_result(store, campaign, oracle, jobs[job_id], job_id, result)
+            ok = _store_result(store, campaign, oracle, jobs[job_id], job_id, result, hull)
             labelled, failed = labelled + ok, failed + (not ok)
         _mark_lost(store, oracle, lost, jobs)
         again, rejected = _submit(store, oracle, _inputs(store, [jobs[j] for j in lost]))
@@ -108,6 +117,20 @@ def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool 
             time.sleep(poll_interval_s)
     bar.close()
     return LabellingReport(submitted, labelled, failed, len(_pending(store, campaign, oracle)), resubmitted)
+
+
+def mp_hull_entries(query: MPQuery, *, cache_dir: Path) -> list[tuple[Composition, float]]:
+    """Materials Project compounds of the mp-api cache as hull entries (MP2020 formation energies).
+
+    Only the fresh mp-api data: CHGNet learned MP2020-corrected energies, so its formation
+    energies and these share a scale; legacy (pre-MP2020) local dumps do not and stay out.
+    """
+    entries = load_cache(query, cache_dir=cache_dir)
+    if entries is None:
+        return []
+    energies = entries.properties["formation_energy_per_atom"]
+    return [(crystal.composition, float(e)) for crystal, e in zip(entries.crystals.to_crystals(), energies)
+            if math.isfinite(e) and len(crystal.composition.elements) > 1]
 
 
 @contextmanager
@@ -202,7 +225,7 @@ def _mark_lost(store: Store, oracle: Oracle, lost: dict[str, Lost], jobs: dict[s
 
 
 def _store_result(store: Store, campaign: str, oracle: Oracle, candidate_id: int, job_id: str,
-                  result: Labelled | Failed) -> bool:
+                  result: Labelled | Failed, hull: HullEntries) -> bool:
     """Store one finished job in one transaction; returns whether it gave labels."""
     if isinstance(result, Labelled) and (bad := result.non_finite()):
         result = Failed(f"non-finite values {bad}", dict(result.metadata))
@@ -218,8 +241,9 @@ def _store_result(store: Store, campaign: str, oracle: Oracle, candidate_id: int
         if result.energy_per_atom is not None:
             values["energy_per_atom"] = result.energy_per_atom
             if isinstance(oracle, ThermoOracle):
-                values |= _thermo(session, campaign, oracle, candidate, result.energy_per_atom)
-                metadata["hull"] = f"{oracle.name} elemental references + {oracle.name} labels of {campaign}"
+                values |= _thermo(session, campaign, oracle, candidate, result.energy_per_atom, hull)
+                metadata["hull"] = (f"{oracle.name} elemental references + {oracle.name} labels of {campaign}"
+                                    + (f" + {len(hull)} Materials Project formation energies" if hull else ""))
         cif = result.structure.to(fmt="cif") if result.structure is not None else None
         for name, value in values.items():
             upsert_label(session, candidate_id=candidate_id, oracle=oracle.name, fidelity=oracle.fidelity,
@@ -240,8 +264,8 @@ def _fail(session: Session, candidate: Candidate, oracle: Oracle, reason: str, *
 
 
 def _thermo(session: Session, campaign: str, oracle: ThermoOracle, candidate: Candidate,
-            energy_per_atom: float) -> dict[str, float]:
-    """Formation energy and energy above the hull of the oracle's references and labels (eV/atom)."""
+            energy_per_atom: float, hull: HullEntries) -> dict[str, float]:
+    """Formation energy and energy above the hull of the oracle's references, labels and ``hull`` (eV/atom)."""
     composition = candidate.crystal.composition
     references = _cached_references(session, campaign, oracle)
     if any(el.symbol not in references for el in composition.elements):
@@ -250,6 +274,9 @@ def _thermo(session: Session, campaign: str, oracle: ThermoOracle, candidate: Ca
         select(Candidate.formula, Label.value).join(Label, Label.candidate_id == Candidate.id).where(
             Candidate.campaign_id == candidate.campaign_id, Candidate.id != candidate.id,
             Label.oracle == oracle.name, Label.property == "energy_per_atom", Label.status == "ok"))]
+    system = {el.symbol for el in composition.elements}
+    known += [(c, formation + sum(x * references[el.symbol] for el, x in c.fractional_composition.items()))
+              for c, formation in hull if {el.symbol for el in c.elements} <= system]
     return {"formation_energy_per_atom": formation_energy_per_atom(composition, energy_per_atom, references),
             "e_above_hull": e_above_hull(composition, energy_per_atom, references=references, known=known)}
 

@@ -44,7 +44,7 @@ from aloop.space import to_structure as place_atoms
 from aloop.space import valid_mask
 from aloop.space.features import featurize
 from aloop.store import (Candidate, NewCandidate, RoundLock, Store, add_candidates, get_or_create_campaign,
-                         labelled_data, open_store)
+                         labelled_data, latest_round, open_store, start_round)
 from aloop.store.models import Round
 from aloop.summary import RoundSummary, summarise
 
@@ -136,8 +136,6 @@ def run_round(cfg: Config, *, progress: bool = True, console: Console | None = N
 
 def open_round(cfg: Config, store: Store, space: CrystalSpace, *, console: Console, progress: bool) -> RoundContext:
     """The campaign's unfinished round, or a new one with its MLflow parent run."""
-    from aloop.store import get_or_create_campaign, latest_round, start_round
-
     client = tracking.client_for(cfg.tracking_uri)
     experiment_id = tracking.ensure_experiment(client, cfg.campaign, artifact_location=cfg.tracking.artifact_location)
     config = cfg.model_dump(mode="json")
@@ -147,10 +145,14 @@ def open_round(cfg: Config, store: Store, space: CrystalSpace, *, console: Conso
         resumed = row is not None and row.stage != "done"
         if not resumed:
             row = start_round(session, campaign, config=config, seed=cfg.seed)
+    with store.session() as session:  # the round row is committed before its MLflow run exists
+        row = session.get_one(Round, row.id)
         if row.mlflow_run_id is None:
-            row.mlflow_run_id = tracking.start_round_run(client, experiment_id, round_number=row.number, config=config)
+            row.mlflow_run_id = tracking.start_round_run(
+                client, experiment_id, round_number=row.number, config=config,
+                round_key=f"{cfg.campaign}/{row.number}/{row.started_at.isoformat()}")
         ctx = RoundContext(cfg=cfg, store=store, space=space, client=client, experiment_id=experiment_id,
-                           campaign_id=campaign.id, round_id=row.id, number=row.number, run_id=row.mlflow_run_id,
+                           campaign_id=row.campaign_id, round_id=row.id, number=row.number, run_id=row.mlflow_run_id,
                            stage=row.stage, workdir=Path(cfg.workdir) / cfg.campaign / f"round-{row.number}",
                            console=console, progress=progress)
     ctx.workdir.mkdir(parents=True, exist_ok=True)
@@ -170,10 +172,26 @@ def collect(ctx: RoundContext, oracle: Oracle) -> None:
 
 
 def label_initial_design(ctx: RoundContext, oracle: Oracle) -> None:
-    """Cold start: with no training data at all, label a space-filling design of valid crystals."""
+    """Cold start: with no training data at all, label a space-filling design of valid crystals.
+
+    A rerun of the stage (a killed round) finds the design it stored and labels what is left of it.
+    """
+    if not has_candidates(ctx) and not store_initial_design(ctx, oracle):
+        return
+    approve_round(ctx.store, ctx.client, round_id=ctx.round_id)
+    label(ctx, oracle)
+
+
+def has_candidates(ctx: RoundContext) -> bool:
+    with ctx.store.session() as session:
+        return session.scalar(select(Candidate.id).where(Candidate.round_id == ctx.round_id).limit(1)) is not None
+
+
+def store_initial_design(ctx: RoundContext, oracle: Oracle) -> bool:
+    """Store the space-filling design as candidates when there is no data; ``False`` when there is."""
     data, _ = assemble_training_set(ctx)
     if data is not None or not ctx.cfg.data.cold_start_size:
-        return
+        return False
     size = ctx.cfg.data.cold_start_size
     ctx.console.print(f"no training data (no Materials Project key or cache, no labels): labelling a "
                       f"space-filling design of {size} crystals with {oracle.name}")
@@ -185,8 +203,7 @@ def label_initial_design(ctx: RoundContext, oracle: Oracle) -> None:
     with ctx.store.session() as session:
         add_candidates(session, session.get_one(Round, ctx.round_id),
                        [NewCandidate(crystal) for crystal in pool[chosen].to_crystals()])
-    approve_round(ctx.store, ctx.client, round_id=ctx.round_id)
-    label(ctx, oracle)
+    return True
 
 
 def assemble_training_set(ctx: RoundContext) -> tuple[TrainingSet | None, dict[str, int]]:
@@ -311,8 +328,8 @@ def load_samples(ctx: RoundContext) -> CrystalBatch:
 def select_batch(ctx: RoundContext, samples: CrystalBatch, proxy: Proxy, data: TrainingSet) -> None:
     """Keep valid samples, rank them by acquisition, pick a diverse novel batch, store it as proposed.
 
-    The batch is written in one transaction; a rerun after that (a kill before the stage
-    was recorded) finds it and selects nothing more.
+    The batch is written last, in one transaction; a rerun after that (a kill before the
+    stage was recorded) finds it and selects nothing more.
     """
     with ctx.store.session() as session:
         if session.scalar(select(Candidate.id).where(Candidate.round_id == ctx.round_id,
@@ -328,17 +345,17 @@ def select_batch(ctx: RoundContext, samples: CrystalBatch, proxy: Proxy, data: T
         space_group_penalty=ctx.cfg.selection.space_group_penalty)
     predicted, _ = proxy.predict(samples, observation_noise=False)
     mean, std = proxy.predict(samples[torch.tensor(selection.indices, dtype=torch.long)], observation_noise=False)
-    with ctx.store.session() as session:
-        added = add_candidates(session, session.get_one(Round, ctx.round_id), [
-            NewCandidate(crystals[i], proxy_mean=float(m), proxy_std=float(s), acquisition=float(acquisition[i]),
-                         cif=structure.to(fmt="cif"))
-            for i, m, s, structure in zip(selection.indices, mean, std, selection.structures, strict=True)])
     tracking.log_metrics(ctx.client, ctx.run_id, {
-        "batch_size": len(added), **{f"skipped_{k}": v for k, v in selection.skipped.items()},
+        "batch_size": len(selection.indices), **{f"skipped_{k}": v for k, v in selection.skipped.items()},
         **({"batch_acquisition_mean": float(acquisition[selection.indices].mean())} if selection.indices else {})})
     tracking.log_figure(ctx.client, ctx.run_id, plot_predicted_distribution(
         predicted.numpy(), data.values.numpy(), target=ctx.cfg.proxy.target, selected=mean.numpy()),
         "predicted_distribution")
+    with ctx.store.session() as session:
+        add_candidates(session, session.get_one(Round, ctx.round_id), [
+            NewCandidate(crystals[i], proxy_mean=float(m), proxy_std=float(s), acquisition=float(acquisition[i]),
+                         cif=structure.to(fmt="cif"))
+            for i, m, s, structure in zip(selection.indices, mean, std, selection.structures, strict=True)])
 
 
 def known_materials(ctx: RoundContext, data: TrainingSet) -> KnownMaterials:

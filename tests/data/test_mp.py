@@ -145,3 +145,16 @@ def test_an_unreadable_cache_is_reported(tmp_path: Path) -> None:
     cache_file(query, tmp_path).write_bytes(gzip.compress(json.dumps({"no": "records"}).encode()))
     with pytest.raises(MPError, match="unreadable Materials Project cache"):
         load_cache(query, cache_dir=tmp_path)
+
+
+def test_cached_compounds_become_hull_entries_with_their_mp2020_formation_energies(
+        fake_mp: FakeMaterialsProject, key: str, tmp_path: Path) -> None:
+    from aloop.labelling import mp_hull_entries
+
+    assert mp_hull_entries(query_for(fake_mp.url), cache_dir=tmp_path) == []  # never pulled: no entries
+    pull(query_for(fake_mp.url), cache_dir=tmp_path, progress=False)
+    entries = load_cache(query_for(fake_mp.url), cache_dir=tmp_path)
+    hull = dict((c.reduced_formula, e) for c, e in mp_hull_entries(query_for(fake_mp.url), cache_dir=tmp_path))
+    formation = dict(zip(entries.ids, entries.properties["formation_energy_per_atom"], strict=True))
+    assert "Si" not in hull  # an element is a reference, not a compound
+    assert hull["NaCl"] == pytest.approx(formation["mp-22862"]) and hull["Fe2O3"] == pytest.approx(formation["mp-19770"])
