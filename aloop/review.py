@@ -28,14 +28,20 @@ class ReviewOutcome:
 
 
 def approve_round(store: Store, client: MlflowClient, *, round_id: int) -> ReviewOutcome:
-    """Approve every proposed candidate of a round (``review: auto``) and tag their runs."""
+    """Approve every proposed candidate of a round (``review: auto``) and tag their runs.
+
+    Every approved candidate not yet submitted is tagged, so a rerun after a kill between
+    the approval and the tags finishes the tagging.
+    """
     with store.session() as session:
         proposed = list(session.scalars(select(Candidate).where(
             Candidate.round_id == round_id, Candidate.state == "proposed")))
         for candidate in proposed:
             candidate.review = "approved"
             transition(candidate, "approved")
-        runs = [c.mlflow_run_id for c in proposed if c.mlflow_run_id]
+        session.flush()
+        runs = list(session.scalars(select(Candidate.mlflow_run_id).where(
+            Candidate.round_id == round_id, Candidate.state == "approved", Candidate.mlflow_run_id.is_not(None))))
     for run_id in runs:
         set_state(client, run_id, state="approved", review="approved")
     return ReviewOutcome(approved=len(proposed), rejected=0, pending=0)

@@ -21,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.entities import Metric, Param, Run, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 from pymatgen.core import Structure  # noqa: E402
 
@@ -31,6 +31,7 @@ REVIEW_TAG = "aloop.review"
 STATE_TAG = "aloop.state"
 CANDIDATE_TAG = "aloop.candidate_id"
 ROUND_TAG = "aloop.round"
+ROUND_KEY_TAG = "aloop.round_key"
 KIND_TAG = "aloop.kind"
 REVIEW_STATES = ("pending", "approved", "rejected")
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -70,31 +71,49 @@ def ensure_experiment(client: MlflowClient, campaign: str, *, artifact_location:
     return experiment_id
 
 
-def start_round_run(client: MlflowClient, experiment_id: str, *, round_number: int,
+def start_round_run(client: MlflowClient, experiment_id: str, *, round_number: int, round_key: str,
                     config: Mapping[str, Any]) -> str:
-    """Create the parent run of a round with the flattened config as params; returns its id."""
-    run = client.create_run(experiment_id, run_name=f"round-{round_number}",
-                            tags={ROUND_TAG: str(round_number), KIND_TAG: "round"})
+    """The parent run of a round, with the flattened config as params; returns its id.
+
+    Args:
+        round_key: identifies the round's row in the experiment database (tag ``aloop.round_key``):
+            a run created for it by a process killed before it could store the run id is reused.
+    """
+    found = client.search_runs([experiment_id], filter_string=f"tags.`{ROUND_KEY_TAG}` = '{round_key}'",
+                               max_results=1)
+    if found:
+        return found[0].info.run_id
     params = [Param(k, _param_value(v)) for k, v in sorted(_flatten(config).items())]
+    run = client.create_run(experiment_id, run_name=f"round-{round_number}",
+                            tags={ROUND_TAG: str(round_number), KIND_TAG: "round", ROUND_KEY_TAG: round_key})
     for start in range(0, len(params), 100):
         client.log_batch(run.info.run_id, params=params[start:start + 100])
     return run.info.run_id
 
 
-def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float], *, step: int = 0) -> None:
-    """Log finite scalar metrics in one batch (NaN/inf are skipped: MLflow rejects them in SQL stores)."""
+def log_metrics(client: MlflowClient, run_id: str, metrics: Mapping[str, float]) -> None:
+    """Log finite scalar metrics (step 0) in one batch; keys the run already has are kept as they are.
+
+    NaN/inf are skipped (MLflow rejects them in SQL stores). A stage redone after a crash
+    logs its metrics again: skipping those already there keeps one value per metric.
+    """
+    logged = client.get_run(run_id).data.metrics
     now = _now_ms()
-    batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(float(v))]
-    for start in range(0, len(batch), 1000):
-        client.log_batch(run_id, metrics=batch[start:start + 1000])
+    _log_metric_batch(client, run_id, [Metric(k, float(v), now, 0) for k, v in metrics.items()
+                                       if k not in logged and math.isfinite(float(v))])
 
 
 def log_curve(client: MlflowClient, run_id: str, key: str, values: Sequence[float]) -> None:
-    """Log a curve (e.g. the GFlowNet loss per step) as one metric with steps."""
+    """Log a curve (e.g. the GFlowNet loss per step) as one metric with steps; steps already logged are kept."""
+    logged = {m.step for m in client.get_metric_history(run_id, key)}
     now = _now_ms()
-    batch = [Metric(key, float(v), now, i) for i, v in enumerate(values) if math.isfinite(float(v))]
-    for start in range(0, len(batch), 1000):
-        client.log_batch(run_id, metrics=batch[start:start + 1000])
+    _log_metric_batch(client, run_id, [Metric(key, float(v), now, i) for i, v in enumerate(values)
+                                       if i not in logged and math.isfinite(float(v))])
+
+
+def _log_metric_batch(client: MlflowClient, run_id: str, metrics: Sequence[Metric]) -> None:
+    for start in range(0, len(metrics), 1000):
+        client.log_batch(run_id, metrics=metrics[start:start + 1000])
 
 
 def log_figure(client: MlflowClient, run_id: str, figure: Figure, name: str) -> None:
@@ -103,47 +122,50 @@ def log_figure(client: MlflowClient, run_id: str, figure: Figure, name: str) -> 
     plt.close(figure)
 
 
-def log_dict(client: MlflowClient, run_id: str, data: Any, path: str) -> None:
-    client.log_dict(run_id, data, path)
-
-
 def log_candidates(client: MlflowClient, experiment_id: str, parent_run_id: str, *,
                    round_number: int, candidates: Iterable[CandidateView]) -> dict[str, str]:
     """One child run per candidate (params, metrics, tags, CIF and picture); idempotent.
 
     Returns:
-        candidate id -> child run id. Candidates that already have a child run under this
-        parent (a resumed round) keep it and are not logged twice.
+        candidate id -> child run id. A candidate whose child run under this parent is
+        finished keeps it as it is; one whose logging was cut short (a killed round) has
+        it completed in the same run, so no candidate ever gets two runs.
     """
-    existing = child_runs(client, experiment_id, parent_run_id)
-    run_ids = dict(existing)
+    existing = {r.data.tags[CANDIDATE_TAG]: r for r in child_runs(client, experiment_id, parent_run_id)}
+    run_ids = {candidate_id: run.info.run_id for candidate_id, run in existing.items()}
     for view in candidates:
-        if view.candidate_id in run_ids:
+        run = existing.get(view.candidate_id)
+        if run is not None and run.info.status == "FINISHED":
             continue
-        run_ids[view.candidate_id] = _log_candidate(client, experiment_id, parent_run_id,
-                                                    round_number=round_number, view=view)
+        run_id = run.info.run_id if run is not None else _create_candidate_run(
+            client, experiment_id, parent_run_id, round_number=round_number, view=view)
+        _log_candidate(client, run_id, view)
+        run_ids[view.candidate_id] = run_id
     return run_ids
 
 
-def _log_candidate(client: MlflowClient, experiment_id: str, parent_run_id: str, *,
-                   round_number: int, view: CandidateView) -> str:
+def _create_candidate_run(client: MlflowClient, experiment_id: str, parent_run_id: str, *,
+                          round_number: int, view: CandidateView) -> str:
     crystal = view.crystal
-    run = client.create_run(
+    return client.create_run(
         experiment_id,
         run_name=f"{crystal.composition.reduced_formula}-sg{crystal.space_group}",
         tags={"mlflow.parentRunId": parent_run_id, ROUND_TAG: str(round_number), KIND_TAG: "candidate",
               CANDIDATE_TAG: view.candidate_id, REVIEW_TAG: view.review, STATE_TAG: view.state},
-    )
-    run_id = run.info.run_id
+    ).info.run_id
+
+
+def _log_candidate(client: MlflowClient, run_id: str, view: CandidateView) -> None:
+    """Params, metrics, CIF and picture of one candidate, then mark its run finished."""
+    crystal = view.crystal
     params = {"formula": crystal.formula, "space_group": crystal.space_group,
               "crystal_system": space_group(crystal.space_group).crystal_system,
               **{k: round(v, 4) for k, v in zip(LATTICE_KEYS, crystal.lattice, strict=True)}}
+    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     metrics = {"pred_mean": view.proxy_mean, "pred_std": view.proxy_std, "acquisition": view.acquisition}
     if view.nearest_known_distance is not None:
         metrics["nearest_known_distance"] = view.nearest_known_distance
-    now = _now_ms()
-    client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()],
-                     metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(v)])
+    log_metrics(client, run_id, metrics)
     if view.structure is not None:
         with tempfile.TemporaryDirectory() as tmp:
             cif = Path(tmp) / f"{view.candidate_id}.cif"
@@ -152,7 +174,6 @@ def _log_candidate(client: MlflowClient, experiment_id: str, parent_run_id: str,
         client.log_figure(run_id, plot_structure(view.structure, title=crystal.formula), "structure.png")
         plt.close("all")
     client.set_terminated(run_id)
-    return run_id
 
 
 def log_candidates_table(client: MlflowClient, run_id: str, views: Sequence[CandidateView]) -> None:
@@ -171,12 +192,12 @@ def log_candidates_table(client: MlflowClient, run_id: str, views: Sequence[Cand
     client.log_text(run_id, out.getvalue(), "candidates.csv")
 
 
-def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> dict[str, str]:
-    """Candidate id -> run id of the child runs under a round run."""
+def child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str) -> list[Run]:
+    """The candidate runs under a round run (deleted runs excluded)."""
     runs = client.search_runs(
         [experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", max_results=50_000
     )
-    return {r.data.tags[CANDIDATE_TAG]: r.info.run_id for r in runs if CANDIDATE_TAG in r.data.tags}
+    return [r for r in runs if CANDIDATE_TAG in r.data.tags]
 
 
 def set_state(client: MlflowClient, run_id: str, *, state: str, review: str | None = None) -> None:

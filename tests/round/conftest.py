@@ -7,8 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from sqlalchemy import select
+
 from aloop.config import CONFIG_DIR, Config, load_config
 from aloop.round import run_round
+from aloop.store import Candidate, Label, open_store
+from aloop.store.models import Round
 from aloop.summary import RoundSummary
 
 
@@ -27,9 +31,34 @@ def _no_outside_configuration(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    """What a campaign's store holds, by crystal: comparable between two campaigns with the same seed."""
+
+    candidates: list[tuple[str, str]]
+    """(canonical hash, state) of every candidate."""
+    labels: list[tuple[str, str, str]]
+    """(canonical hash, property, status) of every candidate label."""
+    stages: list[str | None]
+    """Stage of every round."""
+
+
+def outcome(cfg: Config) -> Outcome:
+    store = open_store(cfg.db_url)
+    with store.session() as session:
+        candidates = sorted((c.canonical_hash, c.state) for c in session.scalars(select(Candidate)))
+        labels = sorted((c.canonical_hash, lab.property, lab.status) for lab, c in
+                        session.execute(select(Label, Candidate).join(Candidate)).tuples())
+        stages = [r.stage for r in session.scalars(select(Round).order_by(Round.number))]
+    store.close()
+    return Outcome(candidates, labels, stages)
+
+
+@dataclass(frozen=True)
 class FinishedRound:
     cfg: Config
     summary: RoundSummary
+    outcome: Outcome
+    """The store right after the round (later tests may run more rounds on ``cfg``)."""
 
 
 @pytest.fixture(scope="session")
@@ -40,6 +69,7 @@ def smoke_round(tmp_path_factory: pytest.TempPathFactory) -> FinishedRound:
         mp.delenv(name, raising=False)
     cfg = smoke_config(tmp_path_factory.mktemp("smoke"))
     try:
-        return FinishedRound(cfg, run_round(cfg, progress=False))
+        summary = run_round(cfg, progress=False)
+        return FinishedRound(cfg, summary, outcome(cfg))
     finally:
         mp.undo()
