@@ -9,7 +9,8 @@ default CHGNet settings (FIRE, fmax 0.1 eV/A, at most 500 steps, one torch threa
 
     python -m benchmarks.oracle_chgnet [--per-size 100] [--sizes 4 8 16 32]
 
-Prints a table and writes ``benchmarks/results/oracle_chgnet.json``.
+Prints a table and writes ``benchmarks/results/oracle_chgnet.md``; every relaxation is
+appended to ``oracle_chgnet.jsonl`` as it finishes, so a killed run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from aloop.space import Crystal, CrystalSpace, StructureError, to_structure
 from aloop.space.lattice import cell_volume, expand_lattice
 from oracles.chgnet import CHGNetSettings, relax_candidate
 
-RESULTS = Path(__file__).resolve().parent / "results" / "oracle_chgnet.json"
+RESULTS = Path(__file__).resolve().parent / "results" / "oracle_chgnet.md"
+RUNS = RESULTS.with_suffix(".jsonl")
 SPACE = SpaceSettings(max_atoms=32, max_atoms_per_element=16)
 VOLUME_PER_ATOM = (10.0, 25.0)
 
@@ -60,31 +62,49 @@ def _composition(elements: tuple[str, ...], counts: list[int]):
     return Composition({el: n for el, n in zip(elements, counts, strict=True) if n})
 
 
+def relax(crystal: Crystal, index: int, settings: CHGNetSettings) -> dict:
+    """One candidate placed by pyxtal and relaxed: seconds, steps and the failure reason, if any."""
+    try:
+        structure = to_structure(crystal, seed=index)
+    except StructureError:
+        return {"seconds": None, "steps": 0, "failure": "atoms cannot be placed"}
+    start = time.perf_counter()
+    result = relax_candidate(OracleInput(str(index), crystal, structure), settings=settings)
+    failure = result.reason.split(":")[0].split(" after")[0].split(" (")[0] if isinstance(result, Failed) else None
+    return {"seconds": time.perf_counter() - start, "steps": result.metadata.get("steps", 0), "failure": failure}
+
+
 def run(sizes: list[int], per_size: int, settings: CHGNetSettings) -> list[dict]:
+    """Per-candidate records, appended to ``RUNS`` as they finish; a rerun skips the recorded ones."""
+    key = json.dumps(settings.model_dump(), sort_keys=True)
+    done = {(r["atoms"], r["index"]): r for r in map(json.loads, RUNS.read_text().splitlines())
+            if r["settings"] == key} if RUNS.exists() else {}
     space = CrystalSpace.from_settings(SPACE)
-    rows = []
+    records = []
     for n_atoms in sizes:
-        reasons: Counter[str] = Counter()
-        seconds, steps = [], []
-        for i, crystal in enumerate(tqdm(sample_crystals(space, n_atoms, per_size, seed=n_atoms),
-                                         desc=f"{n_atoms} atoms", unit="relaxation")):
-            try:
-                structure = to_structure(crystal, seed=i)
-            except StructureError:
-                reasons["atoms cannot be placed"] += 1
-                continue
-            start = time.perf_counter()
-            result = relax_candidate(OracleInput(str(i), crystal, structure), settings=settings)
-            seconds.append(time.perf_counter() - start)
-            steps.append(result.metadata.get("steps", 0))
-            if isinstance(result, Failed):
-                reasons[result.reason.split(":")[0].split(" after")[0].split(" (")[0]] += 1
-        failed = sum(reasons.values())
-        rows.append({"atoms": n_atoms, "candidates": per_size, "relaxed": len(seconds),
-                     "median_s": float(np.median(seconds)), "mean_s": float(np.mean(seconds)),
-                     "median_steps": float(np.median(steps)), "failure_rate": failed / per_size,
-                     "failures": dict(reasons)})
-    return rows
+        crystals = sample_crystals(space, n_atoms, per_size, seed=n_atoms)
+        for index, crystal in enumerate(tqdm(crystals, desc=f"{n_atoms} atoms", unit="relaxation")):
+            if (n_atoms, index) not in done:
+                done[n_atoms, index] = {"atoms": n_atoms, "index": index, "settings": key,
+                                        "load_1min": os.getloadavg()[0], **relax(crystal, index, settings)}
+                with RUNS.open("a") as out:
+                    out.write(json.dumps(done[n_atoms, index]) + "\n")
+            records.append(done[n_atoms, index])
+    return records
+
+
+def table(records: list[dict]) -> str:
+    """Markdown table by cell size: median/mean seconds, steps, failure rate and reasons."""
+    lines = ["| atoms | candidates | relaxed | median s | mean s | median steps | failure rate | failures |",
+             "|---|---|---|---|---|---|---|---|"]
+    for n_atoms in sorted({r["atoms"] for r in records}):
+        rows = [r for r in records if r["atoms"] == n_atoms]
+        seconds = [r["seconds"] for r in rows if r["seconds"] is not None]
+        reasons = Counter(r["failure"] for r in rows if r["failure"])
+        lines.append(f"| {n_atoms} | {len(rows)} | {len(seconds)} | {np.median(seconds):.2f} | {np.mean(seconds):.2f} | "
+                     f"{np.median([r['steps'] for r in rows]):.0f} | {sum(reasons.values()) / len(rows):.0%} | "
+                     f"{', '.join(f'{k}: {v}' for k, v in reasons.most_common()) or '-'} |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -94,21 +114,20 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=600.0, help="wall-clock limit of one relaxation")
     args = parser.parse_args()
     settings = CHGNetSettings(timeout_s=args.timeout_s)
-    load_before = os.getloadavg()[1]
-    rows: list[dict] = []
-    for n_atoms in args.sizes:  # the results file is rewritten after each size
-        rows += run([n_atoms], args.per_size, settings)
-        machine = {"cpu": platform.machine(), "cores": os.cpu_count(), "torch_threads": settings.torch_threads,
-                   "load_average_5min": [load_before, os.getloadavg()[1]]}
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.write_text(json.dumps({"command": "python -m benchmarks.oracle_chgnet " + " ".join(sys.argv[1:]),
-                                       "machine": machine, "settings": settings.model_dump(), "rows": rows},
-                                      indent=2))
-    print(f"{'atoms':>5} {'n':>4} {'median s':>9} {'mean s':>7} {'steps':>6} {'failed':>7}  reasons")
-    for r in rows:
-        print(f"{r['atoms']:>5} {r['candidates']:>4} {r['median_s']:>9.2f} {r['mean_s']:>7.2f} "
-              f"{r['median_steps']:>6.0f} {r['failure_rate']:>7.0%}  {r['failures']}")
-    print(f"5-minute load average before/after: {machine['load_average_5min']} on {os.cpu_count()} cores")
+    RESULTS.parent.mkdir(exist_ok=True)
+    records = run(args.sizes, args.per_size, settings)
+    loads = [r["load_1min"] for r in records]
+    report = "\n\n".join([
+        f"Command: `python -m benchmarks.oracle_chgnet {' '.join(sys.argv[1:])}`",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, one relaxation at a time on "
+        f"{settings.torch_threads} torch thread; 1-minute load average during the runs {min(loads):.1f}-"
+        f"{max(loads):.1f} (median {np.median(loads):.1f}; the machine is shared). CHGNet {settings.model}, "
+        f"{settings.optimizer}, fmax {settings.fmax} eV/A, at most {settings.max_steps} steps, cell relaxed, "
+        f"timeout {settings.timeout_s:g} s. Candidates drawn uniformly from the default space's tables "
+        f"(seed = cell size), {VOLUME_PER_ATOM[0]:g}-{VOLUME_PER_ATOM[1]:g} A^3/atom.",
+        table(records)])
+    RESULTS.write_text(report + "\n")
+    print(report)
 
 
 if __name__ == "__main__":
