@@ -209,6 +209,66 @@ def submit(config_path: Path, overrides: tuple[str, ...]) -> None:
     Console().print(f"labelling: {report}")
 
 
+def parse_ids(text: str, option: str) -> list[int] | str:
+    """``3,5,8`` -> ids, ``all`` -> ``"all"``; exit 2 on anything else."""
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        click.echo(f"aloop: {option} takes candidate ids like 3,5,8 or 'all', not {text!r}", err=True)
+        sys.exit(2)
+
+
+@main.command("review")
+@click.option("--approve", default="", metavar="IDS", help="Candidate ids to approve: 3,5,8 or all.")
+@click.option("--reject", default="", metavar="IDS", help="Candidate ids to reject: 3,5,8 or all.")
+@config_option
+@set_option
+def review(approve: str, reject: str, config_path: Path, overrides: tuple[str, ...]) -> None:
+    """List the candidates awaiting review, or approve/reject them from the terminal.
+
+    Decisions are written to the same MLflow tags (aloop.review) the UI edits; the next
+    `aloop submit` or `make round` acts on them. Exit status 2: an id not awaiting review.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from aloop.review import awaiting_review, set_reviews
+    from aloop.store import get_or_create_campaign
+    from aloop.tracking import client_for
+
+    cfg = resolve_config(config_path, overrides)
+    store = open_configured_store(cfg)
+    with store.session() as session:
+        campaign_id = get_or_create_campaign(session, cfg.campaign).id
+    client = client_for(cfg.tracking_uri)
+    waiting = awaiting_review(store, client, campaign_id=campaign_id)
+    decisions: dict[int, str] = {}
+    for decision, text, option in (("approved", approve, "--approve"), ("rejected", reject, "--reject")):
+        ids = parse_ids(text, option)
+        decisions |= dict.fromkeys([c.id for c, _ in waiting] if ids == "all" else ids, decision)
+    if decisions:
+        try:
+            set_reviews(store, client, campaign_id=campaign_id, decisions=decisions)
+        except ValueError as err:
+            click.echo(f"aloop: {err}", err=True)
+            sys.exit(2)
+        waiting = awaiting_review(store, client, campaign_id=campaign_id)
+    table = Table(title=f"{cfg.campaign}: candidates awaiting review ({len(waiting)})")
+    for column in ("id", "formula", "space group", "predicted", "acquisition", "review", "MLflow run"):
+        table.add_column(column)
+    for candidate, tag in waiting:
+        predicted = "-" if candidate.proxy_mean is None else f"{candidate.proxy_mean:.3f} ± {candidate.proxy_std:.3f}"
+        acquisition = "-" if candidate.acquisition is None else f"{candidate.acquisition:.3f}"
+        table.add_row(str(candidate.id), candidate.formula, str(candidate.space_group), predicted, acquisition, tag,
+                      candidate.mlflow_run_id)
+    console = Console()
+    console.print(table)
+    if decisions:
+        console.print(f"{len(decisions)} decisions written to MLflow; `aloop submit` or `make round` acts on them")
+
+
 @main.command("ui")
 @config_option
 @set_option

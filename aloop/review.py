@@ -2,13 +2,15 @@
 
 ``review: auto`` approves a round's batch at once (and writes the tags so the UI shows
 it); ``review: manual`` leaves the batch ``pending`` until a person sets the tags in the
-MLflow UI, after which ``apply_reviews`` (run by the next round or ``aloop submit``)
-moves each candidate to ``approved`` or ``rejected``.
+MLflow UI (or with ``aloop review``, which writes the same tags), after which
+``apply_reviews`` (run by the next round or ``aloop submit``) moves each candidate to
+``approved`` or ``rejected``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
@@ -84,3 +86,33 @@ def _review_tag(client: MlflowClient, run_id: str) -> str:
     if value not in REVIEW_STATES:
         raise ValueError(f"MLflow run {run_id}: {REVIEW_TAG}={value!r} is not one of {list(REVIEW_STATES)}")
     return value
+
+
+def awaiting_review(store: Store, client: MlflowClient, *, campaign_id: int) -> list[tuple[Candidate, str]]:
+    """The campaign's logged candidates still ``proposed``, each with its current review tag."""
+    with store.session() as session:
+        proposed = list(session.scalars(select(Candidate).where(
+            Candidate.campaign_id == campaign_id, Candidate.state == "proposed",
+            Candidate.mlflow_run_id.is_not(None)).order_by(Candidate.id)))
+        session.expunge_all()
+    return [(candidate, _review_tag(client, candidate.mlflow_run_id)) for candidate in proposed]
+
+
+def set_reviews(store: Store, client: MlflowClient, *, campaign_id: int, decisions: Mapping[int, str]) -> None:
+    """Write decisions (candidate id -> approved/rejected) into the review tags the MLflow UI edits.
+
+    Raises:
+        ValueError: an id is not a proposed, logged candidate of the campaign, or a decision
+            is not a review state (no tag is written then).
+    """
+    waiting = {candidate.id: candidate.mlflow_run_id
+               for candidate, _ in awaiting_review(store, client, campaign_id=campaign_id)}
+    unknown = sorted(set(decisions) - set(waiting))
+    if unknown:
+        raise ValueError(f"candidates {unknown} are not awaiting review in this campaign "
+                         f"(awaiting: {sorted(waiting) or 'none'})")
+    bad = {i: d for i, d in decisions.items() if d not in REVIEW_STATES}
+    if bad:
+        raise ValueError(f"decisions {bad} are not one of {list(REVIEW_STATES)}")
+    for candidate_id, decision in decisions.items():
+        client.set_tag(waiting[candidate_id], REVIEW_TAG, decision)

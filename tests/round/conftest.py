@@ -16,12 +16,16 @@ from aloop.store.models import Round
 from aloop.summary import RoundSummary
 
 
+def smoke_overrides(root: Path, *overrides: str) -> list[str]:
+    """``--set`` overrides that put every store and folder of the smoke config under ``root``."""
+    return [f"store.url=sqlite:///{root / 'aloop.db'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+            f"tracking.artifact_location={root / 'mlartifacts'}", f"workdir={root / 'work'}",
+            f"data.mp.cache_dir={root / 'mp_cache'}", *overrides]
+
+
 def smoke_config(root: Path, *overrides: str) -> Config:
     """The smoke config with every store and folder under ``root``."""
-    return load_config(CONFIG_DIR / "smoke.yaml", [
-        f"store.url=sqlite:///{root / 'aloop.db'}", f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
-        f"tracking.artifact_location={root / 'mlartifacts'}", f"workdir={root / 'work'}",
-        f"data.mp.cache_dir={root / 'mp_cache'}", *overrides])
+    return load_config(CONFIG_DIR / "smoke.yaml", smoke_overrides(root, *overrides))
 
 
 @pytest.fixture(autouse=True)

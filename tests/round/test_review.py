@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from sqlalchemy import select
 
+from aloop.cli import main
+from aloop.config import CONFIG_DIR
 from aloop.round import run_round
 from aloop.store import Candidate, Label, OracleJob, open_store
 from aloop.tracking import REVIEW_TAG, STATE_TAG
 
-from .conftest import smoke_config
+from .conftest import smoke_config, smoke_overrides
 
 
 def _batch(cfg):
@@ -35,8 +38,17 @@ def test_manual_review_submits_exactly_the_approved(tmp_path):
 
     client = MlflowClient(tracking_uri=cfg.tracking_uri)
     approved, rejected, pending = batch[0], batch[1], batch[2:]
-    client.set_tag(approved.mlflow_run_id, REVIEW_TAG, "approved")
-    client.set_tag(rejected.mlflow_run_id, REVIEW_TAG, "Rejected")  # reviewers type freely: case is ignored
+    cli = ["--config", str(CONFIG_DIR / "smoke.yaml")]
+    cli += [arg for override in smoke_overrides(tmp_path, "review=manual") for arg in ("--set", override)]
+    listing = CliRunner().invoke(main, ["review", *cli])
+    assert listing.exit_code == 0 and f"awaiting review ({len(batch)})" in listing.output
+    unknown = CliRunner().invoke(main, ["review", "--approve", f"{approved.id},999999", *cli])
+    assert unknown.exit_code == 2 and "[999999] are not awaiting review" in unknown.output
+    assert client.get_run(approved.mlflow_run_id).data.tags[REVIEW_TAG] == "pending"  # nothing written
+    decided = CliRunner().invoke(main, ["review", "--approve", str(approved.id), *cli])  # from the terminal
+    assert decided.exit_code == 0 and f"awaiting review ({len(batch)})" in decided.output  # decided, not applied
+    assert client.get_run(approved.mlflow_run_id).data.tags[REVIEW_TAG] == "approved"
+    client.set_tag(rejected.mlflow_run_id, REVIEW_TAG, "Rejected")  # as in the UI: case is ignored
 
     second = run_round(cfg, progress=False)
     assert second.round == first.round and second.stage == "done"
