@@ -1,0 +1,205 @@
+"""Campaign simulation: aloop against random, mean-only and ion-substitution arms, CHGNet oracle, offline.
+
+Every arm starts from ``mp_cgcnn36k`` inside the searched space (``configs/campaign.yaml``:
+Li-Mn-O, at most 12 atoms of an element and 24 in the conventional cell), gets the same
+oracle budget (rounds x batch CHGNet relaxations with the oracle's settings) and the same
+novelty filter. Hits are judged against a reference hull of CHGNet energies only
+(``_campaign_hull``). Each (arm, seed, round) is cached on disk, candidate by candidate,
+under the cache folder, so a killed run continues where it stopped; with everything cached
+the command only rebuilds the report.
+
+    python -m benchmarks.campaign                       # the issue's budget: 4 rounds of 32, seeds 0 1 2
+    python -m benchmarks.campaign --rounds 3 --batch 16 --gfn-steps 200 --n-samples 2000
+
+Writes ``benchmarks/results/campaign.md``, ``campaign.json`` and ``campaign_hits.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from pymatgen.core import Structure
+
+from aloop.config import Config, load_config
+from aloop.data import read_local, to_training_set
+from aloop.gfn import CrystalEnv
+from aloop.oracle import Labelled, OracleInput
+from aloop.proxy import calibration_metrics
+from aloop.selection import MATCHER_SETTINGS
+from aloop.space import Crystal, CrystalSpace
+from benchmarks._campaign_arms import ARMS, Proposal, Setup, propose_guided, propose_random, propose_substitution
+from benchmarks._campaign_hull import ReferenceHull, build_hull, known_structures
+from benchmarks._campaign_report import write_report
+from benchmarks._campaign_substitution import substitution_pool
+from oracles.chgnet import CHGNetSettings, relax_candidate
+
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "campaign.yaml"
+SHARED = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+CACHE = Path(os.environ.get("ALOOP_CACHE_DIR") or Path.home() / ".cache" / "aloop") / "campaign"
+
+
+def run_key(cfg: Config) -> str:
+    """Cache key of a campaign: every setting but the campaign's name and seed (seeds are folders)."""
+    settings = cfg.model_dump(mode="json", exclude={"campaign", "seed", "workdir", "store", "tracking"})
+    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def make_setup(cfg: Config, *, arms: list[str], oracle: CHGNetSettings) -> tuple[Setup, ReferenceHull]:
+    """The space, the starting data, the reference hull and (for the substitution arm) its pool."""
+    space = CrystalSpace.from_settings(cfg.space)
+    data_dir = SHARED / "mp_cgcnn36k"
+    start = to_training_set(read_local(data_dir), target=cfg.proxy.target, space=space)
+    print(f"starting data: {start.describe()}", flush=True)
+    hull = build_hull(known_structures(data_dir, space.elements), space.elements, oracle, cache_dir=CACHE)
+    pool = substitution_pool(space, data_dir, cache_dir=CACHE) if "substitution" in arms else []
+    setup = Setup(cfg=cfg, space=space, env=CrystalEnv.from_space(space, cfg.gfn), start=start.training,
+                  known=tuple(hull.known_structures), pool=tuple(pool), label_source=f"chgnet-{oracle.model}")
+    return setup, hull
+
+
+def run_round(setup: Setup, hull: ReferenceHull, oracle: CHGNetSettings, *, arm: str, seed: int, number: int,
+              folder: Path, history: list[dict]) -> list[dict]:
+    """Propose (or reload) one round's batch and label it candidate by candidate; returns its labels."""
+    folder.mkdir(parents=True, exist_ok=True)
+    done = folder / "round.json"
+    if done.exists():
+        return json.loads(done.read_text())["labels"]
+    proposal, propose_s = _proposal(setup, arm=arm, seed=seed, number=number, folder=folder, history=history)
+    labels = [_label(setup, hull, oracle, proposal, i, folder=folder, ident=f"{arm}-{seed}-{number}-{i}",
+                     number=number) for i in range(len(proposal.crystals))]
+    _write_json(done, {"labels": labels, "propose_s": propose_s})
+    return labels
+
+
+def _proposal(setup: Setup, *, arm: str, seed: int, number: int, folder: Path, history: list[dict]
+              ) -> tuple[Proposal, float]:
+    path = folder / "proposal.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        return Proposal([Crystal.from_dict(c) for c in saved["crystals"]],
+                        [Structure.from_str(c, fmt="cif") for c in saved["cifs"]],
+                        saved["proxy_mean"], saved["proxy_std"]), saved["seconds"]
+    size, round_seed = setup.cfg.selection.batch_size, seed * 1009 + number
+    proposed = [Structure.from_str(label["cif"], fmt="cif") for label in history]
+    start = time.perf_counter()
+    if arm in ("aloop", "mean"):
+        previous = folder.parent / f"round-{number - 1}" / "gfn.pt"
+        proposal = propose_guided(setup, history, proposed, arm=arm, seed=round_seed, size=size, workdir=folder,
+                                  previous=previous if previous.exists() else None)
+    elif arm == "random":
+        proposal = propose_random(setup, history, proposed, seed=round_seed, size=size)
+    else:
+        proposal = propose_substitution(setup, proposed, seed=seed, size=size)
+    seconds = time.perf_counter() - start
+    _write_json(path, {"crystals": [c.as_dict() for c in proposal.crystals],
+                       "cifs": [s.to(fmt="cif") for s in proposal.structures],
+                       "proxy_mean": proposal.proxy_mean, "proxy_std": proposal.proxy_std, "seconds": seconds})
+    return proposal, seconds
+
+
+def _label(setup: Setup, hull: ReferenceHull, oracle: CHGNetSettings, proposal: Proposal, i: int, *, folder: Path,
+           ident: str, number: int) -> dict:
+    """One oracle call (cached): CHGNet relaxation, formation energy and energy above the reference hull."""
+    path = folder / f"label-{i}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    crystal, structure = proposal.crystals[i], proposal.structures[i]
+    start = time.perf_counter()
+    result = relax_candidate(OracleInput(ident, crystal, structure), settings=oracle)
+    label = {"id": ident, "round": number, "crystal": crystal.as_dict(), "cif": structure.to(fmt="cif"),
+             "formula": structure.composition.reduced_formula, "ok": isinstance(result, Labelled),
+             "seconds": time.perf_counter() - start, "steps": result.metadata.get("steps"),
+             "proxy_mean": proposal.proxy_mean[i] if proposal.proxy_mean else None,
+             "proxy_std": proposal.proxy_std[i] if proposal.proxy_std else None}
+    if isinstance(result, Labelled):
+        composition = result.structure.composition
+        label |= {"energy_per_atom": result.energy_per_atom, "relaxed_cif": result.structure.to(fmt="cif"),
+                  "formula": composition.reduced_formula,
+                  "formation_energy_per_atom": hull.formation_energy(composition, result.energy_per_atom),
+                  "e_above_hull": hull.e_above_hull(composition, result.energy_per_atom)}
+    else:
+        label["reason"] = result.reason
+    _write_json(path, label)
+    return label
+
+
+def round_calibration(labels: list[dict]) -> dict[str, float]:
+    """The proxy's calibration on one round's new labels, predicted before they were added."""
+    rows = [label for label in labels if label.get("ok") and label.get("proxy_mean") is not None]
+    if not rows:
+        return {}
+    report = calibration_metrics(torch.tensor([r["formation_energy_per_atom"] for r in rows]),
+                                 torch.tensor([r["proxy_mean"] for r in rows]),
+                                 torch.tensor([r["proxy_std"] for r in rows]))
+    return {"n": report.n, "mae": report.mae, "nll": report.nll, "coverage_50": report.coverage_50,
+            "coverage_90": report.coverage_90}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=32, help="oracle calls per round and arm")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--gfn-steps", type=int, help="gfn.train_steps (default: the config's)")
+    parser.add_argument("--n-samples", type=int, help="selection.n_samples (default: the config's)")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="config overrides, e.g. oracle.settings.timeout_s=120")
+    parser.add_argument("--no-report", action="store_true", help="only fill the cache (parallel partial runs)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    warnings.filterwarnings("ignore")
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    overrides = [f"selection.batch_size={args.batch}", *args.overrides]
+    overrides += [f"gfn.train_steps={args.gfn_steps}"] if args.gfn_steps else []
+    overrides += [f"selection.n_samples={args.n_samples}"] if args.n_samples else []
+    cfg = load_config(args.config, overrides=overrides)
+    oracle = CHGNetSettings(**cfg.oracle.settings)
+    if not (SHARED / "mp_cgcnn36k").exists():
+        sys.exit(f"shared data not found at {SHARED} (set ALOOP_SHARED_DATA)")
+    setup, hull = make_setup(cfg, arms=args.arms, oracle=oracle)
+    run_dir = CACHE / f"run-{run_key(cfg)}"
+    print(f"cache: {run_dir}", flush=True)
+    runs: dict[tuple[str, int], list[list[dict]]] = {}
+    for seed in args.seeds:
+        for arm in args.arms:
+            history: list[dict] = []
+            runs[arm, seed] = []
+            for number in range(1, args.rounds + 1):
+                start = time.perf_counter()
+                labels = run_round(setup, hull, oracle, arm=arm, seed=seed, number=number,
+                                   folder=run_dir / arm / f"seed-{seed}" / f"round-{number}", history=history)
+                history += labels
+                runs[arm, seed].append(labels)
+                ok = [x for x in labels if x.get("ok")]
+                print(f"{arm} seed {seed} round {number}: {len(labels)} calls, {len(ok)} relaxed, "
+                      f"{sum(x['e_above_hull'] <= 0.1 for x in ok)} within 0.1 eV/atom of the hull "
+                      f"({time.perf_counter() - start:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
+    if not args.no_report:
+        command = "python -m benchmarks.campaign " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_report(runs, hull=hull, setup=setup, oracle=oracle, command=command.strip(),
+                     matcher=MATCHER_SETTINGS, calibration=round_calibration)
+
+
+if __name__ == "__main__":
+    main()
