@@ -35,6 +35,7 @@ from ase import Atoms
 from ase.filters import FrechetCellFilter
 from pydantic import BaseModel, ConfigDict, Field
 from pymatgen.io.ase import AseAtomsAdaptor
+from threadpoolctl import threadpool_limits
 
 from aloop.executor import JobPool
 from aloop.oracle import Failed, Labelled, OracleInput, Result
@@ -67,8 +68,9 @@ class CHGNetSettings(BaseModel):
     """Wall-clock seconds one relaxation may take."""
     device: str = "cpu"
     torch_threads: int | None = Field(1, gt=0)
-    """Intra-op threads per process; one evaluation per core scales through executor workers,
-    and torch's spinning threads run 3x slower on a busy 2-core machine. ``None``: torch's default."""
+    """Intra-op threads per process, of torch and of numpy's BLAS; one evaluation per core scales
+    through executor workers, and spinning threads run 3-6x slower on a busy 2-core machine.
+    ``None``: the libraries' defaults."""
 
 
 class _Stop(Exception):
@@ -110,6 +112,7 @@ def relax_atoms(atoms: Atoms, settings: CHGNetSettings, *, fmax: float | None = 
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+        threadpool_limits(settings.torch_threads, user_api="blas")  # ASE's optimiser steps are numpy
     atoms.calc = _calculator(settings)
     target = FrechetCellFilter(atoms) if settings.relax_cell else atoms
     optimizer = OPTIMIZERS[settings.optimizer](target, logfile=None)

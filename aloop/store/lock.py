@@ -3,7 +3,9 @@
 The holder renews the lease with a heartbeat (a daemon thread every ``ttl_s / 3``
 seconds, or explicit ``heartbeat()`` calls); a holder that crashed stops renewing, and
 once ``expires_at`` has passed the next ``acquire`` takes the lease over. Expiry compares
-wall clocks of the machines involved, so they should agree to well within ``ttl_s``.
+wall clocks of the machines involved, so they should agree to well within ``ttl_s``. A
+holder that was a process of this host which no longer exists (a killed round) is taken
+over at once.
 
 Example:
     >>> with RoundLock.acquire(store, "default", ttl_s=120):  # doctest: +SKIP
@@ -22,7 +24,7 @@ from types import TracebackType
 
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, select, update
+from sqlalchemy import Connection, Row, delete, or_, select, update
 
 from aloop.store.engine import Store, dialect_insert
 from aloop.store.models import RoundLease, utcnow
@@ -144,12 +146,27 @@ def _try_take(connection: Connection, campaign: str, lease: dict[str, Any], *, n
     previous = connection.execute(select(table).where(table.c.campaign == campaign)).first()
     if previous is None:
         return False
-    if not connection.execute(update(table).where(table.c.campaign == campaign, table.c.expires_at < now)
-                              .values(**lease)).rowcount:
+    stale = or_(table.c.expires_at < now, table.c.token == previous.token) if _dead_here(previous.holder) \
+        else table.c.expires_at < now
+    if not connection.execute(update(table).where(table.c.campaign == campaign, stale).values(**lease)).rowcount:
         raise LockHeld(_held_message(display_url, campaign, previous))
-    log.warning("took over the expired round lock of campaign %r from %s (expired %s)",
+    log.warning("took over the round lock of campaign %r from %s (expires %s)",
                 campaign, previous.holder, previous.expires_at.isoformat(timespec="seconds"))
     return True
+
+
+def _dead_here(holder: str) -> bool:
+    """True when ``holder`` (``host pid N``) is a process of this host that no longer exists."""
+    host, _, pid = holder.rpartition(" pid ")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
 
 
 def _held_message(display_url: str, campaign: str, lease: Row[Any]) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -39,3 +42,13 @@ def test_heartbeat_thread_keeps_the_lease_alive(store: Store) -> None:
     assert lock.expires_at > first_expiry
     lock.release()
     RoundLock.acquire(store, "c", holder="other", ttl_s=60, heartbeat=False).release()
+
+
+def test_a_lease_of_a_dead_process_of_this_host_is_taken_over_at_once(store: Store) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    RoundLock.acquire(store, "c", holder=f"{socket.gethostname()} pid {dead}", ttl_s=60, heartbeat=False)
+    RoundLock.acquire(store, "c", ttl_s=60, heartbeat=False).release()
+    with RoundLock.acquire(store, "c", ttl_s=60, heartbeat=False):  # this process is alive: refused
+        with pytest.raises(LockHeld):
+            RoundLock.acquire(store, "c", ttl_s=60, heartbeat=False)
