@@ -18,11 +18,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,10 +29,10 @@ from aloop.config import SpaceSettings
 from aloop.oracle import Failed, OracleInput
 from aloop.space import Crystal, CrystalSpace, StructureError, to_structure
 from aloop.space.lattice import cell_volume, expand_lattice
+from benchmarks._markdown import RESULTS, table, write_report
 from oracles.chgnet import CHGNetSettings, relax_candidate
 
-RESULTS = Path(__file__).resolve().parent / "results" / "oracle_chgnet.md"
-RUNS = RESULTS.with_suffix(".jsonl")
+RUNS = RESULTS / "oracle_chgnet.jsonl"
 SPACE = SpaceSettings(max_atoms=32, max_atoms_per_element=16)
 VOLUME_PER_ATOM = (10.0, 25.0)
 
@@ -93,18 +90,19 @@ def run(sizes: list[int], per_size: int, settings: CHGNetSettings) -> list[dict]
     return records
 
 
-def table(records: list[dict]) -> str:
-    """Markdown table by cell size: median/mean seconds, steps, failure rate and reasons."""
-    lines = ["| atoms | candidates | relaxed | median s | mean s | median steps | failure rate | failures |",
-             "|---|---|---|---|---|---|---|---|"]
+def summary(records: list[dict]) -> list[dict]:
+    """One row per cell size: median/mean seconds, steps, failure rate and reasons."""
+    rows = []
     for n_atoms in sorted({r["atoms"] for r in records}):
-        rows = [r for r in records if r["atoms"] == n_atoms]
-        seconds = [r["seconds"] for r in rows if r["seconds"] is not None]
-        reasons = Counter(r["failure"] for r in rows if r["failure"])
-        lines.append(f"| {n_atoms} | {len(rows)} | {len(seconds)} | {np.median(seconds):.2f} | {np.mean(seconds):.2f} | "
-                     f"{np.median([r['steps'] for r in rows]):.0f} | {sum(reasons.values()) / len(rows):.0%} | "
-                     f"{', '.join(f'{k}: {v}' for k, v in reasons.most_common()) or '-'} |")
-    return "\n".join(lines)
+        runs = [r for r in records if r["atoms"] == n_atoms]
+        seconds = [r["seconds"] for r in runs if r["seconds"] is not None]
+        reasons = Counter(r["failure"] for r in runs if r["failure"])
+        rows.append({"atoms": n_atoms, "candidates": len(runs), "relaxed": len(seconds),
+                     "median s": np.median(seconds), "mean s": np.mean(seconds),
+                     "median steps": np.median([r["steps"] for r in runs]),
+                     "failure rate": sum(reasons.values()) / len(runs),
+                     "failures": ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) or "-"})
+    return rows
 
 
 def main() -> None:
@@ -114,20 +112,17 @@ def main() -> None:
     parser.add_argument("--timeout-s", type=float, default=600.0, help="wall-clock limit of one relaxation")
     args = parser.parse_args()
     settings = CHGNetSettings(timeout_s=args.timeout_s)
-    RESULTS.parent.mkdir(exist_ok=True)
     records = run(args.sizes, args.per_size, settings)
     loads = [r["load_1min"] for r in records]
-    report = "\n\n".join([
-        f"Command: `python -m benchmarks.oracle_chgnet {' '.join(sys.argv[1:])}`",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, one relaxation at a time on "
-        f"{settings.torch_threads} torch thread; 1-minute load average during the runs {min(loads):.1f}-"
-        f"{max(loads):.1f} (median {np.median(loads):.1f}; the machine is shared). CHGNet {settings.model}, "
-        f"{settings.optimizer}, fmax {settings.fmax} eV/A, at most {settings.max_steps} steps, cell relaxed, "
-        f"timeout {settings.timeout_s:g} s. Candidates drawn uniformly from the default space's tables "
-        f"(seed = cell size), {VOLUME_PER_ATOM[0]:g}-{VOLUME_PER_ATOM[1]:g} A^3/atom.",
-        table(records)])
-    RESULTS.write_text(report + "\n")
-    print(report)
+    write_report("oracle_chgnet",
+                 f"One relaxation at a time on {settings.torch_threads} torch thread; 1-minute load average during "
+                 f"the runs {min(loads):.1f}-{max(loads):.1f} (median {np.median(loads):.1f}; the machine is shared). "
+                 f"CHGNet {settings.model}, {settings.optimizer}, fmax {settings.fmax} eV/A, at most "
+                 f"{settings.max_steps} steps, cell relaxed, timeout {settings.timeout_s:g} s. Candidates drawn "
+                 f"uniformly from the default space's tables (seed = cell size), "
+                 f"{VOLUME_PER_ATOM[0]:g}-{VOLUME_PER_ATOM[1]:g} A^3/atom.",
+                 table(summary(records), {"median s": ".2f", "mean s": ".2f", "median steps": ".0f",
+                                          "failure rate": ".0%"}))
 
 
 if __name__ == "__main__":

@@ -7,26 +7,22 @@ CHGNet before the clock starts.
 
     python -m benchmarks.oracle_dask [--workers 1 2 4] [--candidates 12]
 
-Prints a table and writes ``benchmarks/results/oracle_dask.json``.
+Prints a table and writes ``benchmarks/results/oracle_dask.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import sys
 import time
-from pathlib import Path
 
 from distributed import Client, LocalCluster
 
 from aloop.executor import open_executor
 from aloop.oracle import OracleInput, Pending, load_oracle
 from aloop.space import CrystalSpace, StructureError, to_structure
+from benchmarks._markdown import table, write_report
 from benchmarks.oracle_chgnet import SPACE, sample_crystals
 
-RESULTS = Path(__file__).resolve().parent / "results" / "oracle_dask.json"
 SETTINGS = {"max_steps": 30, "fmax": 1e-4, "timeout_s": 3600}
 
 
@@ -61,8 +57,8 @@ def throughput(items: list[OracleInput], n_workers: int) -> dict:
             while any(isinstance(r, Pending) for r in oracle.poll(job_ids).values()):
                 time.sleep(0.2)
             seconds = time.perf_counter() - start
-    return {"workers": n_workers, "candidates": len(items), "seconds": round(seconds, 1),
-            "relaxations_per_minute": round(60 * len(items) / seconds, 2)}
+    return {"workers": n_workers, "candidates": len(items), "seconds": seconds,
+            "relaxations per minute": 60 * len(items) / seconds}
 
 
 def main() -> None:
@@ -71,19 +67,12 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=12)
     args = parser.parse_args()
     items = candidates(args.candidates)
-    load_before = os.getloadavg()[1]
     rows = [throughput(items, n) for n in args.workers]
-    base = rows[0]["relaxations_per_minute"]
-    print(f"{'workers':>7} {'seconds':>8} {'relax/min':>10} {'speed-up':>9}")
-    for r in rows:
-        r["speedup"] = round(r["relaxations_per_minute"] / base, 2)
-        print(f"{r['workers']:>7} {r['seconds']:>8.1f} {r['relaxations_per_minute']:>10.2f} {r['speedup']:>9.2f}")
-    load = [load_before, os.getloadavg()[1]]
-    print(f"{os.cpu_count()} cores; 5-minute load average before/after: {load}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"command": "python -m benchmarks.oracle_dask " + " ".join(sys.argv[1:]),
-                                   "cores": os.cpu_count(), "load_average_5min": load, "settings": SETTINGS,
-                                   "rows": rows}, indent=2))
+    for row in rows:
+        row["speed-up"] = row["relaxations per minute"] / rows[0]["relaxations per minute"]
+    write_report("oracle_dask", __doc__.split("\n\n")[1].replace("\n", " ")
+                 + " The machine has 2 cores, so more than 2 workers cannot help.",
+                 table(rows, {"seconds": ".1f", "relaxations per minute": ".2f", "speed-up": ".2f"}))
 
 
 if __name__ == "__main__":

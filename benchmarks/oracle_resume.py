@@ -8,13 +8,12 @@ whether every label written before the kill is still the same row with the same 
 
     python -m benchmarks.oracle_resume [--candidates 16]
 
-Prints a table and writes ``benchmarks/results/oracle_resume.json``.
+Prints a table and writes ``benchmarks/results/oracle_resume.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -27,11 +26,11 @@ from pymatgen.core import Composition
 from sqlalchemy import func, select
 
 from aloop.space import Crystal
+from benchmarks._markdown import table, write_report
 from aloop.store import (
     Candidate, Label, NewCandidate, OracleJob, Store, add_candidates, get_or_create_campaign, open_store,
     start_round, transition)
 
-RESULTS = Path(__file__).resolve().parent / "results" / "oracle_resume.json"
 REPO = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys
@@ -101,11 +100,8 @@ def main() -> None:
         "labels_before_kill_unchanged": all(after[k] == v for k, v in before.items()),
         "resume_seconds": round(resume_s, 1),
     }
-    for key, value in row.items():
-        print(f"{key:>33}: {value}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"command": "python -m benchmarks.oracle_resume " + " ".join(sys.argv[1:]),
-                                   **row}, indent=2))
+    write_report("oracle_resume", __doc__.split("\n\n")[1].replace("\n", " "),
+                 table([{"measure": key, "value": value} for key, value in row.items()]))
 
 
 if __name__ == "__main__":
