@@ -11,6 +11,7 @@ by the CHGNet settings, so a killed build continues.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import lzma
@@ -25,10 +26,11 @@ from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Structure
 from tqdm import tqdm
 
-from aloop.oracle import Labelled, OracleInput
+from aloop.executor import run_with_timeout
+from aloop.oracle import Failed, Labelled, OracleInput
 from aloop.space import Crystal
 from aloop.thermo import formation_energy_per_atom
-from oracles.chgnet import CHGNetOracle, CHGNetSettings, relax_candidate
+from oracles.chgnet import HARD_TIMEOUT_GRACE_S, CHGNetOracle, CHGNetSettings, relax_candidate
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,12 @@ class ReferenceHull:
     def known_structures(self) -> list[Structure]:
         """Stored and relaxed structures of every known entry (novelty is checked against both)."""
         return [s for e in self.entries for s in (e.structure, e.relaxed) if s is not None]
+
+
+def relax(item: OracleInput, settings: CHGNetSettings) -> Labelled | Failed:
+    """One CHGNet oracle evaluation as the oracle's job pool runs it: exceptions and overruns become ``Failed``."""
+    return run_with_timeout(functools.partial(relax_candidate, settings=settings), item,
+                            timeout_s=settings.timeout_s + HARD_TIMEOUT_GRACE_S)
 
 
 def settings_key(settings: CHGNetSettings) -> str:
@@ -104,8 +112,7 @@ def build_hull(structures: dict[str, Structure], elements: Sequence[str], settin
 def _relaxed_entry(material_id: str, structure: Structure, settings: CHGNetSettings, folder: Path) -> KnownEntry:
     path = folder / f"{material_id}.json"
     if not path.exists():
-        result = relax_candidate(OracleInput(material_id, Crystal.from_structure(structure), structure),
-                                 settings=settings)
+        result = relax(OracleInput(material_id, Crystal.from_structure(structure), structure), settings)
         record = {"energy_per_atom": result.energy_per_atom, "relaxed_cif": result.structure.to(fmt="cif"),
                   "reason": ""} if isinstance(result, Labelled) else \
             {"energy_per_atom": None, "relaxed_cif": None, "reason": result.reason}

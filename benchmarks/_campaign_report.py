@@ -55,7 +55,7 @@ def _fmt(values: list[float], digits: int = 1) -> str:
 
 
 def write_report(runs: dict[tuple[str, int], list[list[dict]]], *, hull: ReferenceHull, setup: Setup,
-                 oracle: CHGNetSettings, command: str, matcher: dict, calibration: Callable) -> None:
+                 oracle: CHGNetSettings, command: str, note: str, matcher: dict, calibration: Callable) -> None:
     """Print and write ``campaign.md``, ``campaign.json`` and ``campaign_hits.png`` under ``benchmarks/results``."""
     known = hull.known_structures
     rows = {key: seed_rows(rounds, known=known, calibration=calibration) for key, rounds in runs.items()}
@@ -70,7 +70,7 @@ def write_report(runs: dict[tuple[str, int], list[list[dict]]], *, hull: Referen
         random = spread(values("random", number, "hit_rate"))[0] if "random" in arms else math.nan
         return acceleration_factor(spread(values(arm, number, "hit_rate"))[0], random)
 
-    lines = [f"# Campaign simulation: {', '.join(arms)}", "", f"Command: `{command}`", "",
+    lines = [f"# Campaign simulation: {', '.join(arms)}", "", f"Command: `{command}`", "", *([note, ""] if note else []),
              *_protocol(setup, hull, oracle, matcher, seeds=seeds, n_rounds=n_rounds), "",
              f"## After {n_rounds} rounds (mean ± std [min, max] over seeds {seeds})", "",
              "| arm | oracle calls | relaxed | hits ≤ 0.1 | unique ≤ 0.1 | **novel ≤ 0.1** | hits ≤ 0.0 | novel ≤ 0.0 "
@@ -94,7 +94,7 @@ def write_report(runs: dict[tuple[str, int], list[list[dict]]], *, hull: Referen
                          f"{_fmt(values(arm, number, 'best_ef'), 3)} | {_calibration_cell(arm, number, rows, seeds)} | "
                          f"{np.mean(values(arm, number, 'oracle_s')):.0f} |")
     RESULTS.mkdir(exist_ok=True)
-    figure = plot_hits(rows, arms=arms, seeds=seeds)
+    figure = plot_hits(rows, arms=arms, seeds=seeds, daf=lambda arm: daf(arm, n_rounds))
     figure.savefig(RESULTS / "campaign_hits.png", dpi=120)
     lines += ["", "![novel unique hits against oracle calls](campaign_hits.png)", ""]
     text = "\n".join(lines)
@@ -163,19 +163,28 @@ def _protocol(setup: Setup, hull: ReferenceHull, oracle: CHGNetSettings, matcher
     ]
 
 
-def plot_hits(rows: dict, *, arms: list[str], seeds: list[int]) -> Figure:
-    """Novel unique hits (0.1 and 0.0 eV/atom) against oracle calls: mean line, min-max band over seeds."""
-    figure = Figure(figsize=(11, 4.2), layout="constrained")
-    for axis, key, title in zip(figure.subplots(1, 2), ("novel_curve", "novel0_curve"),
-                                ("novel unique hits, E_hull <= 0.1 eV/atom", "novel unique hits, E_hull <= 0.0 eV/atom"),
-                                strict=True):
+def plot_hits(rows: dict, *, arms: list[str], seeds: list[int], daf: Callable[[str], float]) -> Figure:
+    """Novel unique hits (0.1 and 0.0 eV/atom) against oracle calls (mean line, min-max band over seeds),
+    and the final hit rate per arm (mean, min-max bars) labelled with its acceleration factor."""
+    figure = Figure(figsize=(15, 4.4), layout="constrained")
+    curves_0, curves_1, rates = figure.subplots(1, 3)
+    for axis, key, title in ((curves_0, "novel_curve", "novel unique hits, E_hull <= 0.1 eV/atom"),
+                             (curves_1, "novel0_curve", "novel unique hits, E_hull <= 0.0 eV/atom")):
         for arm in arms:
             curves = [rows[arm, s][-1][key] for s in seeds if (arm, s) in rows]
             length = min(len(c) for c in curves)
-            stack = np.array([c[:length] for c in curves], dtype=float)
-            calls = np.arange(1, length + 1)
-            axis.plot(calls, stack.mean(axis=0), color=COLORS[arm], label=f"{arm} (n={len(curves)})")
+            stack = np.array([[0, *c[:length]] for c in curves], dtype=float)
+            calls = np.arange(length + 1)
+            axis.plot(calls, stack.mean(axis=0), color=COLORS[arm], label=f"{arm} (n={len(curves)} seeds)")
             axis.fill_between(calls, stack.min(axis=0), stack.max(axis=0), color=COLORS[arm], alpha=0.2)
         axis.set(xlabel="oracle calls (CHGNet relaxations)", ylabel="cumulative hits", title=title)
         axis.legend(loc="upper left")
+    for x, arm in enumerate(arms):
+        values = [rows[arm, s][-1]["hit_rate"] for s in seeds if (arm, s) in rows]
+        mean, _, low, high = spread(values)
+        rates.bar(x, mean, color=COLORS[arm], yerr=[[mean - low], [high - mean]], capsize=4)
+        rates.annotate(f"x{daf(arm):.2f}", (x, high), textcoords="offset points", xytext=(0, 4), ha="center")
+    rates.set_xticks(range(len(arms)), arms)
+    rates.set(ylabel="novel unique hits (<= 0.1) per oracle call",
+              title="final hit rate (bars: min-max over seeds; x: vs random)")
     return figure

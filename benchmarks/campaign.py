@@ -19,14 +19,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
 from pymatgen.core import Structure
 
@@ -38,10 +36,10 @@ from aloop.proxy import calibration_metrics
 from aloop.selection import MATCHER_SETTINGS
 from aloop.space import Crystal, CrystalSpace
 from benchmarks._campaign_arms import ARMS, Proposal, Setup, propose_guided, propose_random, propose_substitution
-from benchmarks._campaign_hull import ReferenceHull, build_hull, known_structures
+from benchmarks._campaign_hull import ReferenceHull, build_hull, known_structures, relax
 from benchmarks._campaign_report import write_report
 from benchmarks._campaign_substitution import substitution_pool
-from oracles.chgnet import CHGNetSettings, relax_candidate
+from oracles.chgnet import CHGNetSettings
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "campaign.yaml"
 SHARED = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -115,7 +113,7 @@ def _label(setup: Setup, hull: ReferenceHull, oracle: CHGNetSettings, proposal: 
         return json.loads(path.read_text())
     crystal, structure = proposal.crystals[i], proposal.structures[i]
     start = time.perf_counter()
-    result = relax_candidate(OracleInput(ident, crystal, structure), settings=oracle)
+    result = relax(OracleInput(ident, crystal, structure), oracle)
     label = {"id": ident, "round": number, "crystal": crystal.as_dict(), "cif": structure.to(fmt="cif"),
              "formula": structure.composition.reduced_formula, "ok": isinstance(result, Labelled),
              "seconds": time.perf_counter() - start, "steps": result.metadata.get("steps"),
@@ -163,6 +161,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. oracle.settings.timeout_s=120")
     parser.add_argument("--no-report", action="store_true", help="only fill the cache (parallel partial runs)")
+    parser.add_argument("--note", default="", help="a line printed under the command in the report")
     return parser.parse_args(argv)
 
 
@@ -196,8 +195,9 @@ def main(argv: list[str] | None = None) -> None:
                       f"{sum(x['e_above_hull'] <= 0.1 for x in ok)} within 0.1 eV/atom of the hull "
                       f"({time.perf_counter() - start:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
     if not args.no_report:
-        command = "python -m benchmarks.campaign " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_report(runs, hull=hull, setup=setup, oracle=oracle, command=command.strip(),
+        command = "python -m benchmarks.campaign " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
+                                                               if a != "--note" and a != args.note)
+        write_report(runs, hull=hull, setup=setup, oracle=oracle, command=command.strip(), note=args.note,
                      matcher=MATCHER_SETTINGS, calibration=round_calibration)
 
 
