@@ -268,7 +268,8 @@ def train_proxy(ctx: RoundContext, data: TrainingSet) -> Proxy:
         ctx.console.print(f"proxy on {len(held_out)} held-out points: MAE {report.mae:.3f}, "
                           f"90% coverage {report.coverage_90:.2f}")
     proxy.save(ctx.workdir / "proxy")
-    ctx.client.log_artifacts(ctx.run_id, str(ctx.workdir / "proxy"), "proxy")
+    tracking.log_proxy_model(ctx.client, ctx.experiment_id, ctx.run_id, ctx.workdir / "proxy",
+                             example=train_set.crystals[:2].to_crystals())
     return proxy
 
 

@@ -1,5 +1,6 @@
 """MLflow tracking: one experiment per campaign, a parent run per round, a child run per
-batch candidate carrying the review tag a person edits in the MLflow UI.
+batch candidate carrying the review tag a person edits in the MLflow UI, and the round's
+proxy as an MLflow (pyfunc) model.
 
 Everything goes through ``MlflowClient`` (no fluent global state), so a resumed round
 finds its runs again by id and tag instead of creating duplicates.
@@ -13,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,17 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import mlflow.pyfunc  # noqa: E402
+import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from mlflow.entities import Metric, Param, Run, RunTag  # noqa: E402
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus, Metric, Param, Run, RunTag  # noqa: E402
+from mlflow.models import Model, ModelSignature  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
-from pymatgen.core import Structure  # noqa: E402
+from mlflow.types import ColSpec, Schema  # noqa: E402
+from pymatgen.core import Composition, Structure  # noqa: E402
 
-from aloop.space import LATTICE_KEYS, Crystal, space_group  # noqa: E402
+from aloop.proxy import Proxy  # noqa: E402
+from aloop.space import LATTICE_KEYS, Crystal, CrystalBatch, space_group  # noqa: E402
 
 REVIEW_TAG = "aloop.review"
 STATE_TAG = "aloop.state"
@@ -36,6 +43,16 @@ KIND_TAG = "aloop.kind"
 REVIEW_STATES = ("pending", "approved", "rejected")
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_VIEW = "custom_model_development"
+PROXY_MODEL = "proxy"
+"""Name of the round's logged proxy model."""
+PROXY_SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec("string", "formula"), ColSpec("long", "space_group"),
+                   *(ColSpec("double", k) for k in LATTICE_KEYS)]),
+    outputs=Schema([ColSpec("double", "mean"), ColSpec("double", "std")]))
+PROXY_REQUIREMENTS = ("torch", "botorch", "gpytorch", "pymatgen", "pyxtal", "mlflow")
+"""Packages the proxy model imports (and aloop itself, installed from its repository)."""
+PROXY_MODEL_CODE = "import mlflow\nfrom aloop.tracking import ProxyModel\n\nmlflow.models.set_model(ProxyModel())\n"
+"""The model's code (MLflow's models from code: no pickle)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +221,73 @@ def set_state(client: MlflowClient, run_id: str, *, state: str, review: str | No
     """Mirror a candidate's lifecycle state (and review) onto its child run."""
     tags = [RunTag(STATE_TAG, state)] + ([RunTag(REVIEW_TAG, review)] if review else [])
     client.log_batch(run_id, tags=tags)
+
+
+class ProxyModel(mlflow.pyfunc.PythonModel):
+    """The proxy as an MLflow pyfunc model: a table of crystals in, predicted mean and std out.
+
+    Input columns: ``formula`` (atoms of the conventional cell, e.g. ``Li4 O2``), ``space_group``
+    (1-230), ``a, b, c`` (Angstrom), ``alpha, beta, gamma`` (degrees). Output columns ``mean``
+    and ``std`` of the target for the proxy's reference source, without label noise (the
+    ``pred_mean`` and ``pred_std`` of the candidate runs).
+
+    Example:
+        >>> model = mlflow.pyfunc.load_model(f"models:/{model_id}")  # doctest: +SKIP
+        >>> model.predict(pd.DataFrame({"formula": ["Li4 O2"], "space_group": [225], "a": [4.6], ...}))
+    """
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.proxy = Proxy.load(Path(context.artifacts["proxy"]))
+
+    def predict(self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame,
+                params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return predict_table(self.proxy, model_input)
+
+
+def predict_table(proxy: Proxy, table: pd.DataFrame) -> pd.DataFrame:
+    """``mean`` and ``std`` (target units, no label noise) of the crystals in ``table`` (``ProxyModel``'s columns)."""
+    crystals = [Crystal(int(row["space_group"]), Composition(row["formula"]),
+                        tuple(float(row[k]) for k in LATTICE_KEYS)) for _, row in table.iterrows()]
+    elements = sorted({el.symbol for crystal in crystals for el in crystal.composition})
+    mean, std = proxy.predict(CrystalBatch.from_crystals(crystals, elements), observation_noise=False)
+    return pd.DataFrame({"mean": mean.numpy(), "std": std.numpy()}, index=table.index)
+
+
+def crystal_table(crystals: Sequence[Crystal]) -> pd.DataFrame:
+    """The input table of ``ProxyModel``: one row per crystal."""
+    return pd.DataFrame([{"formula": c.formula, "space_group": c.space_group,
+                          **dict(zip(LATTICE_KEYS, c.lattice, strict=True))} for c in crystals])
+
+
+def log_proxy_model(client: MlflowClient, experiment_id: str, run_id: str, proxy_dir: Path, *,
+                    example: Sequence[Crystal]) -> str:
+    """Log the proxy saved in ``proxy_dir`` as the round run's pyfunc model ``proxy``; returns its model id.
+
+    Args:
+        example: a few crystals, the model's input example.
+
+    Idempotent: a round redoing the stage completes the model it started instead of adding one.
+    """
+    found = client.search_logged_models(
+        [experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{PROXY_MODEL}'", max_results=1)
+    model = found[0] if found else client.create_logged_model(experiment_id, name=PROXY_MODEL, source_run_id=run_id,
+                                                             model_type="proxy")
+    if model.status == LoggedModelStatus.READY:
+        return model.model_id
+    if not found:
+        client.log_outputs(run_id, [LoggedModelOutput(model.model_id, step=0)])
+    metadata = Model(artifact_path=model.artifact_location, run_id=run_id, model_id=model.model_id,
+                     model_uuid=model.model_id)
+    requirements = [f"{name}=={version(name)}" for name in PROXY_REQUIREMENTS]
+    with tempfile.TemporaryDirectory() as tmp:
+        code, path = Path(tmp) / "proxy_model.py", Path(tmp) / "model"
+        code.write_text(PROXY_MODEL_CODE)
+        mlflow.pyfunc.save_model(path, python_model=str(code), artifacts={"proxy": str(proxy_dir)},
+                                 signature=PROXY_SIGNATURE, input_example=crystal_table(example),
+                                 pip_requirements=requirements, mlflow_model=metadata)
+        client.log_model_artifacts(model.model_id, str(path))
+    client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
+    return model.model_id
 
 
 def plot_structure(structure: Structure, *, title: str = "") -> Figure:

@@ -5,8 +5,8 @@ resumes after the last recorded stage and dies inside the next crash point, so e
 stage is entered by a fresh ``run_round`` that resumes a killed one, and the work is
 shared between the cases. Crashes come in two kinds: at the ``end`` of a stage (its work
 done, the stage not yet recorded: the rerun redoes it) and in the ``middle`` of a stage
-that persists part of its work (a labelled job, a child run half logged, an approval not
-yet mirrored to MLflow).
+that persists part of its work (a labelled job, a proxy model without its files, a child
+run half logged, an approval not yet mirrored to MLflow).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import mlflow.pyfunc
 import pytest
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 import aloop.labelling
@@ -43,6 +45,7 @@ class CrashPoint:
 
 MIDDLE = {
     "designed": (aloop.labelling, "_store_result", 2),  # one cold-start label stored, the other jobs running
+    "trained_proxy": (mlflow.pyfunc, "save_model", 1),  # the proxy's MLflow model created, without files
     "logged": (aloop.tracking, "plot_structure", 2),  # the second child run has params and CIF, no picture
     "reviewed": (aloop.review, "set_state", 1),  # the approval committed, no run tagged yet
     "labelled": (aloop.labelling, "_store_result", 2),  # one batch label stored
@@ -138,7 +141,7 @@ def test_the_resumed_round_ends_as_an_uninterrupted_one(crashed, smoke_round):
 
 
 @pytest.mark.slow
-def test_the_resumed_round_has_one_mlflow_run_per_round_and_candidate(crashed):
+def test_the_resumed_round_has_one_mlflow_run_per_round_and_candidate_and_one_proxy_model(crashed):
     client = crashed.client
     rounds = client.search_runs([crashed.experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'round'")
     assert len(rounds) == 1
@@ -153,6 +156,8 @@ def test_the_resumed_round_has_one_mlflow_run_per_round_and_candidate(crashed):
     for child in children:
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"structure.png", f"{child.data.tags[CANDIDATE_TAG]}.cif"} <= files
+    [model] = client.search_logged_models([crashed.experiment_id])
+    assert model.source_run_id == rounds[0].info.run_id and model.status == LoggedModelStatus.READY
 
 
 def test_a_second_round_on_the_same_campaign_is_refused(tmp_path):

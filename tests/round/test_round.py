@@ -6,14 +6,19 @@ import csv
 import io
 from pathlib import Path
 
+import mlflow.pyfunc
+import numpy as np
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from sqlalchemy import select
 
+from aloop.proxy import Proxy
 from aloop.round import STAGES, run_round
+from aloop.space import CrystalBatch
 from aloop.store import Candidate, Label, open_store
 from aloop.store.models import Round
-from aloop.tracking import CANDIDATE_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING_VIEW, REVIEW_TAG, STATE_TAG
+from aloop.tracking import (CANDIDATE_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING_VIEW, PROXY_MODEL, REVIEW_TAG,
+                            STATE_TAG, crystal_table)
 
 
 def _rounds_and_candidates(cfg):
@@ -64,7 +69,7 @@ def test_smoke_round_is_tracked_in_mlflow(smoke_round):
     for stage in STAGES[:-1]:
         assert f"time_{stage}_s" in parent.data.metrics, stage
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"candidates.csv", "plots", "proxy", "generator"} <= artifacts
+    assert {"candidates.csv", "plots", "generator"} <= artifacts
     plots = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/diversity.png", "plots/reward_histogram.png", "plots/predicted_distribution.png",
             "plots/gfn_training.png"} <= plots
@@ -84,6 +89,27 @@ def test_smoke_round_is_tracked_in_mlflow(smoke_round):
         assert {"formula", "space_group", "crystal_system", "a", "gamma"} <= set(child.data.params)
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert "structure.png" in files and f"{tags[CANDIDATE_TAG]}.cif" in files
+
+
+def test_the_proxy_is_an_mlflow_model_that_predicts_as_the_proxy(smoke_round, monkeypatch):
+    cfg = smoke_round.cfg
+    rounds, candidates, _ = _rounds_and_candidates(cfg)
+    client = MlflowClient(tracking_uri=cfg.tracking_uri)
+    [output] = client.get_run(rounds[1][1]).outputs.model_outputs
+    assert client.get_logged_model(output.model_id).name == PROXY_MODEL
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", cfg.tracking_uri)  # how a user resolves models:/ URIs
+    model = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+
+    crystals = [c.crystal for c in candidates]
+    predicted = model.predict(crystal_table(crystals))
+    proxy = Proxy.load(Path(cfg.workdir) / cfg.campaign / "round-1" / "proxy")
+    mean, std = proxy.predict(CrystalBatch.from_crystals(crystals, cfg.space.elements), observation_noise=False)
+    np.testing.assert_allclose(predicted["mean"], mean.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(predicted["std"], std.numpy(), rtol=1e-6)
+    batch = [i for i, c in enumerate(candidates) if c.proxy_mean is not None]
+    assert batch
+    np.testing.assert_allclose(predicted["mean"].iloc[batch], [candidates[i].proxy_mean for i in batch], rtol=1e-6)
+    np.testing.assert_allclose(predicted["std"].iloc[batch], [candidates[i].proxy_std for i in batch], rtol=1e-6)
 
 
 def test_next_round_learns_from_the_labels_and_warm_starts(smoke_round):
