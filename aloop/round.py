@@ -392,7 +392,7 @@ def log_batch(ctx: RoundContext, data: TrainingSet) -> None:
         views = [tracking.CandidateView(
             candidate_id=str(c.id), crystal=crystal, proxy_mean=_or_nan(c.proxy_mean),
             proxy_std=_or_nan(c.proxy_std), acquisition=_or_nan(c.acquisition),
-            nearest_known_distance=d, state=c.state, review=c.review,
+            nearest_known_feature_distance=d, state=c.state, review=c.review,
             structure=Structure.from_str(c.cif, fmt="cif") if c.cif else None)
             for c, crystal, d in zip(rows, crystals, distance, strict=True)]
     run_ids = tracking.log_candidates(ctx.client, ctx.experiment_id, ctx.run_id, round_number=ctx.number,

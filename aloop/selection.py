@@ -156,16 +156,21 @@ def select_diverse(
 def nearest_distance(features: torch.Tensor, reference: torch.Tensor, *, chunk: int = 4096) -> torch.Tensor:
     """Distance of each row to its nearest reference row, in standardised feature space.
 
+    Every column is scaled by its std over features and reference together, so a column
+    constant among few known materials does not blow the distance up; a column constant
+    over both contributes nothing.
+
     Args:
         features: ``(N, D)`` candidate features.
         reference: ``(R, D)`` features of known materials.
 
     Returns:
-        ``(N,)`` Euclidean distances after scaling every column by the reference's std.
+        ``(N,)`` Euclidean distances of the scaled rows.
     """
     if reference.shape[0] == 0:
         return torch.full((features.shape[0],), float("inf"), dtype=features.dtype)
-    scale = reference.std(dim=0).clamp_min(1e-6) if reference.shape[0] > 1 else torch.ones(reference.shape[1])
+    both = torch.cat([features, reference])
+    scale = both.std(dim=0).clamp_min(1e-6) if both.shape[0] > 1 else torch.ones(reference.shape[1])
     ref = reference / scale
     out = [torch.cdist(features[i:i + chunk] / scale, ref).min(dim=1).values
            for i in range(0, features.shape[0], chunk)]

@@ -64,7 +64,10 @@ class CandidateView:
     proxy_mean: float
     proxy_std: float
     acquisition: float
-    nearest_known_distance: float | None
+    nearest_known_feature_distance: float | None
+    """Distance to the nearest training crystal (Materials Project and labels) in standardised feature
+    space (``aloop.selection.nearest_distance``): Materials Project entries come without atoms, so
+    it is not a structural distance."""
     state: str
     review: str
     structure: Structure | None
@@ -180,8 +183,8 @@ def _log_candidate(client: MlflowClient, run_id: str, view: CandidateView) -> No
               **{k: round(v, 4) for k, v in zip(LATTICE_KEYS, crystal.lattice, strict=True)}}
     client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
     metrics = {"pred_mean": view.proxy_mean, "pred_std": view.proxy_std, "acquisition": view.acquisition}
-    if view.nearest_known_distance is not None:
-        metrics["nearest_known_distance"] = view.nearest_known_distance
+    if view.nearest_known_feature_distance is not None:
+        metrics["nearest_known_feature_distance"] = view.nearest_known_feature_distance
     log_metrics(client, run_id, metrics)
     if view.structure is not None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -201,11 +204,11 @@ def log_candidates_table(client: MlflowClient, run_id: str, views: Sequence[Cand
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["candidate_id", "formula", "space_group", *LATTICE_KEYS, "pred_mean", "pred_std",
-                     "acquisition", "nearest_known_distance", "state", "review"])
+                     "acquisition", "nearest_known_feature_distance", "state", "review"])
     for v in views:
         writer.writerow([v.candidate_id, v.crystal.formula, v.crystal.space_group,
                          *(round(x, 4) for x in v.crystal.lattice), v.proxy_mean, v.proxy_std, v.acquisition,
-                         v.nearest_known_distance, v.state, v.review])
+                         v.nearest_known_feature_distance, v.state, v.review])
     client.log_text(run_id, out.getvalue(), "candidates.csv")
 
 

@@ -67,12 +67,20 @@ def test_nearest_distance_matches_brute_force():
     gen = torch.Generator().manual_seed(0)
     reference = torch.randn(50, 4, generator=gen) * torch.tensor([1.0, 10.0, 0.1, 2.0])
     features = torch.randn(7, 4, generator=gen)
-    scale = reference.std(dim=0)
+    scale = torch.cat([features, reference]).std(dim=0)
     brute = torch.stack([((f / scale - reference / scale).norm(dim=1)).min() for f in features])
     got = nearest_distance(features, reference, chunk=3)
     assert got.shape == (7,)
     torch.testing.assert_close(got, brute)
     assert torch.isinf(nearest_distance(features, reference[:0])).all()
+
+
+def test_nearest_distance_ignores_columns_constant_among_few_known_materials():
+    reference = torch.tensor([[0.0, 1.0], [1.0, 1.0]])  # second column constant among the known
+    features = torch.tensor([[0.0, 2.0], [0.0, 1.0]])
+    got = nearest_distance(features, reference)
+    assert got[1] == 0 and 0 < got[0] < 10
+    assert nearest_distance(torch.tensor([[0.0, 1.0]]), reference)[0] == 0  # identical constant column
 
 
 def test_farthest_point_design_is_maximin_greedy():

@@ -82,8 +82,11 @@ def test_smoke_round_is_tracked_in_mlflow(smoke_round):
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     assert len(children) == len(candidates)
     state = {str(c.id): c.state for c in candidates}
+    in_training = {str(c.id) for c in candidates if c.proxy_mean is None and c.state == "labelled"}
     for child in children:
         tags = child.data.tags
+        distance = child.data.metrics["nearest_known_feature_distance"]
+        assert distance < 1e-3 if tags[CANDIDATE_TAG] in in_training else 0 <= distance < 100
         assert tags[REVIEW_TAG] == "approved"
         assert tags[STATE_TAG] == state[tags[CANDIDATE_TAG]]
         assert {"formula", "space_group", "crystal_system", "a", "gamma"} <= set(child.data.params)
