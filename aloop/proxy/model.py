@@ -15,8 +15,9 @@ Hensman et al. (2013) with ``M`` learned inducing points, so it scales to 10^5 c
 ``CrystalGPModel`` is the botorch model: its posterior is in target units (a ``Standardize``
 outcome transform), adds each point's source noise when ``observation_noise=True`` (the
 source is read from the input's one-hot), and evaluates ``q = 1`` batches, the shape of
-analytic acquisition functions, as one flat batch of marginals instead of one variational
-solve per point (gpytorch would otherwise build ``(b, M+1, M+1)`` kernels).
+analytic acquisition functions, as one flat batch of marginals (``CrystalGPModel.marginals``)
+instead of one variational solve per point (gpytorch would build ``(b, M+1, M+1)`` kernels).
+Its latent covariance is multiplied by ``variance_scale``, recalibrated after the fit.
 
 Example:
     >>> gp = CrystalGP(torch.randn(64, 12, dtype=torch.float64), n_sources=2, hidden_dims=(32,), latent_dim=4)
@@ -29,6 +30,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,6 +47,7 @@ from gpytorch.means import ConstantMean
 from gpytorch.models import ApproximateGP
 from gpytorch.variational import CholeskyVariationalDistribution, VariationalStrategy
 from linear_operator.operators import DiagLinearOperator
+from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
 
 MIN_NOISE = 1e-4
@@ -110,9 +113,13 @@ class CrystalGP(ApproximateGP):
         self.mean_module = ConstantMean()
         self.covar_module = ScaleKernel(base)
 
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """``(..., N, D + K)`` inputs -> ``(..., N, latent + K)`` kernel inputs ``[g(features), source one-hot]``."""
+        return torch.cat([self.extractor(x[..., : -self.n_sources]), x[..., -self.n_sources:]], dim=-1)
+
     def forward(self, x: torch.Tensor) -> MultivariateNormal:
         """``(..., N, D + K)`` inputs -> prior over the N latent values."""
-        z = torch.cat([self.extractor(x[..., : -self.n_sources]), x[..., -self.n_sources:]], dim=-1)
+        z = self.embed(x)
         return MultivariateNormal(self.mean_module(z), self.covar_module(z))
 
 
@@ -125,12 +132,67 @@ def _mlp(n_in: int, hidden_dims: Sequence[int], n_out: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+@dataclass(frozen=True)
+class _Predictive:
+    """What the marginals of a fixed SVGP need, computed once per evaluation phase (``CrystalGPModel.marginals``)."""
+
+    inducing: torch.Tensor  # (M, latent + K): embedded inducing points
+    weights: torch.Tensor  # (M,): L^-T m
+    correction: torch.Tensor  # (M, M): L^-T (S - I) L^-1
+
+
 class CrystalGPModel(ApproximateGPyTorchModel):
-    """The botorch model of a ``CrystalGP`` with per-source noise and a standardised target (see module docstring)."""
+    """The botorch model of a ``CrystalGP`` with per-source noise and a standardised target (see module docstring).
+
+    ``variance_scale`` multiplies the latent posterior covariance: 1 after the ELBO fit,
+    recalibrated on held-out rows by ``aloop.proxy.proxy`` (the learned feature extractor
+    makes the SVGP's own variance far too small; measured in ``benchmarks/proxy_fit.py``).
+    """
 
     def __init__(self, gp: CrystalGP) -> None:
         super().__init__(gp, SourceNoiseLikelihood(gp.n_sources), num_outputs=1)
         self.outcome_transform = Standardize(m=1)
+        self.register_buffer("variance_scale", torch.ones(()))
+        self._predictive: _Predictive | None = None
+
+    def train(self, mode: bool = True) -> CrystalGPModel:
+        """Switch mode; entering or leaving training drops the cached predictive terms."""
+        if mode or self.training:
+            self._predictive = None
+        return super().train(mode)
+
+    def marginals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latent mean and variance, ``(N,)`` each, at ``(N, D + K)`` inputs; standardised units, unscaled.
+
+        gpytorch's whitened SVGP predictive in closed form: with ``K_zz = L L^T``, variational
+        mean ``m`` and covariance ``S``, mean ``mu(x) + K_xz L^-T m`` and variance
+        ``k(x, x) + jitter + diag(K_xz L^-T (S - I) L^-1 K_zx)``. The inducing terms are
+        computed once per evaluation phase, so a call costs one ``(N, M) x (M, M)`` product
+        (the reward path; gpytorch re-embeds the inducing points and solves each time).
+        Equal to ``self.model(x)``'s marginals (tested); only valid in eval mode.
+        """
+        predictive = self._predictive or self._predictive_terms()
+        z = self.model.embed(x)
+        cross = self.model.covar_module(z, predictive.inducing).to_dense()  # (N, M)
+        mean = self.model.mean_module(z) + cross @ predictive.weights
+        prior = self.model.covar_module(z, diag=True) + self.model.variational_strategy.jitter_val
+        return mean, prior + ((cross @ predictive.correction) * cross).sum(dim=-1)
+
+    @torch.no_grad()
+    def _predictive_terms(self) -> _Predictive:
+        strategy = self.model.variational_strategy
+        if not bool(strategy.updated_strategy):  # gpytorch whitens the variational parameters on its first call
+            self.model(strategy.inducing_points[:1])
+        inducing = self.model.embed(strategy.inducing_points)
+        kzz = self.model.covar_module(inducing).add_jitter(strategy.jitter_val).to_dense()
+        root = psd_safe_cholesky(kzz)
+        variational = strategy.variational_distribution
+        identity = torch.eye(len(kzz), dtype=kzz.dtype, device=kzz.device)
+        root_inv_t = torch.linalg.solve_triangular(root, identity, upper=False).mT  # L^-T
+        middle = variational.covariance_matrix - identity
+        self._predictive = _Predictive(inducing=inducing, weights=root_inv_t @ variational.mean,
+                                       correction=root_inv_t @ middle @ root_inv_t.mT)
+        return self._predictive
 
     def source_of(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., D + K)`` inputs -> ``(...,)`` long source column, read from the trailing one-hot."""
@@ -143,16 +205,16 @@ class CrystalGPModel(ApproximateGPyTorchModel):
         if output_indices is not None:
             raise NotImplementedError("CrystalGPModel has a single output")
         self.eval()
-        if X.shape[-2] == 1:  # q = 1: the marginals of all points at once, one variational solve
+        if X.shape[-2] == 1:  # q = 1: the marginals of all points at once
             flat = X.reshape(-1, X.shape[-1])
-            latent = self.model(flat)
-            variance = latent.variance
+            mean, variance = self.marginals(flat)
+            variance = self.variance_scale * variance
             if observation_noise:
                 variance = variance + self.likelihood.noise[self.source_of(flat)]
-            distribution = MultivariateNormal(latent.mean.reshape(X.shape[:-1]),
-                                              DiagLinearOperator(variance.reshape(X.shape[:-1])))
+            distribution = MultivariateNormal(mean.reshape(X.shape[:-1]), DiagLinearOperator(variance.reshape(X.shape[:-1])))
         else:
-            distribution = self.model(X)
+            latent = self.model(X)
+            distribution = MultivariateNormal(latent.mean, latent.lazy_covariance_matrix * self.variance_scale)
             if observation_noise:
                 distribution = self.likelihood(distribution, source=self.source_of(X))
         posterior = self.outcome_transform.untransform_posterior(GPyTorchPosterior(distribution), X=X)
