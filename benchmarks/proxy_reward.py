@@ -1,0 +1,128 @@
+"""The GFlowNet's reward path: featurizer throughput and the log reward of 1,000 terminal states.
+
+Crystals are 100,000 terminal states of the untrained (uniform) Crystal-GFN of the
+default space. The proxy has the default architecture (256 inducing points, extractor
+223-256-128-16), fitted briefly on 2,000 shared MP entries: the reward's cost does not
+depend on how well it is trained. The reward is what the GFlowNet calls,
+``log_reward_fn(...)(batch)``: featurize, proxy posterior, botorch acquisition, scaled
+and clipped log reward. Each timing is the median of ``--repeats`` calls after one
+warm-up call, wall clock and CPU time (all threads) of this process; torch threads 1
+(``gfn.threads``, the setting the GFlowNet trains under) and 2.
+
+    python -m benchmarks.proxy_reward [--repeats 20]
+
+Prints the tables and writes ``benchmarks/results/proxy_reward.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from aloop.acquisition import log_reward_fn
+from aloop.config import AcquisitionSettings, ProxySettings, load_config
+from aloop.data import read_local, to_training_set
+from aloop.gfn import CrystalEnv, build_policy, sample
+from aloop.proxy import fit_proxy
+from aloop.space import CrystalSpace
+from aloop.space.features import featurize, feature_names
+
+RESULTS = Path(__file__).resolve().parent / "results" / "proxy_reward.md"
+SHARED = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+THREADS = (1, 2)
+BATCH = 1_000
+
+
+def median_ms(call: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Median wall and CPU milliseconds of ``call`` over ``repeats`` calls, after one warm-up call."""
+    call()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        call()
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
+
+
+def best_observed(values: torch.Tensor, target: str, gap: float) -> float:
+    """As the round does: the lowest formation energy, or the largest ``-|gap - target|``."""
+    return float(-(values - gap).abs().min()) if target == "band_gap" else float(values.min())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    cfg = load_config()
+    torch.set_num_threads(1)
+    env = CrystalEnv.from_space(CrystalSpace.from_settings(cfg.space), cfg.gfn)
+    crystals = sample(env, build_policy(env, cfg.gfn), 100_000, seed=0)
+
+    feature_rows = []
+    for n in (1_000, 10_000, 100_000):
+        row = f"| {n:,} |"
+        for threads in THREADS:
+            torch.set_num_threads(threads)
+            wall, cpu = median_ms(lambda n=n: featurize(crystals[:n]), max(3, args.repeats * 1_000 // n))
+            row += f" {wall:.1f} | {cpu:.1f} | {n / wall * 1e3:,.0f} |"
+        feature_rows.append(row)
+        print(row, flush=True)
+
+    reward_rows = []
+    batch = crystals[:BATCH]
+    for target in ("formation_energy_per_atom", "band_gap"):
+        data = to_training_set(read_local(SHARED / "mp_cgcnn36k"), target=target).training
+        train = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:2_000])
+        torch.set_num_threads(1)
+        proxy = fit_proxy(train, ProxySettings(target=target, epochs=1, min_steps=50), seed=0)
+        for kind in ("ucb", "logei", "mean"):
+            settings = AcquisitionSettings(kind=kind)
+            best = best_observed(train.values, target, settings.band_gap_target)
+            reward = log_reward_fn(proxy, settings, target=target, best_f=best)
+            row = f"| {target} | {kind} |"
+            for threads in THREADS:
+                torch.set_num_threads(threads)
+                wall, cpu = median_ms(lambda reward=reward: reward(batch), args.repeats)
+                row += f" {wall:.1f} | {cpu:.1f} |"
+            values = reward(batch)
+            reward_rows.append(f"{row} {float(values.min()):.2f} .. {float(values.max()):.2f} |")
+            print(reward_rows[-1], flush=True)
+
+    text = "\n".join([
+        "# Reward path: featurizer throughput and log reward of GFlowNet terminal states",
+        "",
+        f"`python -m benchmarks.proxy_reward` on {platform.node()} ({os.cpu_count()} cores, shared with other "
+        f"engineers; load average {os.getloadavg()[0]:.1f} at the end), median of {args.repeats} calls; CPU is "
+        "the process's CPU time over all its threads. Crystals: terminal states of the untrained Crystal-GFN "
+        f"of the default space ({len(env.space.elements)} elements, at most {cfg.space.max_atoms} atoms).",
+        "",
+        f"## Featurizer (`aloop.space.features.featurize`, {len(feature_names())} columns)",
+        "",
+        "| crystals | 1 thread: ms | CPU ms | crystals/s | 2 threads: ms | CPU ms | crystals/s |",
+        "|---|---|---|---|---|---|---|",
+        *feature_rows,
+        "",
+        f"## Log reward of {BATCH:,} terminal states (featurize + proxy posterior + acquisition + log reward)",
+        "",
+        "Band gap: botorch's Monte-Carlo acquisition (64 quasi-MC samples) on |gap - 1.34 eV|; formation "
+        "energy: analytic. Temperature 0.2, floor -20; best_f as the round sets it (best training value).",
+        "",
+        "| target | acquisition | 1 thread: ms | CPU ms | 2 threads: ms | CPU ms | log reward range |",
+        "|---|---|---|---|---|---|---|",
+        *reward_rows,
+        "",
+    ])
+    RESULTS.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
