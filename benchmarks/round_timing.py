@@ -1,0 +1,84 @@
+"""Wall time of one `aloop round` from an empty folder, and of each of its stages.
+
+Protocol: `aloop round --config CONFIG --quiet` runs as a child process in a fresh
+temporary folder (new experiment database, new MLflow store, no Materials Project key,
+so the first round starts cold), exactly as `make round` would after installation; the
+aloop cache (`~/.cache/aloop`: space tables, MLflow's empty schema) is kept, as on any
+machine after its first round. Time per stage is the round's own (`time_<stage>_s` on
+the MLflow round run); "start" is process start to the first stage (imports, stores,
+lock), "outside stages" the rest (training-set assembly between stages, summary, exit).
+Each repeat is a fresh folder.
+
+    python -m benchmarks.round_timing [--config configs/smoke.yaml] [--repeats 2]
+
+Prints a markdown table and writes ``benchmarks/results/round_timing[-<config>].md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from aloop.round import STAGES
+from aloop.tracking import KIND_TAG
+from benchmarks.round_resume import REPO, launch
+
+
+def time_round(config: Path) -> dict[str, float]:
+    """Seconds of one cold round in a fresh folder: total, start, each stage, outside stages."""
+    folder = Path(tempfile.mkdtemp(prefix="round_timing-"))
+    load = os.getloadavg()[0]
+    run = launch(config, folder)
+    if run.code != 0:
+        raise SystemExit(f"aloop round exited with {run.code}:\n{run.output[-3000:]}")
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    [parent] = client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                  filter_string=f"tags.`{KIND_TAG}` = 'round'")
+    stages = {s: parent.data.metrics.get(f"time_{s}_s", 0.0) for s in STAGES}
+    start = min(run.starts.values())
+    return {"total": run.seconds, "start": start, **stages,
+            "outside stages": run.seconds - start - sum(stages.values()), "load": load}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "smoke.yaml")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+    config = args.config.resolve()
+    name = config.relative_to(REPO) if config.is_relative_to(REPO) else config
+    runs = []
+    for i in range(args.repeats):
+        runs.append(time_round(config))
+        print(f"repeat {i + 1}: {runs[-1]['total']:.1f} s (load {runs[-1]['load']:.2f})", flush=True)
+    rows = ["total", "start", *STAGES, "outside stages"]
+    header = ["", *(f"repeat {i + 1} (s)" for i in range(len(runs))), "median (s)"]
+    table = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        values = [r[row] for r in runs]
+        table.append(f"| {row} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {statistics.median(values):.1f} |")
+    table.append("| load average (1 min) at start | " + " | ".join(f"{r['load']:.2f}" for r in runs) + " | |")
+    text = f"""# Time of one round ({name})
+
+`python -m benchmarks.round_timing --config {name} --repeats {args.repeats}`
+
+Machine: {platform.node()}, {os.cpu_count()} cores shared with other users, Python {platform.python_version()};
+load average {os.getloadavg()[0]:.2f} at the end.
+
+Protocol: {__doc__.split("Protocol: ")[1].split("python -m")[0].strip()}
+
+{chr(10).join(table)}
+"""
+    suffix = "" if config.name == "smoke.yaml" else f"-{config.stem}"
+    (REPO / "benchmarks" / "results" / f"round_timing{suffix}.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
