@@ -63,7 +63,7 @@ def acquisition_values(proxy: Proxy, settings: AcquisitionSettings, batch: Cryst
     """``(N,)`` acquisition value of each crystal (one at a time, q = 1), in chunks, on CPU."""
     acqf = acquisition_function(proxy, settings, target=target, best_f=best_f)
     with torch.no_grad():
-        values = [acqf(proxy.inputs(batch[i:i + CHUNK]).unsqueeze(-2)).detach().cpu()
+        values = [acqf(proxy.inputs(batch[i:i + CHUNK]).unsqueeze(-2)).detach()
                   for i in range(0, len(batch), CHUNK)]
     return torch.cat(values) if values else torch.empty(0)
 
@@ -72,7 +72,8 @@ def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str,
                   best_f: float) -> Callable[[CrystalBatch], torch.Tensor]:
     """A GFlowNet log reward ``CrystalBatch -> (N,)``: acquisition / temperature, floored.
 
-    The result is on the batch's device and always finite.
+    The proxy runs on CPU (the GFlowNet may sample on a GPU); the result is on the batch's
+    device and always finite.
     """
     acqf = acquisition_function(proxy, settings, target=target, best_f=best_f)
 

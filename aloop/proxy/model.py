@@ -211,7 +211,8 @@ class CrystalGPModel(ApproximateGPyTorchModel):
             variance = self.variance_scale * variance
             if observation_noise:
                 variance = variance + self.likelihood.noise[self.source_of(flat)]
-            distribution = MultivariateNormal(mean.reshape(X.shape[:-1]), DiagLinearOperator(variance.reshape(X.shape[:-1])))
+            shape = X.shape[:-1]
+            distribution = MultivariateNormal(mean.reshape(shape), DiagLinearOperator(variance.reshape(shape)))
         else:
             latent = self.model(X)
             distribution = MultivariateNormal(latent.mean, latent.lazy_covariance_matrix * self.variance_scale)

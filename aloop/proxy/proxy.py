@@ -81,20 +81,18 @@ class Proxy:
 
     def inputs(self, batch: CrystalBatch, *, fidelity: str | None = None,
                source: torch.Tensor | None = None) -> torch.Tensor:
-        """``(N, D + K)`` model inputs: standardised features and the source one-hot.
+        """``(N, D + K)`` model inputs on CPU, where the model is: standardised features and the source one-hot.
 
         Args:
-            batch: the crystals.
+            batch: the crystals, on any device (a GFlowNet may sample on a GPU).
             fidelity: the source to predict for every crystal (default ``reference_source``).
             source: ``(N,)`` long per-crystal source columns instead of ``fidelity``.
         """
-        features = featurize(batch).to(DTYPE)
-        device = features.device
+        features = featurize(batch.to("cpu")).to(DTYPE)
         if source is None:
             source = self.source_index([fidelity or self.reference_source]).expand(len(batch))
-        one_hot = torch.nn.functional.one_hot(source.to(device), len(self.sources)).to(DTYPE)
-        standard = (features - self.feature_mean.to(device)) / self.feature_std.to(device)
-        return torch.cat([standard, one_hot], dim=1)
+        one_hot = torch.nn.functional.one_hot(source.cpu(), len(self.sources)).to(DTYPE)
+        return torch.cat([(features - self.feature_mean) / self.feature_std, one_hot], dim=1)
 
     def posterior(self, batch: CrystalBatch, *, fidelity: str | None = None,
                   observation_noise: bool = False) -> GPyTorchPosterior:
