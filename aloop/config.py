@@ -146,7 +146,8 @@ class ProxySettings(Section):
     holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     """Share of the training data held out to measure calibration each round."""
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    """Share of the fit's rows kept out of the ELBO to recalibrate each source's noise (0: no recalibration)."""
+    """Share of the fit's rows kept out of the ELBO to recalibrate the posterior's variance scale and each
+    source's noise (0: no recalibration)."""
     reference_source: str | None = None
     """Label source (fidelity) the proxy predicts by default; null: its most frequent training source."""
     threads: int = Field(1, ge=0)
