@@ -38,9 +38,9 @@ from aloop.oracle import Oracle, load_oracle
 from aloop.plots import plot_predicted_distribution, plot_reward_histogram, plot_training_curves
 from aloop.proxy import Proxy, calibration, fit_proxy, plot_calibration
 from aloop.review import apply_reviews, approve_round, mirror_states
-from aloop.selection import KnownMaterials, farthest_point_indices, nearest_distance, select_diverse
-from aloop.space import CrystalBatch, CrystalSpace, StructureError, diversity_report, plot_diversity
-from aloop.space import to_structure as place_atoms
+from aloop.selection import (KnownMaterials, farthest_point_indices, nearest_distance, placed_structure,
+                             select_diverse)
+from aloop.space import CrystalBatch, CrystalSpace, diversity_report, plot_diversity
 from aloop.space import valid_mask
 from aloop.space.features import featurize
 from aloop.store import (Candidate, NewCandidate, RoundLock, Store, add_candidates, get_or_create_campaign,
@@ -50,6 +50,9 @@ from aloop.summary import RoundSummary, summarise
 
 T = TypeVar("T")
 
+DESIGN_SPARE = 3
+"""The cold-start design is picked from this many times its size of farthest-point crystals,
+in farthest-point order, skipping those whose atoms cannot be placed."""
 STAGES = ("collected", "designed", "trained_proxy", "trained_generator", "sampled", "selected",
           "logged", "reviewed", "labelled", "done")
 """Stages in order; ``Round.stage`` holds the last one completed."""
@@ -199,10 +202,15 @@ def store_initial_design(ctx: RoundContext, oracle: Oracle) -> bool:
     pool = sample_crystals(env, build_policy(env, ctx.cfg.gfn), max(50 * size, 1000), seed=ctx.seed("designed"))
     pool = pool.to("cpu")
     pool = pool[valid_mask(pool, ctx.space)]
-    chosen = farthest_point_indices(featurize(pool), size, seed=ctx.seed("designed"))
+    order = farthest_point_indices(featurize(pool), DESIGN_SPARE * size, seed=ctx.seed("designed"))
+    design = []
+    for crystal in pool[order].to_crystals():  # the most spread first; those pyxtal cannot fill are passed over
+        if (structure := placed_structure(crystal)) is not None:
+            design.append(NewCandidate(crystal, cif=structure.to(fmt="cif")))
+        if len(design) == size:
+            break
     with ctx.store.session() as session:
-        add_candidates(session, session.get_one(Round, ctx.round_id),
-                       [NewCandidate(crystal) for crystal in pool[chosen].to_crystals()])
+        add_candidates(session, session.get_one(Round, ctx.round_id), design)
     return True
 
 
@@ -342,7 +350,7 @@ def select_batch(ctx: RoundContext, samples: CrystalBatch, proxy: Proxy, data: T
     crystals = samples.to_crystals()
     selection = select_diverse(
         crystals, acquisition, size=ctx.cfg.selection.batch_size, known=known_materials(ctx, data),
-        to_structure=_placed, chemsys_penalty=ctx.cfg.selection.chemsys_penalty,
+        to_structure=placed_structure, chemsys_penalty=ctx.cfg.selection.chemsys_penalty,
         space_group_penalty=ctx.cfg.selection.space_group_penalty)
     predicted, _ = proxy.predict(samples, observation_noise=False)
     mean, std = proxy.predict(samples[torch.tensor(selection.indices, dtype=torch.long)], observation_noise=False)
@@ -370,13 +378,6 @@ def known_materials(ctx: RoundContext, data: TrainingSet) -> KnownMaterials:
                                                                Candidate.cif.is_not(None))):
             known.add(Structure.from_str(cif, fmt="cif"))
     return known
-
-
-def _placed(crystal):  # noqa: ANN001, ANN202
-    try:
-        return place_atoms(crystal, seed=int(crystal.canonical_hash[:8], 16))
-    except StructureError:
-        return None
 
 
 def log_batch(ctx: RoundContext, data: TrainingSet) -> None:
