@@ -168,14 +168,15 @@ class AcquisitionSettings(Section):
 class GFNSettings(Section):
     """Crystal-GFN training and sampling."""
 
-    hidden_dim: int = Field(256, gt=0)
+    hidden_dim: int = Field(128, gt=0)
     n_layers: int = Field(2, gt=0)
-    n_beta_components: int = Field(3, gt=0)
-    train_steps: int = Field(1000, gt=0)
+    n_beta_components: int = Field(6, gt=0)
+    train_steps: int = Field(2000, gt=0)
     batch_size: int = Field(128, gt=0)
-    lr: float = Field(1e-3, gt=0)
+    lr: float = Field(3e-3, gt=0)
     lr_logz: float = Field(1e-1, gt=0)
     epsilon: float = Field(0.05, ge=0, le=1)
+    """Exploration: share of training trajectories drawn whole from the uniform policy."""
     temperature: float = Field(1.0, gt=0)
     replay_size: int = Field(1000, ge=0)
     replay_fraction: float = Field(0.25, ge=0, le=1)

@@ -22,7 +22,8 @@ from aloop.gfn.env import CrystalEnv
 from aloop.gfn.policy import CrystalPolicy
 from aloop.gfn.trainer import build_policy
 
-FORMAT = 1
+FORMAT = 2
+"""2: Beta concentrations are exp(raw output) (1: a scaled softplus)."""
 ARCHITECTURE_KEYS = ("hidden_dim", "n_layers", "n_beta_components")
 """Settings that fix the network's shape: they must match to load the weights."""
 

@@ -6,8 +6,11 @@ of the counts chosen so far. Heads give logits for the discrete stages and the p
 of a mixture of Beta distributions for each of the six lattice coordinates (in the unit
 interval; ``aloop.gfn.cell`` maps them to a valid cell).
 
-All heads start at zero, so an untrained policy is uniform over the allowed actions and
-its lattice coordinates are uniform on [0, 1] (Beta(1, 1)).
+All head weights start at zero, so an untrained policy is uniform over the allowed
+actions. Its lattice coordinates are uniform on [0, 1] too, but through distinct
+components: with C components, equal weights on Beta(k, C + 1 - k), k = 1..C (the
+Bernstein basis, which sums to one). Identical starting components would get identical
+gradients and stay one Beta forever.
 """
 
 from __future__ import annotations
@@ -63,6 +66,9 @@ class CrystalPolicy(nn.Module):
                      self.lattice_head):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
+        with torch.no_grad():
+            bias = self.lattice_head.bias.view(N_LATTICE_COORDS, n_components, 3)  # logit, raw alpha, raw beta
+            bias[..., 1:] = _bernstein_log_concentrations(n_components)
         self.log_z = nn.Parameter(torch.zeros(()))
 
     def trunk(self, step: torch.Tensor, lattice_system: torch.Tensor, point_symmetry: torch.Tensor,
@@ -99,11 +105,19 @@ def _unset_last(index: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(index < 0, n, index)
 
 
+def _bernstein_log_concentrations(n_components: int) -> torch.Tensor:
+    """``(C, 2)`` raw (log) concentrations of Beta(k, C + 1 - k), k = 1..C: equal weights make them uniform."""
+    k = torch.arange(1, n_components + 1, dtype=torch.float32)
+    return torch.stack([k, n_components + 1 - k], dim=1).log()
+
+
 def _concentrations(params: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Beta concentrations from raw outputs; a raw 0 gives exactly 1 (uniform)."""
-    scale = (1.0 - MIN_CONCENTRATION) / math.log(2.0)
-    conc = MIN_CONCENTRATION + scale * nn.functional.softplus(params[..., 1:])
-    conc = conc.clamp(max=MAX_CONCENTRATION)
+    """Beta concentrations ``exp(raw)`` within [MIN, MAX]; a raw 0 gives 1 (uniform).
+
+    The exponential moves a peak's width by a constant factor per unit of raw output, so
+    sharp peaks (concentrations of tens) are reached in few optimiser steps.
+    """
+    conc = params[..., 1:].clamp(math.log(MIN_CONCENTRATION), math.log(MAX_CONCENTRATION)).exp()
     return conc[..., 0], conc[..., 1]
 
 

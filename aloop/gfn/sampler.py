@@ -1,9 +1,14 @@
 """Rolling out and scoring trajectories for a whole batch at once.
 
 ``rollout`` draws trajectories step by step (``E + 4`` batched steps; masks from table
-lookups, no per-sample Python). Exploration mixes each discrete step with the uniform
-distribution over allowed actions (probability ``epsilon``) and divides logits by a
-temperature; the lattice draw is uniform with probability ``epsilon``.
+lookups, no per-sample Python). Exploration: a share ``epsilon`` of the trajectories is
+drawn entirely from the uniform policy (every allowed action equally likely, lattice
+coordinates uniform); the others follow the policy with logits and mixture weights divided
+by a temperature. Whole exploring trajectories, rather than a uniform action mixed into
+every step, keep most of the batch on-policy: with 21 steps, a 5% per-step mixture leaves
+only 34% of trajectories untouched. On the ``benchmarks.gfn_training`` reward (target share
+0.91) the per-step mixture reached a region share of 0.60-0.64 after 1,200-1,500 steps,
+whole trajectories 0.83-0.86.
 
 ``log_prob`` scores given trajectories under the policy itself (no exploration): all
 ``E + 4`` partial states are rebuilt from the actions and encoded in one pass of the
@@ -20,12 +25,11 @@ from aloop.gfn.states import Trajectories
 from aloop.space.lattice import free_mask
 
 
-def _choose(logits: torch.Tensor, mask: torch.Tensor, *, epsilon: float, temperature: float) -> torch.Tensor:
-    """Draw one allowed action per row: ``(B, A)`` logits and mask -> ``(B,)`` long."""
+def _choose(logits: torch.Tensor, mask: torch.Tensor, explore: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Draw one allowed action per row: ``(B, A)`` logits and mask, ``(B,)`` explore flags -> ``(B,)`` long."""
     probs = torch.softmax(logits.masked_fill(~mask, float("-inf")) / temperature, dim=-1)
-    if epsilon > 0:
-        uniform = mask / mask.sum(dim=-1, keepdim=True)
-        probs = (1 - epsilon) * probs + epsilon * uniform
+    uniform = mask / mask.sum(dim=-1, keepdim=True)
+    probs = torch.where(explore.unsqueeze(1), uniform, probs)
     return torch.multinomial(probs, 1).squeeze(1)
 
 
@@ -36,17 +40,17 @@ def rollout(env: CrystalEnv, policy: CrystalPolicy, n: int, *, epsilon: float = 
     device = env.device
     unset = torch.full((n,), -1, dtype=torch.long, device=device)
     counts = torch.zeros(n, env.n_elements, dtype=torch.long, device=device)
-    options = {"epsilon": epsilon, "temperature": temperature}
+    explore = torch.rand(n, device=device) < epsilon  # (n,) whole trajectories from the uniform policy
 
     def trunk(step: int, system: torch.Tensor, symmetry: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         return policy.trunk(torch.full((n,), step, device=device), system, symmetry, group, counts)
 
     h = trunk(0, unset, unset, unset)
-    system = _choose(policy.lattice_system_head(h), env.lattice_system_mask.expand(n, -1), **options)
+    system = _choose(policy.lattice_system_head(h), env.lattice_system_mask.expand(n, -1), explore, temperature)
     h = trunk(1, system, unset, unset)
-    symmetry = _choose(policy.point_symmetry_head(h), env.point_symmetry_mask[system], **options)
+    symmetry = _choose(policy.point_symmetry_head(h), env.point_symmetry_mask[system], explore, temperature)
     h = trunk(2, system, symmetry, unset)
-    group = _choose(policy.group_head(h), env.group_mask[system, symmetry], **options)
+    group = _choose(policy.group_head(h), env.group_mask[system, symmetry], explore, temperature)
     node = torch.zeros(n, dtype=torch.long, device=device)
     for level in range(env.n_elements):
         mask = env.trie.count_mask(level, node, group)
@@ -55,13 +59,12 @@ def rollout(env: CrystalEnv, policy: CrystalPolicy, n: int, *, epsilon: float = 
         if open_rows.numel():
             h = policy.trunk(torch.full((open_rows.numel(),), 3 + level, device=device), system[open_rows],
                              symmetry[open_rows], group[open_rows], counts[open_rows])
-            count[open_rows] = _choose(policy.count_head(h), mask[open_rows], **options)
+            count[open_rows] = _choose(policy.count_head(h), mask[open_rows], explore[open_rows], temperature)
         counts[:, level] = count
         node = env.trie.step(level, node, count)
     h = trunk(3 + env.n_elements, system, symmetry, group)
     unit = sample_beta_mixture(policy.lattice_params(h), temperature=temperature)
     if epsilon > 0:
-        explore = torch.rand(n, device=device) < epsilon
         unit = torch.where(explore.unsqueeze(1), torch.rand_like(unit), unit)
     lattice, _ = env.cell.to_lattice(system, unit, counts.sum(dim=1))
     return Trajectories(system, symmetry, group, counts, unit, lattice)

@@ -32,6 +32,8 @@ from aloop.space.crystal import CrystalBatch
 
 LogRewardFn = Callable[[CrystalBatch], torch.Tensor]
 """Maps a batch of ``N`` crystals to ``(N,)`` finite log rewards."""
+StepCallback = Callable[[int, float], bool]
+"""Called after each gradient step with the number of steps done and the step's loss; True stops training."""
 SAMPLE_CHUNK = 10_000
 """Crystals drawn per batched rollout in ``sample``."""
 MAX_GRAD_NORM = 10.0
@@ -87,7 +89,7 @@ def build_policy(env: CrystalEnv, settings: GFNSettings) -> CrystalPolicy:
 
 
 def train(env: CrystalEnv, policy: CrystalPolicy, log_reward_fn: LogRewardFn, *, steps: int,
-          settings: GFNSettings, progress: bool = True) -> TrainingHistory:
+          settings: GFNSettings, progress: bool = True, callback: StepCallback | None = None) -> TrainingHistory:
     """Fit ``policy`` (in place) so that it samples crystals with probability proportional to the reward.
 
     Each step draws ``settings.batch_size`` trajectories with exploration (``epsilon``,
@@ -102,16 +104,19 @@ def train(env: CrystalEnv, policy: CrystalPolicy, log_reward_fn: LogRewardFn, *,
         steps: number of gradient steps.
         settings: the ``gfn`` config section.
         progress: show a progress bar.
+        callback: called after every step, e.g. to evaluate the policy on the way; it
+            stops training early by returning True. Its time counts in ``seconds``.
 
     Raises:
         ValueError: the reward function returned a wrong shape or a non-finite value.
     """
     with torch_threads(settings.threads):
-        return _train(env, policy, log_reward_fn, steps=steps, settings=settings, progress=progress)
+        return _train(env, policy, log_reward_fn, steps=steps, settings=settings, progress=progress,
+                      callback=callback)
 
 
 def _train(env: CrystalEnv, policy: CrystalPolicy, log_reward_fn: LogRewardFn, *, steps: int,
-           settings: GFNSettings, progress: bool) -> TrainingHistory:
+           settings: GFNSettings, progress: bool, callback: StepCallback | None) -> TrainingHistory:
     """The training loop of ``train``, under its thread setting."""
     start = time.perf_counter()
     optimizer = torch.optim.Adam([
@@ -121,7 +126,7 @@ def _train(env: CrystalEnv, policy: CrystalPolicy, log_reward_fn: LogRewardFn, *
     buffer = ReplayBuffer.empty(capacity=settings.replay_size)
     n_replay = round(settings.batch_size * settings.replay_fraction) if settings.replay_size else 0
     losses, log_zs, rewards = [], [], []
-    for _ in tqdm(range(steps), desc="training Crystal-GFN", disable=not progress):
+    for step in tqdm(range(steps), desc="training Crystal-GFN", disable=not progress):
         replayed = n_replay if len(buffer) else 0
         fresh = rollout(env, policy, settings.batch_size - replayed, epsilon=settings.epsilon,
                         temperature=settings.temperature)
@@ -140,6 +145,8 @@ def _train(env: CrystalEnv, policy: CrystalPolicy, log_reward_fn: LogRewardFn, *
         losses.append(float(loss.detach()))
         log_zs.append(float(policy.log_z.detach()))
         rewards.append(float(fresh_log_reward.mean()))
+        if callback is not None and callback(step + 1, losses[-1]):
+            break
     return TrainingHistory(losses, log_zs, rewards, time.perf_counter() - start)
 
 

@@ -54,3 +54,25 @@ def test_zero_temperature_limit_picks_the_heaviest_component():
     params[..., 1, 2] = 20.0  # component 1: Beta(1, large), mass near 0
     cold = sample_beta_mixture(params.repeat(2000, 1, 1, 1), temperature=0.05)
     assert (cold > 0.5).float().mean() > 0.99
+
+
+def _fit_lattice_head(policy: CrystalPolicy, h: torch.Tensor, data: torch.Tensor, steps: int = 150) -> None:
+    """Maximum likelihood of ``data`` ``(N, 6)`` under the lattice head at fixed trunk outputs ``h``."""
+    optimizer = torch.optim.Adam(policy.lattice_head.parameters(), lr=0.03)
+    for _ in range(steps):
+        loss = -beta_mixture_log_prob(policy.lattice_params(h), data).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
+def test_untrained_mixture_components_differ_so_training_can_fit_two_peaks():
+    torch.manual_seed(0)
+    policy = _policy()
+    h = torch.ones(400, 16)
+    peaks = torch.where(torch.rand(400, 6) < 0.5, torch.distributions.Beta(20.0, 60.0).sample((400, 6)),
+                        torch.distributions.Beta(60.0, 20.0).sample((400, 6)))
+    _fit_lattice_head(policy, h, peaks)
+    at = beta_mixture_log_prob(policy.lattice_params(h[:3]), torch.tensor([[0.25], [0.5], [0.75]]).expand(3, 6)).exp()
+    # identical starting components would stay one Beta: a single bump, never two peaks
+    assert (at[0] > 3 * at[1]).all() and (at[2] > 3 * at[1]).all()

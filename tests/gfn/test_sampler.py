@@ -78,6 +78,23 @@ def test_discrete_probabilities_sum_to_one_and_match_rollout_frequencies(small_e
     assert 0.5 * (frequency - probability).abs().sum() < 0.03  # total variation; sampling noise ~0.01
 
 
+def test_exploration_draws_a_share_of_whole_trajectories_from_the_uniform_policy(small_env):
+    # epsilon = 0.5: half the trajectories follow the policy throughout, half the uniform policy
+    # throughout, so the discrete distribution is the even mixture of the two (a uniform action
+    # mixed into every step would give another one)
+    env = small_env
+    every = _all_discrete_trajectories(env)
+    policy = _random_policy(env, seed=3)
+    mixture = 0.5 * (_discrete_log_prob(env, policy, every).detach().exp()
+                     + _discrete_log_prob(env, build_policy(env, SMALL), every).detach().exp())
+    torch.manual_seed(0)
+    drawn = rollout(env, policy, 40_000, epsilon=0.5)
+    key = drawn.group * 1000 + env.trie.composition_index(drawn.counts)
+    every_key = every.group * 1000 + env.trie.composition_index(every.counts)
+    frequency = (key.unsqueeze(1) == every_key.unsqueeze(0)).float().mean(dim=0)
+    assert 0.5 * (frequency - mixture).abs().sum() < 0.03
+
+
 def test_trajectory_balance_on_the_tiny_space_matches_hand_computation(tiny_env):
     # Space: Pm-3m (221) hosts NaCl, Na3Cl3, Na4Cl4; Fm-3m (225) only Na4Cl4; both cubic and
     # centrosymmetric. The untrained policy is uniform over allowed actions: group 1/2, then in

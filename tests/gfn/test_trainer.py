@@ -43,6 +43,18 @@ def test_short_training_moves_sampling_toward_the_reward(small_env):
     assert history.log_z[-1] > 0.5
 
 
+def test_callback_sees_every_step_and_can_stop_training(small_env):
+    seen = []
+
+    def callback(step: int, loss: float) -> bool:
+        seen.append((step, loss))
+        return step == 3
+
+    history = train(small_env, build_policy(small_env, SMALL), _log_reward, steps=50, settings=SMALL,
+                    progress=False, callback=callback)
+    assert seen == list(zip([1, 2, 3], history.loss)) and len(history.log_z) == 3
+
+
 def test_sampling_is_reproducible_and_leaves_the_global_generator_alone(small_env):
     policy = build_policy(small_env, SMALL)
     torch.manual_seed(5)
