@@ -1,11 +1,13 @@
 """Crystal-GFN sampling: validity, speed and pyxtal placement of the untrained (uniform) generator.
 
 For the default space and each restriction preset: time to build the tables, time to
-draw 10,000 crystals, and the share that passes the space's validity checker. Then, per
-space, samples placed by pyxtal (``aloop.space.structure.to_structure``) and checked for
-two atoms closer than 0.5 Angstrom; each placement gets at most ``--timeout-s`` seconds.
+draw 10,000 crystals, and the share that passes the space's validity checker. Then the
+first ``--structures`` samples of each space in ``--placement-configs`` (the default space
+unless told) are placed by pyxtal (``aloop.space.structure.to_structure``, two worker
+processes) and checked for two atoms closer than 0.5 Angstrom; each placement gets at
+most ``--timeout-s`` seconds.
 
-    python -m benchmarks.gfn_sampling [--n 10000] [--structures 1000] [--timeout-s 20]
+    python -m benchmarks.gfn_sampling [--n 10000] [--structures 1000] [--placement-configs default]
 
 Prints the tables and writes ``benchmarks/results/gfn_sampling.md``.
 """
@@ -88,13 +90,17 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=10_000, help="crystals drawn per space for validity and speed")
     parser.add_argument("--structures", type=int, default=1000, help="crystals placed by pyxtal per space")
     parser.add_argument("--timeout-s", type=float, default=20.0, help="limit per pyxtal placement")
-    parser.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), help="spaces whose sampling is measured")
+    parser.add_argument("--placement-configs", nargs="*", default=["default"], help="spaces whose samples are placed")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     sampling, placement = [], []
     for name in args.configs:
         row, crystals = _sampling_row(name, args.n)
         sampling.append(row)
         print(row, flush=True)
+        if name not in args.placement_configs or args.structures == 0:
+            continue
         start = time.perf_counter()
         jobs = [(c.as_dict(), i, args.timeout_s) for i, c in enumerate(crystals[: args.structures])]
         with ProcessPoolExecutor(max_workers=2) as pool:
@@ -105,12 +111,14 @@ def main() -> None:
         print(placement[-1], flush=True)
     header = (f"Command: `python -m benchmarks.gfn_sampling {' '.join(sys.argv[1:])}`\n\n"
               f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, `gfn.threads` = 1 (torch threads), "
-              f"load average {os.getloadavg()[0]:.1f} at the end (the machine is shared). Untrained (uniform) "
-              "generator, default `gfn` settings (lattice prior 8 A^3/atom, length fraction 0.7).\n\n")
+              f"load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (the machine is "
+              "shared). Untrained (uniform) generator, default `gfn` settings (lattice prior 8 A^3/atom, length "
+              "fraction 0.7). `sample_s`: one `sample` call of n crystals after a warm-up call of 100.\n\n")
     text = header + _markdown(f"Validity and speed ({args.n} samples per space)", sampling,
                               {"trie_MB": ".1f", "build_s": ".1f", "sample_s": ".2f", "valid": ".4f"})
-    text += "\n" + _markdown("pyxtal placement (no two atoms closer than 0.5 A)", placement,
-                             {"ok_share": ".3f", "seconds": ".0f"})
+    if placement:
+        text += "\n" + _markdown(f"pyxtal placement (no two atoms closer than 0.5 A; {args.timeout_s:.0f} s limit "
+                                 "each, 2 processes)", placement, {"ok_share": ".3f", "seconds": ".0f"})
     RESULTS.parent.mkdir(exist_ok=True)
     RESULTS.write_text(text)
     print(text)
