@@ -31,8 +31,7 @@ from aloop.data import TrainingSet
 from aloop.gfn import CrystalEnv, build_policy, load_checkpoint, sample, save_checkpoint, train
 from aloop.gfn.sampler import rollout
 from aloop.proxy import Proxy, fit_proxy
-from aloop.round import _placed
-from aloop.selection import KnownMaterials, select_diverse, structure_matcher
+from aloop.selection import KnownMaterials, placed_structure, select_diverse, structure_matcher
 from aloop.space import Crystal, CrystalBatch, CrystalSpace, valid_mask
 from benchmarks._campaign_substitution import SubstitutedStructure, seeded_order
 
@@ -107,7 +106,7 @@ def propose_guided(setup: Setup, labels: Sequence[dict], proposed: Sequence[Stru
     scores = acquisition_values(proxy, acquisition, samples, target=cfg.proxy.target, best_f=best_f).numpy()
     crystals = samples.to_crystals()
     selection = select_diverse(crystals, scores, size=size, known=known_materials(setup, data, proposed),
-                               to_structure=_placed, chemsys_penalty=cfg.selection.chemsys_penalty,
+                               to_structure=placed_structure, chemsys_penalty=cfg.selection.chemsys_penalty,
                                space_group_penalty=cfg.selection.space_group_penalty)
     chosen = [crystals[i] for i in selection.indices]
     mean, std = predict_label(proxy, chosen, setup)
@@ -137,7 +136,7 @@ def propose_random(setup: Setup, labels: Sequence[dict], proposed: Sequence[Stru
     scores = np.random.default_rng(seed).random(len(crystals))
     selection = select_diverse(crystals, scores, size=size,
                                known=known_materials(setup, training_set(setup, labels), proposed),
-                               to_structure=_placed, chemsys_penalty=0.0, space_group_penalty=0.0)
+                               to_structure=placed_structure, chemsys_penalty=0.0, space_group_penalty=0.0)
     return Proposal([crystals[i] for i in selection.indices], selection.structures)
 
 
