@@ -45,6 +45,11 @@ def restriction_checks(batch: CrystalBatch, settings: SpaceSettings) -> dict[str
     return checks
 
 
+def satisfied_share(batch: CrystalBatch, settings: SpaceSettings) -> float:
+    """Share of the crystals that keep every restriction of ``settings``."""
+    return float(torch.stack(list(restriction_checks(batch, settings).values())).all(dim=0).float().mean())
+
+
 def plot_restricted(name: str, settings: SpaceSettings, trained: CrystalBatch, uniform: CrystalBatch,
                     predicted: dict[str, np.ndarray]) -> Figure:
     """Six panels: elements, atoms per element, crystal systems, lengths, angles, predicted formation energy.
