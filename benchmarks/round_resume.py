@@ -58,12 +58,14 @@ class Run:
     output: str
 
 
-def launch(config: Path, folder: Path, *, kill_at: tuple[str, float] | None = None) -> Run:
+def launch(config: Path, folder: Path, *, kill_at: tuple[str, float] | None = None,
+           overrides: tuple[str, ...] = ()) -> Run:
     """Run `aloop round` in ``folder``; with ``kill_at=(stage, delay_s)``, SIGKILL it ``delay_s`` after that stage starts."""
     env = {k: v for k, v in os.environ.items() if k not in ("MP_API_KEY", "ALOOP_DB_URL", "MLFLOW_TRACKING_URI")}
     start = time.perf_counter()
+    sets = [arg for override in overrides for arg in ("--set", override)]
     child = subprocess.Popen([sys.executable, "-c", "from aloop.cli import main; main()", "round", "--config",
-                              str(config), "--quiet"], cwd=folder, env=env, stdout=subprocess.DEVNULL,
+                              str(config), *sets, "--quiet"], cwd=folder, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     starts: dict[str, float] = {}
     lines: list[str] = []

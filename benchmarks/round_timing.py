@@ -9,7 +9,7 @@ the MLflow round run); "start" is process start to the first stage (imports, sto
 lock), "outside stages" the rest (training-set assembly between stages, summary, exit).
 Each repeat is a fresh folder.
 
-    python -m benchmarks.round_timing [--config configs/smoke.yaml] [--repeats 2]
+    python -m benchmarks.round_timing [--config configs/smoke.yaml] [--repeats 2] [--set key=value ...]
 
 Prints a markdown table and writes ``benchmarks/results/round_timing[-<config>].md``.
 """
@@ -30,11 +30,11 @@ from aloop.tracking import KIND_TAG
 from benchmarks.round_resume import REPO, launch
 
 
-def time_round(config: Path) -> dict[str, float]:
+def time_round(config: Path, overrides: tuple[str, ...]) -> dict[str, float]:
     """Seconds of one cold round in a fresh folder: total, start, each stage, outside stages."""
     folder = Path(tempfile.mkdtemp(prefix="round_timing-"))
     load = os.getloadavg()[0]
-    run = launch(config, folder)
+    run = launch(config, folder, overrides=overrides)
     if run.code != 0:
         raise SystemExit(f"aloop round exited with {run.code}:\n{run.output[-3000:]}")
     client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
@@ -50,12 +50,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "smoke.yaml")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, key=value")
     args = parser.parse_args()
     config = args.config.resolve()
     name = config.relative_to(REPO) if config.is_relative_to(REPO) else config
     runs = []
     for i in range(args.repeats):
-        runs.append(time_round(config))
+        runs.append(time_round(config, tuple(args.overrides)))
         print(f"repeat {i + 1}: {runs[-1]['total']:.1f} s (load {runs[-1]['load']:.2f})", flush=True)
     rows = ["total", "start", *STAGES, "outside stages"]
     header = ["", *(f"repeat {i + 1} (s)" for i in range(len(runs))), "median (s)"]
@@ -64,9 +65,10 @@ def main() -> None:
         values = [r[row] for r in runs]
         table.append(f"| {row} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {statistics.median(values):.1f} |")
     table.append("| load average (1 min) at start | " + " | ".join(f"{r['load']:.2f}" for r in runs) + " | |")
-    text = f"""# Time of one round ({name})
+    sets = "".join(f" --set {o}" for o in args.overrides)
+    text = f"""# Time of one round ({name}{sets})
 
-`python -m benchmarks.round_timing --config {name} --repeats {args.repeats}`
+`python -m benchmarks.round_timing --config {name} --repeats {args.repeats}{sets}`
 
 Machine: {platform.node()}, {os.cpu_count()} cores shared with other users, Python {platform.python_version()};
 load average {os.getloadavg()[0]:.2f} at the end.
@@ -75,7 +77,7 @@ Protocol: {__doc__.split("Protocol: ")[1].split("python -m")[0].strip()}
 
 {chr(10).join(table)}
 """
-    suffix = "" if config.name == "smoke.yaml" else f"-{config.stem}"
+    suffix = ("" if config.name == "smoke.yaml" else f"-{config.stem}") + ("-overrides" if args.overrides else "")
     (REPO / "benchmarks" / "results" / f"round_timing{suffix}.md").write_text(text)
     print(text)
 
