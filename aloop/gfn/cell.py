@@ -20,7 +20,7 @@ where pyxtal can place them without clashes. Measured on the Materials Project e
 of ``mp_cgcnn36k`` with at most 20 atoms in the conventional cell, the defaults (8 A^3,
 0.7) keep 96% of them reachable (99.6% have 8 A^3/atom or more; 1% of R entries have
 c < 1.2 a), while samples of the untrained sampler become clash-free pyxtal structures
-(see ``benchmarks/gfn_validity.py``). Setting both to 0 reaches every valid cell.
+(see ``benchmarks/gfn_sampling.py``). Setting both to 0 reaches every valid cell.
 
 Tied parameters follow ``aloop.space.lattice`` (``SOURCE``/``FIXED``). The map is a
 bijection between the unit box and the reachable cells; its log Jacobian, per unit of
