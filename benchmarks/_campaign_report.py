@@ -84,7 +84,7 @@ def write_report(runs: dict[tuple[str, int], list[list[dict]]], *, hull: Referen
                      f"{_fmt(values(arm, n_rounds, 'best_ef'), 3)} | {_fmt(values(arm, n_rounds, 'novel_formulas'))} |")
     lines += ["", "## Per round (cumulative; novel unique hits)", "",
               "| arm | round | calls | novel ≤ 0.1 | novel ≤ 0.0 | hit rate | acceleration | best E_f | "
-              "proxy on the round's new labels: n, MAE, NLL, 50% / 90% coverage | oracle s (mean) |",
+              "proxy on the round's new labels: n (all seeds), MAE, NLL, 50% / 90% coverage | oracle wall s per round |",
               "|---|---|---|---|---|---|---|---|---|---|"]
     for arm in arms:
         for number in range(1, n_rounds + 1):
