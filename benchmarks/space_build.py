@@ -6,12 +6,11 @@ Also times the batched checks on 10,000 crystals drawn from the default tables.
 
     python -m benchmarks.space_build
 
-Prints a table and writes ``benchmarks/results/space_build.json``.
+Prints the tables and writes ``benchmarks/results/space_build.md``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time
@@ -21,8 +20,9 @@ from pathlib import Path
 
 import torch
 
+from benchmarks._markdown import table, write_report
+
 CONFIGS = ("default", "fe-o", "li-mn-o", "cubic", "lattice-range")
-RESULTS = Path(__file__).resolve().parent / "results" / "space_build.json"
 
 
 def _build(name: str, cache_dir: str) -> dict[str, float | int]:
@@ -80,16 +80,9 @@ def main() -> None:
                 rows.append(pool.submit(_build, name, str(Path(root) / name)).result())
         with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
             checks = pool.submit(_checks, str(Path(root) / "default")).result()
-    header = list(rows[0])
-    print("  ".join(f"{h:>16}" for h in header))
-    for row in rows:
-        print("  ".join(f"{row[h]!s:>16}" for h in header))
-    for key, value in checks.items():
-        print(f"{key:>24}: {value}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "spaces": rows, "checks": checks},
-                                  indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    write_report("space_build", __doc__.split("\n\n")[1].replace("\n", " ")
+                 + f" {torch.get_num_threads()} torch threads.",
+                 table(rows), table([{"check": key, "value": value} for key, value in checks.items()]))
 
 
 if __name__ == "__main__":

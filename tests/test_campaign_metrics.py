@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 from pymatgen.core import Lattice, Structure
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ is not an installed package
-
-from benchmarks._campaign_metrics import (  # noqa: E402
+from benchmarks._campaign_metrics import (
     acceleration_factor,
     count_hits,
     first_occurrences,
