@@ -240,10 +240,15 @@ def assemble_training_set(ctx: RoundContext) -> tuple[TrainingSet | None, dict[s
 
 
 def store_entries(ctx: RoundContext, target: str) -> list[Entries]:
-    """The campaign's ``target`` labels with a crystal, one ``Entries`` per oracle (its own fidelity)."""
+    """The campaign's ``target`` labels with a crystal, one ``Entries`` per oracle (its own fidelity).
+
+    Ordered by crystal, not by when the labels arrived: oracle jobs finishing in another
+    order (several workers, a resumed round) give the same training set and the same round.
+    """
     with ctx.store.session() as session:
-        points = [p for p in labelled_data(session, get_or_create_campaign(session, ctx.cfg.campaign), property=target)
-                  if p.crystal is not None]
+        points = sorted((p for p in labelled_data(session, get_or_create_campaign(session, ctx.cfg.campaign),
+                                                  property=target) if p.crystal is not None),
+                        key=lambda p: (p.crystal.canonical_hash, p.value))
     by_oracle: dict[str, list] = {}
     for point in points:
         by_oracle.setdefault(point.oracle, []).append(point)
