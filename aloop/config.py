@@ -212,7 +212,8 @@ class OracleSettings(Section):
     """Local worker threads (one suits a CPU-bound oracle on a laptop)."""
     wait: bool = True
     """Wait until every job is done; ``false`` for queued DFT, collected by later rounds."""
-    poll_interval_s: float = Field(1.0, gt=0)
+    poll_interval_s: float = Field(0.2, gt=0)
+    """Pause between polls that found nothing finished (a CHGNet relaxation takes seconds)."""
 
     @model_validator(mode="after")
     def _dask_address(self) -> OracleSettings:
