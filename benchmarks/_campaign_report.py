@@ -55,8 +55,9 @@ def _fmt(values: list[float], digits: int = 1) -> str:
 
 
 def write_report(runs: dict[tuple[str, int], list[list[dict]]], *, hull: ReferenceHull, setup: Setup,
-                 oracle: CHGNetSettings, command: str, note: str, matcher: dict, calibration: Callable) -> None:
-    """Print and write ``campaign.md``, ``campaign.json`` and ``campaign_hits.png`` under ``benchmarks/results``."""
+                 oracle: CHGNetSettings, command: str, note: str, matcher: dict, calibration: Callable,
+                 name: str = "campaign") -> None:
+    """Print and write ``<name>.md``, ``<name>.json`` and ``<name>_hits.png`` under ``benchmarks/results``."""
     known = hull.known_structures
     rows = {key: seed_rows(rounds, known=known, calibration=calibration) for key, rounds in runs.items()}
     arms = [a for a in ARMS if any(k[0] == a for k in rows)]
@@ -95,12 +96,12 @@ def write_report(runs: dict[tuple[str, int], list[list[dict]]], *, hull: Referen
                          f"{np.mean(values(arm, number, 'oracle_s')):.0f} |")
     RESULTS.mkdir(exist_ok=True)
     figure = plot_hits(rows, arms=arms, seeds=seeds, daf=lambda arm: daf(arm, n_rounds))
-    figure.savefig(RESULTS / "campaign_hits.png", dpi=120)
-    lines += ["", "![novel unique hits against oracle calls](campaign_hits.png)", ""]
+    figure.savefig(RESULTS / f"{name}_hits.png", dpi=120)
+    lines += ["", f"![novel unique hits against oracle calls]({name}_hits.png)", ""]
     text = "\n".join(lines)
     print(text)
-    (RESULTS / "campaign.md").write_text(text + "\n")
-    (RESULTS / "campaign.json").write_text(json.dumps(
+    (RESULTS / f"{name}.md").write_text(text + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps(
         {"command": command, "rows": {f"{a}/seed-{s}": r for (a, s), r in rows.items()}}, indent=1, default=str))
 
 

@@ -1,7 +1,7 @@
 """Campaign simulation: aloop against random, mean-only and ion-substitution arms, CHGNet oracle, offline.
 
 Every arm starts from ``mp_cgcnn36k`` inside the searched space (``configs/campaign.yaml``:
-Li-Mn-O, at most 12 atoms of an element and 24 in the conventional cell), gets the same
+Li-Mn-O, at most 12 atoms of an element and 16 in the conventional cell), gets the same
 oracle budget (rounds x batch CHGNet relaxations with the oracle's settings) and the same
 novelty filter. Hits are judged against a reference hull of CHGNet energies only
 (``_campaign_hull``). Each (arm, seed, round) is cached on disk, candidate by candidate,
@@ -11,7 +11,8 @@ the command only rebuilds the report.
     python -m benchmarks.campaign                       # the issue's budget: 4 rounds of 32, seeds 0 1 2
     python -m benchmarks.campaign --rounds 3 --batch 16 --gfn-steps 200 --n-samples 2000
 
-Writes ``benchmarks/results/campaign.md``, ``campaign.json`` and ``campaign_hits.png``.
+Writes ``benchmarks/results/campaign.md``, ``campaign.json`` and ``campaign_hits.png``
+(``--name`` chooses another stem, so runs of another budget sit beside them).
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="config overrides, e.g. oracle.settings.timeout_s=120")
     parser.add_argument("--no-report", action="store_true", help="only fill the cache (parallel partial runs)")
     parser.add_argument("--note", default="", help="a line printed under the command in the report")
+    parser.add_argument("--name", default="campaign", help="report files: <name>.md, <name>.json, <name>_hits.png")
     return parser.parse_args(argv)
 
 
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         command = "python -m benchmarks.campaign " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
                                                                if a != "--note" and a != args.note)
         write_report(runs, hull=hull, setup=setup, oracle=oracle, command=command.strip(), note=args.note,
-                     matcher=MATCHER_SETTINGS, calibration=round_calibration)
+                     matcher=MATCHER_SETTINGS, calibration=round_calibration, name=args.name)
 
 
 if __name__ == "__main__":

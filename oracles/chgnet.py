@@ -106,7 +106,8 @@ def relax_atoms(atoms: Atoms, settings: CHGNetSettings, *, fmax: float | None = 
     """Relax ``atoms`` in place with CHGNet; returns energy, steps, convergence, max force.
 
     Raises:
-        _Stop: past ``settings.timeout_s`` or when the volume grows ``MAX_VOLUME_RATIO``-fold.
+        _Stop: past ``settings.timeout_s``, when the volume grows ``MAX_VOLUME_RATIO``-fold, or
+            when CHGNet refuses the structure (isolated atoms).
     """
     from chgnet.model.dynamics import OPTIMIZERS
 
@@ -126,7 +127,10 @@ def relax_atoms(atoms: Atoms, settings: CHGNetSettings, *, fmax: float | None = 
                         f"at step {optimizer.nsteps}")
 
     optimizer.attach(watch)
-    converged = bool(optimizer.run(fmax=fmax or settings.fmax, steps=max_steps or settings.max_steps))
+    try:
+        converged = bool(optimizer.run(fmax=fmax or settings.fmax, steps=max_steps or settings.max_steps))
+    except ValueError as error:  # CHGNet's graph refuses a cell whose atoms drifted apart (isolated atoms)
+        raise _Stop(f"CHGNet cannot evaluate the structure at step {optimizer.nsteps}: {error}") from error
     forces = target.get_forces()
     return {
         "energy_per_atom": float(atoms.get_potential_energy()) / len(atoms),
