@@ -36,6 +36,7 @@ from aloop.oracle import Labelled, OracleInput
 from aloop.proxy import calibration_metrics
 from aloop.selection import MATCHER_SETTINGS
 from aloop.space import Crystal, CrystalSpace
+from benchmarks import CACHE_ROOT, SHARED_DATA
 from benchmarks._campaign_arms import ARMS, Proposal, Setup, propose_guided, propose_random, propose_substitution
 from benchmarks._campaign_hull import ReferenceHull, build_hull, known_structures, relax
 from benchmarks._campaign_report import write_report
@@ -43,8 +44,7 @@ from benchmarks._campaign_substitution import substitution_pool
 from oracles.chgnet import CHGNetSettings
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "campaign.yaml"
-SHARED = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-CACHE = Path(os.environ.get("ALOOP_CACHE_DIR") or Path.home() / ".cache" / "aloop") / "campaign"
+CACHE = CACHE_ROOT / "campaign"
 
 
 def run_key(cfg: Config) -> str:
@@ -56,7 +56,7 @@ def run_key(cfg: Config) -> str:
 def make_setup(cfg: Config, *, arms: list[str], oracle: CHGNetSettings) -> tuple[Setup, ReferenceHull]:
     """The space, the starting data, the reference hull and (for the substitution arm) its pool."""
     space = CrystalSpace.from_settings(cfg.space)
-    data_dir = SHARED / "mp_cgcnn36k"
+    data_dir = SHARED_DATA / "mp_cgcnn36k"
     start = to_training_set(read_local(data_dir), target=cfg.proxy.target, space=space)
     print(f"starting data: {start.describe()}", flush=True)
     hull = build_hull(known_structures(data_dir, space.elements), space.elements, oracle, cache_dir=CACHE)
@@ -176,8 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides += [f"selection.n_samples={args.n_samples}"] if args.n_samples else []
     cfg = load_config(args.config, overrides=overrides)
     oracle = CHGNetSettings(**cfg.oracle.settings)
-    if not (SHARED / "mp_cgcnn36k").exists():
-        sys.exit(f"shared data not found at {SHARED} (set ALOOP_SHARED_DATA)")
+    if not (SHARED_DATA / "mp_cgcnn36k").exists():
+        sys.exit(f"shared data not found at {SHARED_DATA} (set ALOOP_SHARED_DATA)")
     setup, hull = make_setup(cfg, arms=args.arms, oracle=oracle)
     run_dir = CACHE / f"run-{run_key(cfg)}"
     print(f"cache: {run_dir}", flush=True)

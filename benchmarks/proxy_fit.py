@@ -34,8 +34,9 @@ import sys
 import time
 from pathlib import Path
 
+from benchmarks import SHARED_DATA
+
 RESULTS = Path(__file__).resolve().parent / "results"
-SHARED = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 IN_SPACE = "in_space"
 RUNS = (  # label, training rows (None: all; IN_SPACE: outside the default space), settings overrides
     ("DKL-SVGP (default)", 5_000, {}),
@@ -62,7 +63,7 @@ def fit_once(size: int | str | None, overrides: dict, threads: int, figure: bool
 
     torch.set_num_threads(threads)
     settings = ProxySettings(**{**overrides, "threads": threads})
-    data = to_training_set(read_local(SHARED / "mp_cgcnn36k"), target=settings.target).training
+    data = to_training_set(read_local(SHARED_DATA / "mp_cgcnn36k"), target=settings.target).training
     train, heldout = data.split(fraction=0.1, seed=0)
     cfg = load_config()
     space = CrystalSpace.from_settings(cfg.space)
@@ -100,8 +101,8 @@ def main() -> None:
         size, overrides, figure = json.loads(args.one)
         print(json.dumps(fit_once(size, overrides, args.threads, figure)))
         return
-    if not (SHARED / "mp_cgcnn36k").exists():
-        sys.exit(f"shared data not found at {SHARED} (set ALOOP_SHARED_DATA)")
+    if not (SHARED_DATA / "mp_cgcnn36k").exists():
+        sys.exit(f"shared data not found at {SHARED_DATA} (set ALOOP_SHARED_DATA)")
     rows = []
     for label, size, overrides in RUNS[:3] if args.quick else RUNS:
         figure = size is None and not overrides

@@ -32,10 +32,10 @@ from aloop.data import read_local, to_training_set
 from aloop.gfn import CrystalEnv, build_policy, sample
 from aloop.proxy import fit_proxy
 from aloop.space import CrystalSpace
-from aloop.space.features import featurize, feature_names
+from aloop.space.features import feature_names, featurize
+from benchmarks import SHARED_DATA
 
 RESULTS = Path(__file__).resolve().parent / "results" / "proxy_reward.md"
-SHARED = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 THREADS = (1, 2)
 BATCH = 1_000
 
@@ -79,7 +79,7 @@ def main() -> None:
     reward_rows = []
     batch = crystals[:BATCH]
     for target in ("formation_energy_per_atom", "band_gap"):
-        data = to_training_set(read_local(SHARED / "mp_cgcnn36k"), target=target).training
+        data = to_training_set(read_local(SHARED_DATA / "mp_cgcnn36k"), target=target).training
         train = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:2_000])
         torch.set_num_threads(1)
         proxy = fit_proxy(train, ProxySettings(target=target, epochs=1, min_steps=50), seed=0)

@@ -45,13 +45,13 @@ from aloop.data.convert import first_broken_constraint
 from aloop.gfn import CrystalEnv, TrainingHistory, build_policy, sample, train
 from aloop.proxy import Proxy, calibration, fit_proxy
 from aloop.space import CrystalBatch, CrystalSpace, DiversityReport, diversity_report, plot_diversity, valid_mask
+from benchmarks import CACHE_ROOT, SHARED_DATA
 from benchmarks._markdown import RESULTS, table, write_report
 from benchmarks._seed_plots import plot_distribution, plot_training
 from benchmarks._seed_restricted import plot_restricted, restriction_checks, satisfied_share
-from benchmarks.proxy_fit import SHARED
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-CACHE = Path(os.environ.get("ALOOP_CACHE_DIR") or Path.home() / ".cache" / "aloop") / "seed_experiments"
+CACHE = CACHE_ROOT / "seed_experiments"
 HOLDOUT_FRACTION, SPLIT_SEED = 0.1, 0
 FIT_RECORD = "fit.json"
 """Written next to a cached proxy: how long its fit took, for reports made from the cache."""
@@ -309,11 +309,11 @@ def main() -> None:
     parser.add_argument("--refit", action="store_true", help="fit the proxies again instead of reading the cache")
     parser.add_argument("--only", choices=("objectives", "restricted"), help="run one part (the report has only it)")
     args = parser.parse_args()
-    if not (SHARED / "mp_cgcnn36k").exists():
-        sys.exit(f"shared data not found at {SHARED} (set ALOOP_SHARED_DATA)")
+    if not (SHARED_DATA / "mp_cgcnn36k").exists():
+        sys.exit(f"shared data not found at {SHARED_DATA} (set ALOOP_SHARED_DATA)")
     start, load_start = time.perf_counter(), os.getloadavg()[0]
     cfg = with_acquisition(load_config(), args)
-    entries = read_local(SHARED / "mp_cgcnn36k")
+    entries = read_local(SHARED_DATA / "mp_cgcnn36k")
     sections, numbers, histories = [], {}, {}
     for objective in OBJECTIVES if args.only != "restricted" else ():
         section, numbers[objective.target], histories[objective.target] = run_objective(objective, entries, cfg, args)

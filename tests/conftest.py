@@ -1,6 +1,6 @@
-"""Fixtures shared by the whole suite: ``store_url``, an empty experiment database.
+"""Fixtures shared by the whole suite: ``store_url``, an empty experiment database, and ``shared_data``.
 
-It runs every test that uses it on SQLite (a file in ``tmp_path``) and, when
+``store_url`` runs every test that uses it on SQLite (a file in ``tmp_path``) and, when
 ``ALOOP_TEST_POSTGRES_URL`` is set, on PostgreSQL too, in a fresh schema dropped after
 the test (the URL sets ``search_path`` to it, so subprocesses see the same schema).
 """
@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from aloop.store import Store, open_store
+from benchmarks import SHARED_DATA
 
 POSTGRES_ENV = "ALOOP_TEST_POSTGRES_URL"
 
@@ -49,3 +50,11 @@ def store(store_url: str) -> Iterator[Store]:
     opened = open_store(store_url)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``<repo>/../shared/data`` or ``$ALOOP_SHARED_DATA``; the test is skipped when absent."""
+    if not (SHARED_DATA / "mp_cgcnn36k" / "summary.csv.gz").exists():
+        pytest.skip(f"shared Materials Project data not found at {SHARED_DATA}")
+    return SHARED_DATA

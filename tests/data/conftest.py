@@ -1,11 +1,9 @@
-"""Fixtures of the data tests: no connection may leave 127.0.0.1, a fake Materials Project API, shared data."""
+"""Fixtures of the data tests: no connection may leave 127.0.0.1, a fake Materials Project API."""
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -41,11 +39,3 @@ def fake_mp(mp_documents: list[dict]) -> Iterator[FakeMaterialsProject]:
     with serve(mp_documents) as state:
         yield state
 
-
-@pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """``<repo>/../shared/data`` or ``$ALOOP_SHARED_DATA``; the test is skipped when absent."""
-    path = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
-    if not (path / "mp_cgcnn36k" / "summary.csv.gz").exists():
-        pytest.skip(f"shared Materials Project data not found at {path}")
-    return path

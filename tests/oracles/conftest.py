@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -14,11 +13,6 @@ from aloop.oracle import Oracle, OracleInput, Pending, Result
 from aloop.space.crystal import Crystal
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def shared_data() -> Path:
-    """``<repo>/../shared/data`` or ``$ALOOP_SHARED_DATA``."""
-    return Path(os.environ.get("ALOOP_SHARED_DATA", REPO / ".." / "shared" / "data"))
 
 
 def rock_salt(cation: str, anion: str, a: float, *, candidate_id: str | None = None,
@@ -39,11 +33,6 @@ def wait_for(oracle: Oracle, job_ids: list[str], *, timeout_s: float = 120.0) ->
             return results
         assert time.monotonic() < deadline, f"jobs still pending after {timeout_s} s: {results}"
         time.sleep(0.05)
-
-
-@pytest.fixture(name="shared_data", scope="session")
-def _shared_data() -> Path:
-    return shared_data()
 
 
 @pytest.fixture(name="rock_salt", scope="session")

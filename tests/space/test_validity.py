@@ -1,7 +1,5 @@
 """The validity checker: each constraint caught alone and named; batch mask; MP entries."""
 
-import os
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -15,8 +13,6 @@ from aloop.space.validity import Constraint, broken_constraints, check_crystal, 
 
 CUBIC = (4.3, 4.3, 4.3, 90.0, 90.0, 90.0)
 TRICLINIC = (4.1, 4.5, 5.2, 80.0, 95.0, 100.0)
-SHARED_DATA = Path(os.environ.get("ALOOP_SHARED_DATA")
-                   or Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
 
 
 @pytest.fixture(scope="module")
@@ -92,11 +88,10 @@ def test_every_table_entry_is_valid_with_an_allowed_lattice(space):
     assert valid_mask(batch, space).all()
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "mp_cgcnn36k").exists(), reason="shared MP data not present")
-def test_materials_project_conventional_cells_follow_lattice_rules_and_wyckoff_positions():
+def test_materials_project_conventional_cells_follow_lattice_rules_and_wyckoff_positions(shared_data):
     # Every MP conventional cell (pymatgen's, symprec 0.1) lands in the space's conventions:
     # only counts, elements and ranges may exclude it, never the lattice rule or Wyckoff positions.
-    summary = pd.read_csv(SHARED_DATA / "mp_cgcnn36k" / "summary.csv.gz")
+    summary = pd.read_csv(shared_data / "mp_cgcnn36k" / "summary.csv.gz")
     summary = summary[summary.conv_nsites <= 16]
     crystals = []
     for formula, n_sites, sg, *lattice in summary[["formula", "conv_nsites", "spacegroup_number", "conv_a", "conv_b",
