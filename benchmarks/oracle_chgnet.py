@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import time
 from collections import Counter
 
@@ -67,8 +68,14 @@ def relax(crystal: Crystal, index: int, settings: CHGNetSettings) -> dict:
         return {"seconds": None, "steps": 0, "failure": "atoms cannot be placed"}
     start = time.perf_counter()
     result = relax_candidate(OracleInput(str(index), crystal, structure), settings=settings)
-    failure = result.reason.split(":")[0].split(" after")[0].split(" (")[0] if isinstance(result, Failed) else None
+    failure = failure_kind(result.reason) if isinstance(result, Failed) else None
     return {"seconds": time.perf_counter() - start, "steps": result.metadata.get("steps", 0), "failure": failure}
+
+
+def failure_kind(reason: str) -> str:
+    """The reason without its numbers: ``not converged after 500 steps: ...`` -> ``not converged``."""
+    words = re.match(r"[A-Za-z ]*", reason).group().strip()
+    return re.sub(r" (after|at step)$", "", words) or reason
 
 
 def run(sizes: list[int], per_size: int, settings: CHGNetSettings) -> list[dict]:
@@ -96,7 +103,7 @@ def summary(records: list[dict]) -> list[dict]:
     for n_atoms in sorted({r["atoms"] for r in records}):
         runs = [r for r in records if r["atoms"] == n_atoms]
         seconds = [r["seconds"] for r in runs if r["seconds"] is not None]
-        reasons = Counter(r["failure"] for r in runs if r["failure"])
+        reasons = Counter(failure_kind(r["failure"]) for r in runs if r["failure"])
         rows.append({"atoms": n_atoms, "candidates": len(runs), "relaxed": len(seconds),
                      "median s": np.median(seconds), "mean s": np.mean(seconds),
                      "median steps": np.median([r["steps"] for r in runs]),
