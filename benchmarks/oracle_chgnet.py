@@ -68,7 +68,7 @@ def relax(crystal: Crystal, index: int, settings: CHGNetSettings) -> dict:
         return {"seconds": None, "steps": 0, "failure": "atoms cannot be placed"}
     start = time.perf_counter()
     result = relax_candidate(OracleInput(str(index), crystal, structure), settings=settings)
-    failure = failure_kind(result.reason) if isinstance(result, Failed) else None
+    failure = result.reason if isinstance(result, Failed) else None
     return {"seconds": time.perf_counter() - start, "steps": result.metadata.get("steps", 0), "failure": failure}
 
 

@@ -18,10 +18,14 @@ from typing import Any
 import numpy as np
 
 
+def cache_root() -> Path:
+    """``$ALOOP_CACHE_DIR``, or ``~/.cache/aloop`` when unset."""
+    return Path(os.environ.get("ALOOP_CACHE_DIR") or Path.home() / ".cache" / "aloop")
+
+
 def cache_path(name: str, suffix: str) -> Path:
     """Path of cache file ``name``, e.g. ``space-groups-pyxtal1.1.5-pymatgen2026.10.24.json``."""
-    root = Path(os.environ.get("ALOOP_CACHE_DIR") or Path.home() / ".cache" / "aloop")
-    return root / f"{name}-pyxtal{version('pyxtal')}-pymatgen{version('pymatgen')}{suffix}"
+    return cache_root() / f"{name}-pyxtal{version('pyxtal')}-pymatgen{version('pymatgen')}{suffix}"
 
 
 def load_cached(name: str) -> Any | None:

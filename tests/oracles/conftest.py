@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -11,8 +10,6 @@ from pymatgen.core import Lattice, Structure
 from aloop.executor import open_executor
 from aloop.oracle import Oracle, OracleInput, Pending, Result
 from aloop.space.crystal import Crystal
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def rock_salt(cation: str, anion: str, a: float, *, candidate_id: str | None = None,

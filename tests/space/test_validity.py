@@ -1,6 +1,5 @@
 """The validity checker: each constraint caught alone and named; batch mask; MP entries."""
 
-
 import pandas as pd
 import pytest
 import torch
