@@ -135,6 +135,15 @@ class ProxySettings(Section):
     inducing_points: int = Field(256, gt=0)
     hidden_dims: list[int] = Field(default_factory=lambda: [256, 128])
     """Hidden widths of the learned feature extractor (an MLP before the kernel); [] for none."""
+    extractor_min_rows: int = Field(1000, ge=0)
+    """Fewest training rows for the feature extractor; below, the kernel reads the features directly. An
+    extractor fitted on a handful of rows maps every crystal next to them, and the proxy is sure of
+    everything (fitted on the 5 MP entries of benchmarks/campaign.py's space, 90% coverage on CHGNet labels of
+random candidates about 0.5 with it, 0.9 without)."""
+    prior_std: float = Field(1.0, gt=0)
+    """Spread of the target expected before any data, in target units (eV/atom, eV): the target is
+    standardised by at least this, so a few similar labels (a small space's stable entries) do not shrink
+    the proxy's uncertainty about crystals unlike them."""
     latent_dim: int = Field(16, gt=0)
     """Width of the feature extractor's output, the kernel's input (plus the source one-hot)."""
     kernel: Literal["matern52", "rbf"] = "matern52"

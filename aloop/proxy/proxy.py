@@ -125,6 +125,11 @@ class Proxy:
         return torch.cat(means), torch.cat(stds)
 
     @property
+    def hidden_dims(self) -> list[int]:
+        """Hidden widths of the feature extractor the proxy was fitted with ([]: none, too few rows)."""
+        return list(self.model.model.hidden_dims)
+
+    @property
     def noise_std(self) -> dict[str, float]:
         """Learned observation noise (standard deviation, target units) of each source."""
         scale = float(self.model.outcome_transform.stdvs.squeeze())
@@ -138,6 +143,7 @@ class Proxy:
         meta = {"target": self.target, "sources": list(self.sources), "reference_source": self.reference_source,
                 "feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist(),
                 "inducing_points": int(self.model.model.variational_strategy.inducing_points.shape[0]),
+                "hidden_dims": self.hidden_dims,
                 "settings": self.settings.model_dump(mode="json")}
         (directory / META).write_text(json.dumps(meta))
 
@@ -149,7 +155,8 @@ class Proxy:
             state = torch.load(directory / WEIGHTS, weights_only=True)
             settings = ProxySettings.model_validate(meta["settings"])
             n_inputs = len(meta["feature_mean"]) + len(meta["sources"])
-            model = _build(torch.zeros(meta["inducing_points"], n_inputs, dtype=DTYPE), len(meta["sources"]), settings)
+            model = _build(torch.zeros(meta["inducing_points"], n_inputs, dtype=DTYPE), len(meta["sources"]), settings,
+                           meta["hidden_dims"])
             model.load_state_dict(state, keep_transforms=False)  # botorch would re-fit transforms from training targets a variational model does not keep
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise ProxyError(f"{directory}: not a saved proxy ({type(err).__name__}: {err})") from None
@@ -160,8 +167,9 @@ class Proxy:
                    feature_std=torch.tensor(meta["feature_std"], dtype=DTYPE), settings=settings)
 
 
-def _build(inducing: torch.Tensor, n_sources: int, settings: ProxySettings) -> CrystalGPModel:
-    gp = CrystalGP(inducing, n_sources=n_sources, hidden_dims=settings.hidden_dims, latent_dim=settings.latent_dim,
+def _build(inducing: torch.Tensor, n_sources: int, settings: ProxySettings,
+           hidden_dims: Sequence[int]) -> CrystalGPModel:
+    gp = CrystalGP(inducing, n_sources=n_sources, hidden_dims=hidden_dims, latent_dim=settings.latent_dim,
                    kernel=settings.kernel)
     return CrystalGPModel(gp).to(DTYPE)
 
@@ -171,6 +179,9 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
 
     A ``settings.validation_fraction`` of the rows is kept out of the ELBO fit and used to
     recalibrate the posterior's variance scale and each source's noise (``_recalibrate``).
+    With fewer than ``settings.extractor_min_rows`` rows the kernel reads the features without
+    the learned extractor, and the target is standardised by at least ``settings.prior_std``:
+    what keeps a proxy of a few labels uncertain about crystals unlike them.
 
     Raises:
         ProxyError: ``train`` is empty, or ``settings.reference_source`` is not among its sources.
@@ -195,10 +206,9 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
         n_val = int(settings.validation_fraction * len(x))
         n_val = n_val if n_val >= MIN_VALIDATION else 0
         fit_rows, val_rows = order[n_val:], order[:n_val]
-        model = _build(x[fit_rows[: settings.inducing_points]].clone(), len(sources), settings)
-        model.outcome_transform.train()
-        y = model.outcome_transform(train.values.to(DTYPE).unsqueeze(-1))[0].squeeze(-1)
-        model.outcome_transform.eval()
+        hidden_dims = settings.hidden_dims if len(train) >= settings.extractor_min_rows else []
+        model = _build(x[fit_rows[: settings.inducing_points]].clone(), len(sources), settings, hidden_dims)
+        y = model.standardise(train.values.to(DTYPE), min_std=settings.prior_std)
         _optimise(model, x[fit_rows], y[fit_rows], source[fit_rows], settings, generator=generator, progress=progress)
         model.eval()
         if n_val:

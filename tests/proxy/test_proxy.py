@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from aloop.config import ProxySettings
+from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, ProxyError, calibration, fit_proxy
 from aloop.proxy.proxy import _recalibrate
+from aloop.space.crystal import CrystalBatch
 
-from .conftest import NOISE, OFFSET, labelled, random_crystals
+from .conftest import NOISE, OFFSET, SETTINGS, labelled, random_crystals
 
 
 def test_held_out_intervals_cover_close_to_nominal(problem) -> None:
@@ -99,6 +101,39 @@ def test_save_and_load_give_the_same_predictions(problem, tmp_path: Path) -> Non
         torch.testing.assert_close(a, b)
     with pytest.raises(ProxyError, match="not a saved proxy"):
         Proxy.load(tmp_path)
+
+
+def few_similar_labels() -> tuple[TrainingSet, CrystalBatch]:
+    """Six crystals labelled -2 +- 0.05 eV/atom (a small space's stable entries) and 200 unlike them."""
+    batch = random_crystals(206, seed=7)
+    values = -2.0 + 0.05 * torch.randn(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    train = TrainingSet("formation_energy_per_atom", batch[:6], values, torch.zeros(6, dtype=torch.long), ("dft",),
+                        tuple(map(str, range(6))))
+    return train, batch[6:]
+
+
+def test_a_proxy_of_a_few_similar_labels_stays_uncertain_elsewhere(tmp_path: Path) -> None:
+    """The prior scale, not the labels' own 0.05 eV/atom spread, sets the uncertainty about unlike crystals."""
+    train, elsewhere = few_similar_labels()
+    proxy = fit_proxy(train, SETTINGS, seed=0)
+    assert proxy.hidden_dims == []  # 6 rows are far fewer than extractor_min_rows
+    _, std = proxy.predict(elsewhere)
+    assert 0.5 * SETTINGS.prior_std < float(std.median()) < 1.5 * SETTINGS.prior_std
+    _, narrow = fit_proxy(train, SETTINGS.model_copy(update={"prior_std": 0.01}), seed=0).predict(elsewhere)
+    assert float(narrow.median()) < float(std.median()) / 4
+    proxy.save(tmp_path / "proxy")
+    for a, b in zip(Proxy.load(tmp_path / "proxy").predict(elsewhere), proxy.predict(elsewhere), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_feature_extractor_needs_enough_rows() -> None:
+    """On six rows an extractor maps every crystal next to them: the proxy would be sure of everything."""
+    train, elsewhere = few_similar_labels()
+    with_extractor = fit_proxy(train, SETTINGS.model_copy(update={"extractor_min_rows": 6}), seed=0)
+    assert with_extractor.hidden_dims == SETTINGS.hidden_dims
+    _, collapsed = with_extractor.predict(elsewhere)
+    _, std = fit_proxy(train, SETTINGS, seed=0).predict(elsewhere)
+    assert float(collapsed.median()) < float(std.median()) / 4
 
 
 def test_misuse_is_explained(problem) -> None:
