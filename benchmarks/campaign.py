@@ -4,12 +4,17 @@ Every arm starts from ``mp_cgcnn36k`` inside the searched space (``configs/campa
 Li-Mn-O, at most 12 atoms of an element and 16 in the conventional cell), gets the same
 oracle budget (rounds x batch CHGNet relaxations with the oracle's settings) and the same
 novelty filter. Hits are judged against a reference hull of CHGNet energies only
-(``_campaign_hull``). Each (arm, seed, round) is cached on disk, candidate by candidate,
-under the cache folder, so a killed run continues where it stopped; with everything cached
-the command only rebuilds the report.
+(``_campaign_hull``, cached under the cache folder). Each (arm, seed, round) is kept
+candidate by candidate under ``benchmarks/results/campaign_runs/run-<config key>/``, so a
+killed run continues where it stopped; with everything there the command only rebuilds the
+report. A finished round's ``round.json`` (its labels) is committed with the results, so a
+run longer than one machine's session continues on the next machine; the per-candidate
+files and the Crystal-GFN checkpoints are not (``.gitignore``), except the checkpoint a
+guided arm's next round warm-starts from (``git add -f``). Delete the folder to recompute.
 
-    python -m benchmarks.campaign                       # the issue's budget: 4 rounds of 32, seeds 0 1 2
-    python -m benchmarks.campaign --rounds 3 --batch 16 --gfn-steps 200 --n-samples 2000
+    python -m benchmarks.campaign                       # 4 rounds of 16 per arm, seeds 0 1 2
+    python -m benchmarks.campaign --batch 32 --name campaign-4x32    # the issue's example budget
+    python -m benchmarks.campaign --rounds 3 --batch 8 --gfn-steps 200 --n-samples 2000
 
 Writes ``benchmarks/results/campaign.md``, ``campaign.json`` and ``campaign_hits.png``
 (``--name`` chooses another stem, so runs of another budget sit beside them).
@@ -45,6 +50,7 @@ from oracles.chgnet import CHGNetSettings
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "campaign.yaml"
 CACHE = CACHE_ROOT / "campaign"
+RUNS = Path(__file__).resolve().parent / "results" / "campaign_runs"
 
 
 def run_key(cfg: Config) -> str:
@@ -93,8 +99,11 @@ def _proposal(setup: Setup, *, arm: str, seed: int, number: int, folder: Path, h
     start = time.perf_counter()
     if arm in ("aloop", "mean"):
         previous = folder.parent / f"round-{number - 1}" / "gfn.pt"
+        if number > 1 and not previous.exists():
+            sys.exit(f"{previous} is missing: round {number} warm-starts the Crystal-GFN from it. Add it with the "
+                     f"runs (git add -f) or delete {folder.parent} to rerun the arm from round 1.")
         proposal = propose_guided(setup, history, proposed, arm=arm, seed=round_seed, size=size, workdir=folder,
-                                  previous=previous if previous.exists() else None)
+                                  previous=previous if number > 1 else None)
     elif arm == "random":
         proposal = propose_random(setup, history, proposed, seed=round_seed, size=size)
     else:
@@ -154,15 +163,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=32, help="oracle calls per round and arm")
+    parser.add_argument("--batch", type=int, default=16,
+                        help="oracle calls per round and arm (16: all arms and 3 seeds in about 2.5 hours of 2 cores)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--gfn-steps", type=int, help="gfn.train_steps (default: the config's)")
     parser.add_argument("--n-samples", type=int, help="selection.n_samples (default: the config's)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides, e.g. oracle.settings.timeout_s=120")
-    parser.add_argument("--no-report", action="store_true", help="only fill the cache (parallel partial runs)")
+    parser.add_argument("--no-report", action="store_true", help="only run the rounds (parallel partial runs); no report")
     parser.add_argument("--note", default="", help="a line printed under the command in the report")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="folder of the arms' rounds (default: %(default)s)")
     parser.add_argument("--name", default="campaign", help="report files: <name>.md, <name>.json, <name>_hits.png")
     return parser.parse_args(argv)
 
@@ -179,8 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     if not (SHARED_DATA / "mp_cgcnn36k").exists():
         sys.exit(f"shared data not found at {SHARED_DATA} (set ALOOP_SHARED_DATA)")
     setup, hull = make_setup(cfg, arms=args.arms, oracle=oracle)
-    run_dir = CACHE / f"run-{run_key(cfg)}"
-    print(f"cache: {run_dir}", flush=True)
+    run_dir = args.runs / f"run-{run_key(cfg)}"
+    print(f"rounds: {run_dir}", flush=True)
     runs: dict[tuple[str, int], list[list[dict]]] = {}
     for seed in args.seeds:
         for arm in args.arms:
