@@ -150,6 +150,8 @@ def _protocol(setup: Setup, hull: ReferenceHull, oracle: CHGNetSettings, matcher
         "mean hit rate / the random arm's. Best E_f: lowest CHGNet formation energy against the CHGNet "
         "references among the arm's labels. Diversity: distinct reduced formulas among the novel hits.",
         f"- **Arms**: aloop (proxy fit on starting data + the arm's CHGNet labels as source `{setup.label_source}`, "
+        f"a GP on the crystal features, without the feature extractor below {cfg.proxy.extractor_min_rows:,} rows, "
+        f"target standardised by at least {cfg.proxy.prior_std:g} eV/atom; "
         f"acquisition `{cfg.acquisition.kind}` beta {cfg.acquisition.beta}, reward temperature "
         f"{cfg.acquisition.temperature}, Crystal-GFN {cfg.gfn.train_steps} training steps per round warm-started "
         f"from the previous round, {cfg.selection.n_samples} samples, diverse novel batch); mean (the same with "
