@@ -139,7 +139,7 @@ class ProxySettings(Section):
     """Fewest training rows for the feature extractor; below, the kernel reads the features directly. An
     extractor fitted on a handful of rows maps every crystal next to them, and the proxy is sure of
     everything (fitted on the 5 MP entries of benchmarks/campaign.py's space, 90% coverage on CHGNet labels of
-random candidates about 0.5 with it, 0.9 without)."""
+    random candidates about 0.5 with it, 0.9 without)."""
     prior_std: float = Field(1.0, gt=0)
     """Spread of the target expected before any data, in target units (eV/atom, eV): the target is
     standardised by at least this, so a few similar labels (a small space's stable entries) do not shrink

@@ -103,19 +103,20 @@ def test_save_and_load_give_the_same_predictions(problem, tmp_path: Path) -> Non
         Proxy.load(tmp_path)
 
 
-def few_similar_labels() -> tuple[TrainingSet, CrystalBatch]:
-    """Six crystals labelled -2 +- 0.05 eV/atom (a small space's stable entries) and 200 unlike them."""
+@pytest.fixture(scope="module")
+def few_similar_labels() -> tuple[TrainingSet, CrystalBatch, Proxy]:
+    """Six crystals labelled -2 +- 0.05 eV/atom (a small space's stable entries), 200 unlike them, and the
+    proxy fitted on the six with the test settings."""
     batch = random_crystals(206, seed=7)
     values = -2.0 + 0.05 * torch.randn(6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     train = TrainingSet("formation_energy_per_atom", batch[:6], values, torch.zeros(6, dtype=torch.long), ("dft",),
                         tuple(map(str, range(6))))
-    return train, batch[6:]
+    return train, batch[6:], fit_proxy(train, SETTINGS, seed=0)
 
 
-def test_a_proxy_of_a_few_similar_labels_stays_uncertain_elsewhere(tmp_path: Path) -> None:
+def test_a_proxy_of_a_few_similar_labels_stays_uncertain_elsewhere(few_similar_labels, tmp_path: Path) -> None:
     """The prior scale, not the labels' own 0.05 eV/atom spread, sets the uncertainty about unlike crystals."""
-    train, elsewhere = few_similar_labels()
-    proxy = fit_proxy(train, SETTINGS, seed=0)
+    train, elsewhere, proxy = few_similar_labels
     assert proxy.hidden_dims == []  # 6 rows are far fewer than extractor_min_rows
     _, std = proxy.predict(elsewhere)
     assert 0.5 * SETTINGS.prior_std < float(std.median()) < 1.5 * SETTINGS.prior_std
@@ -126,13 +127,13 @@ def test_a_proxy_of_a_few_similar_labels_stays_uncertain_elsewhere(tmp_path: Pat
         torch.testing.assert_close(a, b)
 
 
-def test_the_feature_extractor_needs_enough_rows() -> None:
+def test_the_feature_extractor_needs_enough_rows(few_similar_labels) -> None:
     """On six rows an extractor maps every crystal next to them: the proxy would be sure of everything."""
-    train, elsewhere = few_similar_labels()
+    train, elsewhere, proxy = few_similar_labels
     with_extractor = fit_proxy(train, SETTINGS.model_copy(update={"extractor_min_rows": 6}), seed=0)
     assert with_extractor.hidden_dims == SETTINGS.hidden_dims
     _, collapsed = with_extractor.predict(elsewhere)
-    _, std = fit_proxy(train, SETTINGS, seed=0).predict(elsewhere)
+    _, std = proxy.predict(elsewhere)
     assert float(collapsed.median()) < float(std.median()) / 4
 
 
