@@ -155,8 +155,9 @@ class Proxy:
             state = torch.load(directory / WEIGHTS, weights_only=True)
             settings = ProxySettings.model_validate(meta["settings"])
             n_inputs = len(meta["feature_mean"]) + len(meta["sources"])
+            hidden_dims = meta.get("hidden_dims", settings.hidden_dims)  # saved before the key: always the settings'
             model = _build(torch.zeros(meta["inducing_points"], n_inputs, dtype=DTYPE), len(meta["sources"]), settings,
-                           meta["hidden_dims"])
+                           hidden_dims)
             model.load_state_dict(state, keep_transforms=False)  # botorch would re-fit transforms from training targets a variational model does not keep
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             raise ProxyError(f"{directory}: not a saved proxy ({type(err).__name__}: {err})") from None

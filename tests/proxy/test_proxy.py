@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from aloop.config import ProxySettings
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, ProxyError, calibration, fit_proxy
-from aloop.proxy.proxy import _recalibrate
+from aloop.proxy.proxy import META, _recalibrate
 from aloop.space.crystal import CrystalBatch
 
 from .conftest import NOISE, OFFSET, SETTINGS, labelled, random_crystals
@@ -101,6 +102,18 @@ def test_save_and_load_give_the_same_predictions(problem, tmp_path: Path) -> Non
         torch.testing.assert_close(a, b)
     with pytest.raises(ProxyError, match="not a saved proxy"):
         Proxy.load(tmp_path)
+
+
+def test_a_proxy_saved_before_hidden_dims_was_recorded_still_loads(problem, tmp_path: Path) -> None:
+    """Earlier rounds' proxies (and their MLflow models) always used the settings' extractor widths."""
+    proxy, _, batch = problem
+    proxy.save(tmp_path)
+    meta_file = tmp_path / META
+    meta = json.loads(meta_file.read_text())
+    assert meta.pop("hidden_dims") == proxy.hidden_dims == SETTINGS.hidden_dims
+    meta_file.write_text(json.dumps(meta))
+    for a, b in zip(Proxy.load(tmp_path).predict(batch), proxy.predict(batch), strict=True):
+        torch.testing.assert_close(a, b)
 
 
 @pytest.fixture(scope="module")
