@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
 
-.PHONY: install round test ui bench clean
+.PHONY: install round test test-slow ui bench clean
 
 install: $(STAMP)
 
@@ -21,6 +21,10 @@ round: install
 
 test: install
 	$(BIN)/pytest -q
+
+# The end-to-end tests marked slow, deselected by `make test`.
+test-slow: install
+	$(BIN)/pytest -q -m slow
 
 ui: install
 	$(BIN)/aloop ui --config $(CONFIG)

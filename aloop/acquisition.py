@@ -25,10 +25,28 @@ from botorch.sampling import SobolQMCNormalSampler
 
 from aloop.config import AcquisitionSettings
 from aloop.proxy import Proxy
+from aloop.proxy.proxy import CHUNK
 from aloop.space import CrystalBatch
 
-CHUNK = 4096
 MC_SAMPLES = 64
+
+
+def gap_closeness(band_gap: torch.Tensor, target: float) -> torch.Tensor:
+    """``-|gap - target|`` (eV): how a band gap is scored, higher is better."""
+    return -(band_gap - target).abs()
+
+
+def best_observed(values: torch.Tensor, settings: AcquisitionSettings, *, target: str) -> float:
+    """The best label so far on the acquisition's scale (``best_f``).
+
+    Args:
+        values: ``(N,)`` labels of the training set (eV/atom or eV).
+        target: ``formation_energy_per_atom`` (best: the lowest) or ``band_gap`` (best: the
+            largest ``gap_closeness`` to ``settings.band_gap_target``).
+    """
+    if target == "band_gap":
+        return float(gap_closeness(values, settings.band_gap_target).max())
+    return float(values.min())
 
 
 def acquisition_function(proxy: Proxy, settings: AcquisitionSettings, *, target: str,
@@ -38,8 +56,7 @@ def acquisition_function(proxy: Proxy, settings: AcquisitionSettings, *, target:
     Args:
         target: ``formation_energy_per_atom`` (minimised) or ``band_gap`` (closeness to
             ``settings.band_gap_target``).
-        best_f: best value so far on the acquisition's scale: the lowest formation energy,
-            or the largest ``-|gap - target|``.
+        best_f: best value so far on the acquisition's scale (``best_observed``).
     """
     model = proxy.model
     if target == "formation_energy_per_atom":
@@ -49,7 +66,7 @@ def acquisition_function(proxy: Proxy, settings: AcquisitionSettings, *, target:
             return LogExpectedImprovement(model, best_f=best_f, maximize=False)
         return PosteriorMean(model, maximize=False)
     gap = settings.band_gap_target
-    objective = GenericMCObjective(lambda samples, X=None: -(samples[..., 0] - gap).abs())
+    objective = GenericMCObjective(lambda samples, X=None: gap_closeness(samples[..., 0], gap))
     sampler = SobolQMCNormalSampler(torch.Size([MC_SAMPLES]), seed=0)
     if settings.kind == "ucb":
         return qUpperConfidenceBound(model, beta=settings.beta, sampler=sampler, objective=objective)

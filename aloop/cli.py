@@ -95,7 +95,7 @@ def labels_import(file: Path, config_path: Path, overrides: tuple[str, ...]) -> 
     Rejected rows are printed as `line N: reason`. Exit status 0: every row stored;
     1: some rows rejected, the valid ones stored; 2: file unreadable, nothing stored.
     """
-    from aloop.labels import LabelsFileError, import_labels
+    from aloop.label_files import LabelsFileError, import_labels
 
     cfg = resolve_config(config_path, overrides)
     store = open_configured_store(cfg)
@@ -117,7 +117,7 @@ def labels_import(file: Path, config_path: Path, overrides: tuple[str, ...]) -> 
 @set_option
 def labels_export(out: Path | None, config_path: Path, overrides: tuple[str, ...]) -> None:
     """Write the campaign's labels as CSV in the import format."""
-    from aloop.labels import export_labels
+    from aloop.label_files import export_labels
 
     cfg = resolve_config(config_path, overrides)
     store = open_configured_store(cfg)
@@ -136,13 +136,13 @@ def status(config_path: Path, overrides: tuple[str, ...]) -> None:
     """Show the campaign: rounds with their stage, candidates by state, labels by source and property."""
     from rich.console import Console
 
-    from aloop.status import print_summary, summarize_campaign
+    from aloop.status import campaign_status, print_status
 
     cfg = resolve_config(config_path, overrides)
     store = open_configured_store(cfg)
     with store.session() as session:
-        summary = summarize_campaign(session, cfg.campaign)
-    print_summary(summary, Console(), database=store.display_url)
+        status = campaign_status(session, cfg.campaign)
+    print_status(status, Console(), database=store.display_url)
 
 
 @main.command("round")
@@ -152,61 +152,77 @@ def status(config_path: Path, overrides: tuple[str, ...]) -> None:
 def round_command(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
     """Run one round (or resume the unfinished one): proxy, Crystal-GFN, batch, MLflow, oracle.
 
-    Exit codes: 0 round done or waiting for review, 2 config error, 3 another round holds
-    the campaign's lock.
+    Exit codes: 0 round done or waiting for review, 2 config error (oracle settings
+    included), 3 another round holds the campaign's lock.
     """
     from rich.console import Console
 
+    from aloop.oracle import OracleError
+    from aloop.report import print_report
     from aloop.round import run_round
     from aloop.store import LockHeld
-    from aloop.summary import print_summary
 
     cfg = resolve_config(config_path, overrides)
     console = Console(stderr=True)
     try:
-        summary = run_round(cfg, progress=not quiet, console=console)
+        report = run_round(cfg, progress=not quiet, console=console)
+    except OracleError as err:
+        click.echo(f"aloop: config error\n{err}", err=True)
+        sys.exit(2)
     except LockHeld as err:
         click.echo(f"aloop: another round is running: {err}", err=True)
         sys.exit(3)
-    print_summary(summary, Console())
+    print_report(report, Console())
 
 
 @main.command("submit")
 @config_option
 @set_option
-def submit(config_path: Path, overrides: tuple[str, ...]) -> None:
-    """Read review tags from MLflow and label the approved candidates with the oracle."""
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
+    """Label the approved candidates now, without a new round.
+
+    Reads the review tags from MLflow (approved and rejected candidates move on), sends the
+    approved candidates to the configured oracle, collects jobs still pending and stores
+    the labels. Exit codes: 0 done (also when there is nothing to label), 2 config or
+    oracle settings error, 3 a round of the campaign is running.
+    """
     from rich.console import Console
 
-    from aloop.executor import open_executor
-    from aloop.labelling import label_candidates
-    from aloop.oracle import load_oracle
-    from aloop.review import apply_reviews, mirror_states
-    from aloop.round import known_compounds
-    from aloop.store import LockHeld, RoundLock, get_or_create_campaign
+    from aloop.labelling import label_approved
+    from aloop.oracle import OracleError, validate_settings
+    from aloop.store import LockHeld, RoundLock, find_campaign
     from aloop.tracking import client_for
 
     cfg = resolve_config(config_path, overrides)
-    store = open_configured_store(cfg)
     try:
-        with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s), \
-                open_executor(kind=cfg.oracle.executor, scheduler_address=cfg.oracle.scheduler_address,
-                              max_workers=cfg.oracle.workers) as executor:
-            with store.session() as session:
-                campaign_id = get_or_create_campaign(session, cfg.campaign).id
-            client = client_for(cfg.tracking_uri)
-            outcome = apply_reviews(store, client, campaign_id=campaign_id)
-            Console().print(f"reviews: {outcome.approved} approved, {outcome.rejected} rejected, "
-                            f"{outcome.pending} pending")
-            oracle = load_oracle(cfg.oracle.name, cfg.oracle.settings, executor=executor)
-            report = label_candidates(store, cfg.campaign, oracle, wait=cfg.oracle.wait,
-                                      poll_interval_s=cfg.oracle.poll_interval_s, progress=True,
-                                      hull=known_compounds(cfg))
-            mirror_states(store, client, campaign_id=campaign_id)
+        validate_settings(cfg.oracle.name, cfg.oracle.settings)
+    except OracleError as err:
+        click.echo(f"aloop: config error\n{err}", err=True)
+        sys.exit(2)
+    store = open_configured_store(cfg)
+    with store.session() as session:
+        campaign = find_campaign(session, cfg.campaign)
+        campaign_id = None if campaign is None else campaign.id
+    console = Console()
+    if campaign_id is None:
+        console.print(f"campaign {cfg.campaign!r} has no candidates in {store.display_url}: nothing to label")
+        return
+    try:
+        with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s):
+            report = label_approved(store, client_for(cfg.tracking_uri), campaign_id=campaign_id,
+                                    settings=cfg.oracle, progress=not quiet)
     except LockHeld as err:
         click.echo(f"aloop: another round is running: {err}", err=True)
         sys.exit(3)
-    Console().print(f"labelling: {report}")
+    reviews, labelling = report.reviews, report.labelling
+    console.print(f"reviews: {reviews.approved} approved, {reviews.rejected} rejected, {reviews.pending} pending")
+    if not (labelling.submitted or labelling.labelled or labelling.failed or labelling.pending):
+        console.print("nothing to label: no approved candidates and no pending oracle jobs")
+        return
+    console.print(f"{cfg.oracle.name}: {labelling.submitted} submitted, {labelling.labelled} labelled, "
+                  f"{labelling.failed} failed, {labelling.pending} still pending"
+                  + (f", {labelling.resubmitted} resubmitted" if labelling.resubmitted else ""))
 
 
 def parse_ids(text: str, option: str) -> list[int] | str:

@@ -34,6 +34,8 @@ CRYSTAL_LATTICE_SYSTEMS = (
     "cubic",
 )
 """The 8 crystal-lattice systems: trigonal groups split by their lattice (R vs P)."""
+POINT_SYMMETRIES = ("centrosymmetric", "non_centrosymmetric_polar", "non_centrosymmetric_non_polar")
+"""Point-symmetry classes: with inversion; without inversion but polar; neither."""
 
 
 class ConfigError(ValueError):
@@ -84,8 +86,7 @@ class SpaceSettings(Section):
     min_elements: int = Field(2, gt=0, le=8)
     """At least this many distinct elements: 2 leaves out elemental crystals (their E_f is 0 by definition)."""
     lattice_systems: list[Literal[CRYSTAL_LATTICE_SYSTEMS]] | None = None  # type: ignore[valid-type]
-    point_symmetries: list[Literal["centrosymmetric", "non_centrosymmetric_polar",
-                                   "non_centrosymmetric_non_polar"]] | None = None
+    point_symmetries: list[Literal[POINT_SYMMETRIES]] | None = None  # type: ignore[valid-type]
     space_groups: list[int] | None = None
     lattice: LatticeSettings = LatticeSettings()
 

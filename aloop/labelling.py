@@ -16,10 +16,14 @@ losing or repeating a label:
 
 Labels are keyed by (candidate, oracle, property), so storing one twice keeps one row.
 
+``label_approved`` is what the round and ``aloop submit`` call: it applies the reviews left
+in MLflow, opens the configured executor and oracle, labels, and mirrors the candidates'
+states back to MLflow.
+
 Example:
-    >>> with open_oracle(config.oracle) as oracle:  # doctest: +SKIP
-    ...     label_candidates(store, config.campaign, oracle, wait=config.oracle.wait)
-    LabellingReport(submitted=32, labelled=30, failed=2, pending=0, resubmitted=0)
+    >>> label_approved(store, client, campaign_id=1, settings=config.oracle)  # doctest: +SKIP
+    SubmitReport(reviews=ReviewOutcome(approved=32, rejected=0, pending=0),
+                 labelling=LabellingReport(submitted=32, labelled=30, failed=2, pending=0, resubmitted=0))
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlflow.tracking import MlflowClient
 from pymatgen.core import Composition, Structure
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -41,14 +46,15 @@ from aloop.config import OracleSettings
 from aloop.data import MPQuery, load_cache
 from aloop.executor import open_executor
 from aloop.oracle import Failed, Labelled, Lost, Oracle, OracleInput, Result, ThermoOracle, load_oracle
+from aloop.review import ReviewOutcome, apply_reviews, mirror_states
 from aloop.space.structure import StructureError, to_structure
 from aloop.store import (
+    Campaign,
     Candidate,
     Label,
     Material,
     Store,
     candidates,
-    get_or_create_campaign,
     get_or_create_material,
     pending_jobs,
     record_job,
@@ -78,14 +84,42 @@ class LabellingReport:
     resubmitted: int
 
 
-def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool = True,
+@dataclass(frozen=True)
+class SubmitReport:
+    """What ``label_approved`` did: the reviews it applied, then the labelling."""
+
+    reviews: ReviewOutcome
+    labelling: LabellingReport
+
+
+def label_approved(store: Store, client: MlflowClient, *, campaign_id: int, settings: OracleSettings,
+                   hull: HullEntries = (), progress: bool = False) -> SubmitReport:
+    """Apply the reviews left in MLflow, label the approved candidates (and collect pending jobs)
+    with the configured oracle on its executor, and mirror the candidates' states to MLflow.
+
+    Args:
+        settings: ``oracle`` of the config: which oracle, its settings, executor and whether to wait.
+        hull: known compounds for the hull (see ``label_candidates``).
+
+    Raises:
+        OracleError: unknown oracle or bad ``oracle.settings``.
+    """
+    reviews = apply_reviews(store, client, campaign_id=campaign_id)
+    with open_oracle(settings) as oracle:
+        report = label_candidates(store, campaign_id, oracle, wait=settings.wait,
+                                  poll_interval_s=settings.poll_interval_s, progress=progress, hull=hull)
+    mirror_states(store, client, campaign_id=campaign_id)
+    return SubmitReport(reviews, report)
+
+
+def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bool = True,
                      poll_interval_s: float = 1.0, progress: bool = False,
                      hull: HullEntries = ()) -> LabellingReport:
     """Label the campaign's approved candidates (and collect its pending jobs) with ``oracle``.
 
     Args:
         store: the experiment database.
-        campaign: campaign name.
+        campaign_id: the campaign's id in ``store``.
         oracle: any ``Oracle``; a ``ThermoOracle`` also gets formation energy and hull labels.
         wait: poll until no job is pending; ``False`` polls once (queued DFT).
         poll_interval_s: pause between polls that found nothing new.
@@ -93,19 +127,19 @@ def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool 
         hull: known compounds (e.g. ``mp_hull_entries``) that join the oracle's own labels
             on the hull, placed on the oracle's scale through its elemental references.
     """
-    failed = _prepare(store, campaign, oracle)
-    submitted, rejected = _submit(store, oracle, _approved(store, campaign))
+    failed = _prepare(store, campaign_id, oracle)
+    submitted, rejected = _submit(store, oracle, _approved(store, campaign_id))
     failed += rejected
     if isinstance(oracle, ThermoOracle):
-        _references(store, campaign, oracle, _pending_elements(store, campaign, oracle))
+        _references(store, campaign_id, oracle, _pending_elements(store, campaign_id))
     labelled = resubmitted = 0
     bar = tqdm(desc=f"labelling with {oracle.name}", unit="job", disable=not progress)
-    while jobs := _pending(store, campaign, oracle):
+    while jobs := _pending(store, campaign_id, oracle):
         results = _poll(oracle, list(jobs))
         lost = {j: r for j, r in results.items() if isinstance(r, Lost)}
         done = {j: r for j, r in results.items() if isinstance(r, Labelled | Failed)}
         for job_id, result in done.items():
-            ok = _store_result(store, campaign, oracle, jobs[job_id], job_id, result, hull)
+            ok = _store_result(store, oracle, jobs[job_id], job_id, result, hull)
             labelled, failed = labelled + ok, failed + (not ok)
         _mark_lost(store, oracle, lost, jobs)
         again, rejected = _submit(store, oracle, _inputs(store, [jobs[j] for j in lost]))
@@ -116,7 +150,7 @@ def label_candidates(store: Store, campaign: str, oracle: Oracle, *, wait: bool 
         if not done and not lost:
             time.sleep(poll_interval_s)
     bar.close()
-    return LabellingReport(submitted, labelled, failed, len(_pending(store, campaign, oracle)), resubmitted)
+    return LabellingReport(submitted, labelled, failed, len(_pending(store, campaign_id, oracle)), resubmitted)
 
 
 def mp_hull_entries(query: MPQuery, *, cache_dir: Path) -> list[tuple[Composition, float]]:
@@ -145,11 +179,11 @@ def open_oracle(settings: OracleSettings) -> Iterator[Oracle]:
         yield load_oracle(settings.name, settings.settings, executor=executor)
 
 
-def _prepare(store: Store, campaign: str, oracle: Oracle) -> int:
+def _prepare(store: Store, campaign_id: int, oracle: Oracle) -> int:
     """Give approved candidates a structure; those pyxtal cannot fill fail here. Returns failures."""
     failures = 0
     with store.session() as session:
-        for candidate in candidates(session, get_or_create_campaign(session, campaign), state="approved"):
+        for candidate in candidates(session, session.get_one(Campaign, campaign_id), state="approved"):
             if candidate.cif is not None:
                 continue
             try:
@@ -161,9 +195,9 @@ def _prepare(store: Store, campaign: str, oracle: Oracle) -> int:
     return failures
 
 
-def _approved(store: Store, campaign: str) -> list[OracleInput]:
+def _approved(store: Store, campaign_id: int) -> list[OracleInput]:
     with store.session() as session:
-        rows = candidates(session, get_or_create_campaign(session, campaign), state="approved")
+        rows = candidates(session, session.get_one(Campaign, campaign_id), state="approved")
         return [_input(c) for c in rows]
 
 
@@ -201,10 +235,10 @@ def _submit(store: Store, oracle: Oracle, inputs: list[OracleInput]) -> tuple[in
     return len(inputs), 0 if error is None else len(inputs)
 
 
-def _pending(store: Store, campaign: str, oracle: Oracle) -> dict[str, int]:
+def _pending(store: Store, campaign_id: int, oracle: Oracle) -> dict[str, int]:
     """Pending job id -> candidate id."""
     with store.session() as session:
-        jobs = pending_jobs(session, get_or_create_campaign(session, campaign), oracle=oracle.name)
+        jobs = pending_jobs(session, session.get_one(Campaign, campaign_id), oracle=oracle.name)
         return {job.job_id: job.candidate_id for job in jobs}
 
 
@@ -224,7 +258,7 @@ def _mark_lost(store: Store, oracle: Oracle, lost: dict[str, Lost], jobs: dict[s
                        reason=result.reason)
 
 
-def _store_result(store: Store, campaign: str, oracle: Oracle, candidate_id: int, job_id: str,
+def _store_result(store: Store, oracle: Oracle, candidate_id: int, job_id: str,
                   result: Labelled | Failed, hull: HullEntries) -> bool:
     """Store one finished job in one transaction; returns whether it gave labels."""
     if isinstance(result, Labelled) and (bad := result.non_finite()):
@@ -241,8 +275,9 @@ def _store_result(store: Store, campaign: str, oracle: Oracle, candidate_id: int
         if result.energy_per_atom is not None:
             values["energy_per_atom"] = result.energy_per_atom
             if isinstance(oracle, ThermoOracle):
-                values |= _thermo(session, campaign, oracle, candidate, result.energy_per_atom, hull)
-                metadata["hull"] = (f"{oracle.name} elemental references + {oracle.name} labels of {campaign}"
+                values |= _thermo(session, oracle, candidate, result.energy_per_atom, hull)
+                metadata["hull"] = (f"{oracle.name} elemental references + {oracle.name} labels of "
+                                    f"{candidate.round.campaign.name}"
                                     + (f" + {len(hull)} Materials Project formation energies" if hull else ""))
         cif = result.structure.to(fmt="cif") if result.structure is not None else None
         for name, value in values.items():
@@ -263,11 +298,11 @@ def _fail(session: Session, candidate: Candidate, oracle: Oracle, reason: str, *
         transition(candidate, "failed")
 
 
-def _thermo(session: Session, campaign: str, oracle: ThermoOracle, candidate: Candidate,
-            energy_per_atom: float, hull: HullEntries) -> dict[str, float]:
+def _thermo(session: Session, oracle: ThermoOracle, candidate: Candidate, energy_per_atom: float,
+            hull: HullEntries) -> dict[str, float]:
     """Formation energy and energy above the hull of the oracle's references, labels and ``hull`` (eV/atom)."""
     composition = candidate.crystal.composition
-    references = _cached_references(session, campaign, oracle)
+    references = _cached_references(session, candidate.campaign_id, oracle)
     if any(el.symbol not in references for el in composition.elements):
         return {}
     known = [(Composition(formula), value) for formula, value in session.execute(
@@ -281,23 +316,22 @@ def _thermo(session: Session, campaign: str, oracle: ThermoOracle, candidate: Ca
             "e_above_hull": e_above_hull(composition, energy_per_atom, references=references, known=known)}
 
 
-def _pending_elements(store: Store, campaign: str, oracle: Oracle) -> set[str]:
+def _pending_elements(store: Store, campaign_id: int) -> set[str]:
     with store.session() as session:
-        rows = candidates(session, get_or_create_campaign(session, campaign), state="submitted")
+        rows = candidates(session, session.get_one(Campaign, campaign_id), state="submitted")
         return {el.symbol for c in rows for el in Composition(c.formula).elements}
 
 
-def _cached_references(session: Session, campaign: str, oracle: Oracle) -> dict[str, float]:
-    campaign_id = get_or_create_campaign(session, campaign).id
+def _cached_references(session: Session, campaign_id: int, oracle: Oracle) -> dict[str, float]:
     rows = session.execute(select(Material.formula, Label.value).join(Label, Label.material_id == Material.id).where(
         Material.campaign_id == campaign_id, Label.oracle == oracle.name, Label.property == REFERENCE_PROPERTY))
     return {Composition(formula).elements[0].symbol: value for formula, value in rows}
 
 
-def _references(store: Store, campaign: str, oracle: ThermoOracle, elements: set[str]) -> None:
+def _references(store: Store, campaign_id: int, oracle: ThermoOracle, elements: set[str]) -> None:
     """Compute (once per campaign and oracle) and cache the missing elemental references."""
     with store.session() as session:
-        missing = sorted(elements - set(_cached_references(session, campaign, oracle)))
+        missing = sorted(elements - set(_cached_references(session, campaign_id, oracle)))
     if not missing:
         return
     try:
@@ -307,9 +341,9 @@ def _references(store: Store, campaign: str, oracle: ThermoOracle, elements: set
                       stacklevel=2)
         return
     with store.session() as session:
-        campaign_row = get_or_create_campaign(session, campaign)
+        campaign = session.get_one(Campaign, campaign_id)
         for element, energy in energies.items():
-            material = get_or_create_material(session, campaign_row, composition=Composition(element),
+            material = get_or_create_material(session, campaign, composition=Composition(element),
                                               source=REFERENCE_SOURCE)
             upsert_label(session, material_id=material.id, oracle=oracle.name, fidelity=oracle.fidelity,
                          property=REFERENCE_PROPERTY, value=energy,

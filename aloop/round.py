@@ -2,19 +2,22 @@
 
 collect finished oracle jobs and reviews -> training set (Materials Project + labels;
 a space-filling design labelled by the oracle when there is nothing) -> fit the proxy
-and log its calibration -> acquisition reward -> train the Crystal-GFN, warm-started
-from the previous round -> sample -> select a valid, novel, diverse batch -> log it to
-MLflow -> review gate -> label the approved candidates with the oracle -> summary.
+and log its calibration -> train the Crystal-GFN on the acquisition reward, warm-started
+from the previous round -> propose: sample and choose a valid, novel, diverse batch ->
+store it -> log it to MLflow -> review gate -> label the approved candidates with the
+oracle -> report.
 
 Each stage's output is persisted (store rows, files in the round's folder, MLflow runs)
 and the last stage completed is recorded on the round row, so a killed round continues
-at the first unfinished stage, with the same seeds and no duplicated rows.
+at the first unfinished stage, with the same seeds and no duplicated rows. The stages'
+work is done by the modules named after it (``aloop.data``, ``aloop.proxy``,
+``aloop.proposal``, ``aloop.tracking``, ``aloop.review``, ``aloop.labelling``); this module
+runs them in order and persists around them.
 """
 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,36 +26,30 @@ from typing import TypeVar
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
+from pymatgen.core import Structure
 from rich.console import Console
-from sqlalchemy import select
 
 from aloop import tracking
-from aloop.acquisition import acquisition_values, log_reward_fn
 from aloop.config import Config
-from aloop.data import Entries, MPQuery, TrainingSet, load_cache, read_local, to_training_set
-from aloop.executor import open_executor
-from aloop.gfn import CheckpointError, CrystalEnv, build_policy, load_checkpoint, save_checkpoint, train
-from aloop.gfn import sample as sample_crystals
-from aloop.labelling import label_candidates
-from aloop.oracle import Oracle, load_oracle
+from aloop.data import TrainingSet
+from aloop.data.assembly import Assembly, assemble_training_set
+from aloop.data.cold_start import initial_design
+from aloop.gfn import CrystalEnv, CrystalPolicy, load_checkpoint, save_checkpoint
+from aloop.labelling import SubmitReport, label_approved
+from aloop.oracle import validate_settings
 from aloop.plots import plot_predicted_distribution, plot_reward_histogram, plot_training_curves
+from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
 from aloop.proxy import Proxy, calibration, fit_proxy, plot_calibration
-from aloop.review import apply_reviews, approve_round, mirror_states
-from aloop.selection import (KnownMaterials, farthest_point_indices, nearest_distance, placed_structure,
-                             select_diverse)
+from aloop.report import RoundReport, round_report
+from aloop.review import apply_reviews, approve_round
+from aloop.selection import KnownMaterials, nearest_distance
 from aloop.space import CrystalBatch, CrystalSpace, diversity_report, plot_diversity
-from aloop.space import valid_mask
 from aloop.space.features import featurize
-from aloop.store import (Candidate, NewCandidate, RoundLock, Store, add_candidates, get_or_create_campaign,
-                         labelled_data, latest_round, open_store, start_round)
-from aloop.store.models import Round
-from aloop.summary import RoundSummary, summarise
+from aloop.store import (Campaign, NewCandidate, Round, RoundLock, Store, add_candidates, candidate_structures,
+                         get_or_create_campaign, latest_round, open_store, start_round)
 
 T = TypeVar("T")
 
-DESIGN_SPARE = 3
-"""The cold-start design is picked from this many times its size of farthest-point crystals,
-in farthest-point order, skipping those whose atoms cannot be placed."""
 STAGES = ("collected", "designed", "trained_proxy", "trained_generator", "sampled", "selected",
           "logged", "reviewed", "labelled", "done")
 """Stages in order; ``Round.stage`` holds the last one completed."""
@@ -104,37 +101,36 @@ class RoundContext:
         return result
 
 
-def run_round(cfg: Config, *, progress: bool = True, console: Console | None = None) -> RoundSummary:
-    """Run (or resume) one round of the campaign in ``cfg`` and return its summary.
+def run_round(cfg: Config, *, progress: bool = True, console: Console | None = None) -> RoundReport:
+    """Run (or resume) one round of the campaign in ``cfg`` and return its report.
 
     Raises:
         LockHeld: another round of this campaign is running on the same database.
+        OracleError: unknown oracle or bad ``oracle.settings`` (before anything is written).
     """
     console = console or Console(stderr=True)
+    validate_settings(cfg.oracle.name, cfg.oracle.settings)
     space = CrystalSpace.from_settings(cfg.space)
     store = open_store(cfg.db_url)
-    with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s), \
-            open_executor(kind=cfg.oracle.executor, scheduler_address=cfg.oracle.scheduler_address,
-                          max_workers=cfg.oracle.workers) as executor:
-        oracle = load_oracle(cfg.oracle.name, cfg.oracle.settings, executor=executor)
+    with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s):
         ctx = open_round(cfg, store, space, console=console, progress=progress)
-        ctx.run("collected", lambda: collect(ctx, oracle), lambda: None)
-        ctx.run("designed", lambda: label_initial_design(ctx, oracle), lambda: None)
-        training = training_data(ctx)
+        ctx.run("collected", lambda: collect(ctx), lambda: None)
+        assembly = ctx.run("designed", lambda: label_initial_design(ctx), lambda: None)
+        training = training_data(ctx, assembly)
         proxy = ctx.run("trained_proxy", lambda: train_proxy(ctx, training), lambda: Proxy.load(ctx.workdir / "proxy"))
-        reward = log_reward_fn(proxy, cfg.acquisition, target=cfg.proxy.target, best_f=best_observed(ctx, training))
         env = CrystalEnv.from_space(space, cfg.gfn)
-        policy = ctx.run("trained_generator", lambda: train_generator(ctx, env, reward),
+        policy = ctx.run("trained_generator", lambda: train_gfn(ctx, env, proxy, training),
                          lambda: load_checkpoint(ctx.workdir / "gfn.pt", env, settings=cfg.gfn))
-        samples = ctx.run("sampled", lambda: sample(ctx, env, policy, reward), lambda: load_samples(ctx))
-        ctx.run("selected", lambda: select_batch(ctx, samples, proxy, training), lambda: None)
+        proposal = ctx.run("sampled", lambda: propose(ctx, training, proxy, env, policy),
+                           lambda: Proposal.load(ctx.workdir / "proposal.pt"))
+        ctx.run("selected", lambda: store_batch(ctx, proposal, training), lambda: None)
         ctx.run("logged", lambda: log_batch(ctx, training), lambda: None)
         ctx.run("reviewed", lambda: review(ctx), lambda: None)
-        if not awaiting_review(ctx):
-            ctx.run("labelled", lambda: label(ctx, oracle), lambda: None)
+        if not waiting_for_review(ctx):
+            ctx.run("labelled", lambda: label(ctx), lambda: None)
             ctx.run("done", lambda: finish(ctx), lambda: None)
-        return summarise(ctx.store, ctx.client, campaign_id=ctx.campaign_id, round_id=ctx.round_id,
-                         run_id=ctx.run_id, timings=ctx.timings, tracking_uri=cfg.tracking_uri)
+        return round_report(ctx.store, ctx.client, campaign_id=ctx.campaign_id, round_id=ctx.round_id,
+                            run_id=ctx.run_id, timings=ctx.timings, tracking_uri=cfg.tracking_uri)
 
 
 def open_round(cfg: Config, store: Store, space: CrystalSpace, *, console: Console, progress: bool) -> RoundContext:
@@ -164,110 +160,52 @@ def open_round(cfg: Config, store: Store, space: CrystalSpace, *, console: Conso
     return ctx
 
 
-def collect(ctx: RoundContext, oracle: Oracle) -> None:
+def collect(ctx: RoundContext) -> None:
     """Act on reviews left in MLflow and store results of jobs still running from earlier rounds."""
-    outcome = apply_reviews(ctx.store, ctx.client, campaign_id=ctx.campaign_id)
-    if outcome.approved or outcome.rejected:
-        ctx.console.print(f"reviews read from MLflow: {outcome.approved} approved, {outcome.rejected} rejected, "
-                          f"{outcome.pending} still pending")
-    label_candidates(ctx.store, ctx.cfg.campaign, oracle, wait=ctx.cfg.oracle.wait,
-                     poll_interval_s=ctx.cfg.oracle.poll_interval_s, progress=ctx.progress)
+    reviews = label(ctx).reviews
+    if reviews.approved or reviews.rejected:
+        ctx.console.print(f"reviews read from MLflow: {reviews.approved} approved, {reviews.rejected} rejected, "
+                          f"{reviews.pending} still pending")
 
 
-def label_initial_design(ctx: RoundContext, oracle: Oracle) -> None:
+def label_initial_design(ctx: RoundContext) -> Assembly | None:
     """Cold start: with no training data at all, label a space-filling design of valid crystals.
 
-    A rerun of the stage (a killed round) finds the design it stored and labels what is left of it.
+    Returns the training data when there is some (no design needed). A rerun of the stage
+    (a killed round) finds the design it stored and labels what is left of it.
     """
-    if not has_candidates(ctx) and not store_initial_design(ctx, oracle):
-        return
+    with ctx.store.session() as session:
+        designed = bool(session.get_one(Round, ctx.round_id).candidates)
+    if not designed:
+        assembly = assemble(ctx)
+        size = ctx.cfg.data.cold_start_size
+        if assembly.training is not None or not size:
+            return assembly
+        ctx.console.print(f"no training data (no Materials Project key or cache, no labels): labelling a "
+                          f"space-filling design of {size} crystals with {ctx.cfg.oracle.name}")
+        design = initial_design(ctx.space, ctx.cfg.gfn, size, seed=ctx.seed("designed"))
+        with ctx.store.session() as session:
+            add_candidates(session, session.get_one(Round, ctx.round_id),
+                           [NewCandidate(crystal, cif=structure.to(fmt="cif")) for crystal, structure in design])
     approve_round(ctx.store, ctx.client, round_id=ctx.round_id)
-    label(ctx, oracle)
+    label(ctx)
+    return None
 
 
-def has_candidates(ctx: RoundContext) -> bool:
-    with ctx.store.session() as session:
-        return session.scalar(select(Candidate.id).where(Candidate.round_id == ctx.round_id).limit(1)) is not None
+def assemble(ctx: RoundContext) -> Assembly:
+    return assemble_training_set(ctx.store, ctx.campaign_id, space=ctx.space, settings=ctx.cfg.data,
+                                 target=ctx.cfg.proxy.target, seed=ctx.cfg.seed)
 
 
-def store_initial_design(ctx: RoundContext, oracle: Oracle) -> bool:
-    """Store the space-filling design as candidates when there is no data; ``False`` when there is."""
-    data, _ = assemble_training_set(ctx)
-    if data is not None or not ctx.cfg.data.cold_start_size:
-        return False
-    size = ctx.cfg.data.cold_start_size
-    ctx.console.print(f"no training data (no Materials Project key or cache, no labels): labelling a "
-                      f"space-filling design of {size} crystals with {oracle.name}")
-    env = CrystalEnv.from_space(ctx.space, ctx.cfg.gfn)
-    pool = sample_crystals(env, build_policy(env, ctx.cfg.gfn), max(50 * size, 1000), seed=ctx.seed("designed"))
-    pool = pool.to("cpu")
-    pool = pool[valid_mask(pool, ctx.space)]
-    order = farthest_point_indices(featurize(pool), DESIGN_SPARE * size, seed=ctx.seed("designed"))
-    design = []
-    for crystal in pool[order].to_crystals():  # the most spread first; those pyxtal cannot fill are passed over
-        if (structure := placed_structure(crystal)) is not None:
-            design.append(NewCandidate(crystal, cif=structure.to(fmt="cif")))
-        if len(design) == size:
-            break
-    with ctx.store.session() as session:
-        add_candidates(session, session.get_one(Round, ctx.round_id), design)
-    return True
-
-
-def assemble_training_set(ctx: RoundContext) -> tuple[TrainingSet | None, dict[str, int]]:
-    """Materials Project (cache, local folder) and every label in the store, inside the space.
-
-    Returns:
-        the training set (``None`` when there is no data at all) and the entries dropped
-        by reason (outside the space, missing target, ...).
-    """
-    cfg, target = ctx.cfg, ctx.cfg.proxy.target
-    sources = [e for e in (load_cache(MPQuery.from_settings(cfg.space, cfg.data.mp), cache_dir=Path(cfg.data.mp.cache_dir)),
-                           read_local(Path(cfg.data.local_path)) if cfg.data.local_path else None) if e is not None]
-    sources += store_entries(ctx, target)
-    conversions = [to_training_set(entries, target=target, space=ctx.space) for entries in sources if len(entries)]
-    dropped: Counter = Counter()
-    for conversion in conversions:
-        dropped.update(conversion.dropped)
-    kept = [c.training for c in conversions if len(c.training)]
-    if not kept:
-        return None, dict(dropped)
-    data = TrainingSet.concat(kept)
-    if cfg.data.max_entries and len(data) > cfg.data.max_entries:
-        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(cfg.seed))
-        data = data.subset(order[: cfg.data.max_entries].sort().values)
-    return data, dict(dropped)
-
-
-def store_entries(ctx: RoundContext, target: str) -> list[Entries]:
-    """The campaign's ``target`` labels with a crystal, one ``Entries`` per oracle (its own fidelity).
-
-    Ordered by crystal, not by when the labels arrived: oracle jobs finishing in another
-    order (several workers, a resumed round) give the same training set and the same round.
-    """
-    with ctx.store.session() as session:
-        points = sorted((p for p in labelled_data(session, get_or_create_campaign(session, ctx.cfg.campaign),
-                                                  property=target) if p.crystal is not None),
-                        key=lambda p: (p.crystal.canonical_hash, p.value))
-    by_oracle: dict[str, list] = {}
-    for point in points:
-        by_oracle.setdefault(point.oracle, []).append(point)
-    return [Entries(source=oracle, ids=tuple(f"{oracle}-{i}" for i in range(len(rows))),
-                    crystals=CrystalBatch.from_crystals([p.crystal for p in rows], ctx.space.elements),
-                    properties={target: np.array([p.value for p in rows], dtype=np.float64)})
-            for oracle, rows in sorted(by_oracle.items())]
-
-
-def training_data(ctx: RoundContext) -> TrainingSet:
-    """The training set of this round; an error saying what to do when there is none."""
-    data, dropped = assemble_training_set(ctx)
-    if data is None:
+def training_data(ctx: RoundContext, assembly: Assembly | None) -> TrainingSet:
+    """This round's training set (``assembly``, or assembled now); an error saying what to do when there is none."""
+    assembly = assembly or assemble(ctx)
+    if assembly.training is None:
         raise RuntimeError(f"no {ctx.cfg.proxy.target} labels to train the proxy on: set MP_API_KEY and run "
                            "`aloop data pull`, set data.local_path, import labels, or keep data.cold_start_size > 0 "
                            f"with an oracle that labels {ctx.cfg.proxy.target}")
-    counts = Counter(data.row_sources())
-    ctx.console.print(f"training data: {len(data)} entries ({dict(counts)}); dropped: {dropped or 'none'}")
-    return data
+    ctx.console.print(f"training data: {assembly.describe()}")
+    return assembly.training
 
 
 def train_proxy(ctx: RoundContext, data: TrainingSet) -> Proxy:
@@ -286,112 +224,71 @@ def train_proxy(ctx: RoundContext, data: TrainingSet) -> Proxy:
     return proxy
 
 
-def best_observed(ctx: RoundContext, data: TrainingSet) -> float:
-    """Best target value seen so far (lowest formation energy, or closest band gap to target)."""
-    y = data.values
-    if ctx.cfg.proxy.target == "band_gap":
-        return float(-(y - ctx.cfg.acquisition.band_gap_target).abs().min())
-    return float(y.min())
-
-
-def train_generator(ctx: RoundContext, env: CrystalEnv, reward: Callable[[CrystalBatch], torch.Tensor]):  # noqa: ANN201
-    """Train the Crystal-GFN against the reward, warm-started from the previous round's policy."""
-    previous = ctx.workdir.parent / f"round-{ctx.number - 1}" / "gfn.pt"
-    policy = build_policy(env, ctx.cfg.gfn)
-    if previous.exists():
-        try:
-            policy = load_checkpoint(previous, env, settings=ctx.cfg.gfn)
-            ctx.console.print(f"warm start from {previous}")
-        except CheckpointError as err:
-            ctx.console.print(f"[yellow]cold start of the generator: {err}[/yellow]")
-    history = train(env, policy, reward, steps=ctx.cfg.gfn.train_steps, settings=ctx.cfg.gfn, progress=ctx.progress)
+def train_gfn(ctx: RoundContext, env: CrystalEnv, proxy: Proxy, data: TrainingSet) -> CrystalPolicy:
+    """Train the Crystal-GFN on the acquisition reward, warm-started from the previous round's policy."""
+    generator = train_generator(env, generator_reward(proxy, data, ctx.cfg.acquisition), ctx.cfg.gfn,
+                                warm_start=ctx.workdir.parent / f"round-{ctx.number - 1}" / "gfn.pt",
+                                progress=ctx.progress)
+    ctx.console.print(f"generator: {generator.start}")
+    history = generator.history
     tracking.log_curve(ctx.client, ctx.run_id, "gfn_loss", history.loss)
     tracking.log_curve(ctx.client, ctx.run_id, "gfn_log_z", history.log_z)
     tracking.log_curve(ctx.client, ctx.run_id, "gfn_mean_log_reward", history.mean_log_reward)
     tracking.log_figure(ctx.client, ctx.run_id, plot_training_curves(history.loss, history.log_z), "gfn_training")
-    path = save_checkpoint(ctx.workdir / "gfn.pt", env, policy, ctx.cfg.gfn)
+    path = save_checkpoint(ctx.workdir / "gfn.pt", env, generator.policy, ctx.cfg.gfn)
     ctx.client.log_artifact(ctx.run_id, str(path), "generator")
-    return policy
+    return generator.policy
 
 
-def sample(ctx: RoundContext, env: CrystalEnv, policy, reward: Callable[[CrystalBatch], torch.Tensor]  # noqa: ANN001
-           ) -> CrystalBatch:
-    """Draw the round's samples, log their diversity and rewards, keep them on disk."""
-    batch = sample_crystals(env, policy, ctx.cfg.selection.n_samples, seed=ctx.seed("sampled"),
-                            progress=ctx.progress).to("cpu")
-    log_reward = reward(batch.to(env.device)).cpu()
-    report = diversity_report(batch, ctx.space)
-    tracking.log_metrics(ctx.client, ctx.run_id, {
-        "samples": len(batch), "samples_valid_fraction": float(valid_mask(batch, ctx.space).float().mean()),
-        "samples_unique_fraction": report.unique_fraction, "log_reward_mean": float(log_reward.mean()),
-        "log_reward_max": float(log_reward.max())})
-    tracking.log_figure(ctx.client, ctx.run_id, plot_diversity(report), "diversity")
-    tracking.log_figure(ctx.client, ctx.run_id, plot_reward_histogram(log_reward.numpy()), "reward_histogram")
-    path = ctx.workdir / "samples.pt"
-    torch.save({"elements": batch.elements, "space_group": batch.space_group, "counts": batch.counts,
-                "lattice": batch.lattice}, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-    return batch
-
-
-def load_samples(ctx: RoundContext) -> CrystalBatch:
-    data = torch.load(ctx.workdir / "samples.pt", weights_only=True)
-    return CrystalBatch(tuple(data["elements"]), data["space_group"], data["counts"], data["lattice"])
-
-
-def select_batch(ctx: RoundContext, samples: CrystalBatch, proxy: Proxy, data: TrainingSet) -> None:
-    """Keep valid samples, rank them by acquisition, pick a diverse novel batch, store it as proposed.
-
-    The batch is written last, in one transaction; a rerun after that (a kill before the
-    stage was recorded) finds it and selects nothing more.
-    """
+def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: CrystalPolicy) -> Proposal:
+    """Sample the generator and choose the batch (``propose_batch``); log the samples, keep the proposal on disk."""
     with ctx.store.session() as session:
-        if session.scalar(select(Candidate.id).where(Candidate.round_id == ctx.round_id,
-                                                     Candidate.proxy_mean.is_not(None)).limit(1)) is not None:
-            return
-    samples = samples[valid_mask(samples, ctx.space)]
-    acquisition = acquisition_values(proxy, ctx.cfg.acquisition, samples, target=ctx.cfg.proxy.target,
-                                     best_f=best_observed(ctx, data)).numpy()
-    crystals = samples.to_crystals()
-    selection = select_diverse(
-        crystals, acquisition, size=ctx.cfg.selection.batch_size, known=known_materials(ctx, data),
-        to_structure=placed_structure, chemsys_penalty=ctx.cfg.selection.chemsys_penalty,
-        space_group_penalty=ctx.cfg.selection.space_group_penalty)
-    predicted, _ = proxy.predict(samples, observation_noise=False)
-    mean, std = proxy.predict(samples[torch.tensor(selection.indices, dtype=torch.long)], observation_noise=False)
+        known = KnownMaterials.from_sources(
+            crystals=data.crystals.to_crystals(),
+            structures=candidate_structures(session, session.get_one(Campaign, ctx.campaign_id)))
+    proposal = propose_batch(data, proxy, env, policy, known, acquisition=ctx.cfg.acquisition,
+                             selection=ctx.cfg.selection, seed=ctx.seed("sampled"), threads=ctx.cfg.gfn.threads,
+                             progress=ctx.progress)
+    report = diversity_report(proposal.samples, ctx.space)
     tracking.log_metrics(ctx.client, ctx.run_id, {
-        "batch_size": len(selection.indices), **{f"skipped_{k}": v for k, v in selection.skipped.items()},
-        **({"batch_acquisition_mean": float(acquisition[selection.indices].mean())} if selection.indices else {})})
+        "samples": len(proposal.samples), "samples_valid_fraction": float(proposal.valid.float().mean()),
+        "samples_unique_fraction": report.unique_fraction, "log_reward_mean": float(proposal.log_reward.mean()),
+        "log_reward_max": float(proposal.log_reward.max())})
+    tracking.log_figure(ctx.client, ctx.run_id, plot_diversity(report), "diversity")
+    tracking.log_figure(ctx.client, ctx.run_id, plot_reward_histogram(proposal.log_reward.numpy()), "reward_histogram")
+    proposal.save(ctx.workdir / "proposal.pt")
+    return proposal
+
+
+def store_batch(ctx: RoundContext, proposal: Proposal, data: TrainingSet) -> None:
+    """Store the proposal's batch as proposed candidates, in one transaction, and log its figures.
+
+    A rerun after the write (a kill before the stage was recorded) finds the batch and stores nothing more.
+    """
+    chosen = list(proposal.chosen)
+    mean, std = proposal.prediction.mean[chosen], proposal.prediction.std[chosen]
+    acquisition = proposal.acquisition[chosen]
+    tracking.log_metrics(ctx.client, ctx.run_id, {
+        "batch_size": len(chosen), **{f"skipped_{k}": v for k, v in proposal.skipped.items()},
+        **({"batch_acquisition_mean": float(acquisition.mean())} if chosen else {})})
     tracking.log_figure(ctx.client, ctx.run_id, plot_predicted_distribution(
-        predicted.numpy(), data.values.numpy(), target=ctx.cfg.proxy.target, selected=mean.numpy()),
+        proposal.prediction.mean.numpy(), data.values.numpy(), target=ctx.cfg.proxy.target, selected=mean.numpy()),
         "predicted_distribution")
     with ctx.store.session() as session:
-        add_candidates(session, session.get_one(Round, ctx.round_id), [
-            NewCandidate(crystals[i], proxy_mean=float(m), proxy_std=float(s), acquisition=float(acquisition[i]),
+        round_ = session.get_one(Round, ctx.round_id)
+        if any(c.proxy_mean is not None for c in round_.candidates):
+            return
+        add_candidates(session, round_, [
+            NewCandidate(crystal, proxy_mean=float(m), proxy_std=float(s), acquisition=float(a),
                          cif=structure.to(fmt="cif"))
-            for i, m, s, structure in zip(selection.indices, mean, std, selection.structures, strict=True)])
-
-
-def known_materials(ctx: RoundContext, data: TrainingSet) -> KnownMaterials:
-    """The training set's crystals (by composition and group) and every candidate's structure."""
-    from pymatgen.core import Structure
-
-    known = KnownMaterials()
-    known.add_crystals(data.crystals.to_crystals())
-    with ctx.store.session() as session:
-        for cif in session.scalars(select(Candidate.cif).where(Candidate.campaign_id == ctx.campaign_id,
-                                                               Candidate.cif.is_not(None))):
-            known.add(Structure.from_str(cif, fmt="cif"))
-    return known
+            for crystal, m, s, a, structure in zip(proposal.batch, mean, std, acquisition, proposal.structures,
+                                                   strict=True)])
 
 
 def log_batch(ctx: RoundContext, data: TrainingSet) -> None:
     """One MLflow child run per candidate of the round, and the candidates table on the round run."""
-    from pymatgen.core import Structure
-
     with ctx.store.session() as session:
-        rows = list(session.scalars(select(Candidate).where(Candidate.round_id == ctx.round_id)
-                                    .order_by(Candidate.id)))
+        rows = session.get_one(Round, ctx.round_id).candidates
         crystals = [c.crystal for c in rows]
         distance = nearest_distance(featurize(CrystalBatch.from_crystals(crystals, ctx.space.elements)),
                                     featurize(data.crystals)).tolist()
@@ -404,7 +301,7 @@ def log_batch(ctx: RoundContext, data: TrainingSet) -> None:
     run_ids = tracking.log_candidates(ctx.client, ctx.experiment_id, ctx.run_id, round_number=ctx.number,
                                       candidates=views)
     with ctx.store.session() as session:
-        for candidate in session.scalars(select(Candidate).where(Candidate.round_id == ctx.round_id)):
+        for candidate in session.get_one(Round, ctx.round_id).candidates:
             candidate.mlflow_run_id = run_ids.get(str(candidate.id), candidate.mlflow_run_id)
     tracking.log_candidates_table(ctx.client, ctx.run_id, views)
 
@@ -419,7 +316,7 @@ def review(ctx: RoundContext) -> None:
         approve_round(ctx.store, ctx.client, round_id=ctx.round_id)
 
 
-def awaiting_review(ctx: RoundContext) -> bool:
+def waiting_for_review(ctx: RoundContext) -> bool:
     """True while a manual round has candidates nobody has reviewed yet."""
     if ctx.cfg.review == "auto" or ctx.done("labelled"):
         return False
@@ -427,11 +324,10 @@ def awaiting_review(ctx: RoundContext) -> bool:
     return outcome.pending > 0 and not outcome.approved and not outcome.rejected
 
 
-def label(ctx: RoundContext, oracle: Oracle) -> None:
-    """Send approved candidates to the oracle, store the labels, mirror states to MLflow."""
-    label_candidates(ctx.store, ctx.cfg.campaign, oracle, wait=ctx.cfg.oracle.wait,
-                     poll_interval_s=ctx.cfg.oracle.poll_interval_s, progress=ctx.progress)
-    mirror_states(ctx.store, ctx.client, campaign_id=ctx.campaign_id)
+def label(ctx: RoundContext) -> SubmitReport:
+    """Send approved candidates to the oracle, store the labels, mirror states to MLflow (``label_approved``)."""
+    return label_approved(ctx.store, ctx.client, campaign_id=ctx.campaign_id, settings=ctx.cfg.oracle,
+                          progress=ctx.progress)
 
 
 def finish(ctx: RoundContext) -> None:

@@ -7,11 +7,8 @@ the same composition, the convention of MatterGen and matbench-discovery.
 
 from __future__ import annotations
 
-import signal
-import threading
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,53 +16,9 @@ import torch
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
-from aloop.space import Crystal, StructureError, to_structure
+from aloop.space import Crystal
 
 MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}
-PLACEMENT_CPU_S = 5.0
-"""CPU seconds pyxtal may spend on the atoms of one candidate. Placements take 0.01-1 s; a
-crystal whose Wyckoff sites cannot keep its atoms apart takes pyxtal about 10 s of CPU per
-try and ten tries (measured: Na6Co6O6 in R3c, a = 5.2, c = 6.2 A), which stalled a round."""
-
-
-class TimeLimit(Exception):
-    """The block ran out of its CPU time."""
-
-
-@contextmanager
-def cpu_time_limit(seconds: float) -> Iterator[None]:
-    """Raise ``TimeLimit`` in the block once the process has spent ``seconds`` of CPU time in it.
-
-    CPU time, not wall time: a busy machine does not change which placements succeed, so a
-    round stays reproducible. Only the main thread can be interrupted; elsewhere the
-    block runs without a limit.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum: int, frame: object) -> None:
-        raise TimeLimit(f"over {seconds:g} s of CPU time")
-
-    previous = signal.signal(signal.SIGVTALRM, expire)
-    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        signal.signal(signal.SIGVTALRM, previous)
-
-
-def placed_structure(crystal: Crystal) -> Structure | None:
-    """The atoms of ``crystal`` placed by pyxtal, seeded by its hash (always the same placement),
-    or ``None`` when pyxtal cannot place them within ``PLACEMENT_CPU_S``."""
-    try:
-        with cpu_time_limit(PLACEMENT_CPU_S):
-            return to_structure(crystal, seed=int(crystal.canonical_hash[:8], 16))
-    except (StructureError, TimeLimit):
-        return None
-
-
 def structure_matcher() -> StructureMatcher:
     """The matcher used for novelty and uniqueness everywhere in aloop."""
     return StructureMatcher(**MATCHER_SETTINGS)
@@ -95,6 +48,16 @@ class KnownMaterials:
                 known.formulas.add(formula)
             else:
                 known.structures[formula].append(structure)
+        return known
+
+    @classmethod
+    def from_sources(cls, *, crystals: Iterable[Crystal] = (), structures: Iterable[Structure] = ()
+                     ) -> KnownMaterials:
+        """Known crystals without atoms (training data: by composition and group) and known structures."""
+        known = cls()
+        known.add_crystals(crystals)
+        for structure in structures:
+            known.add(structure)
         return known
 
     def add(self, structure: Structure) -> None:

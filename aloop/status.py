@@ -2,7 +2,7 @@
 
 Example:
     >>> with store.session() as session:  # doctest: +SKIP
-    ...     print_summary(summarize_campaign(session, "default"), Console())
+    ...     print_status(campaign_status(session, "default"), Console())
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from aloop.store import CANDIDATE_STATES, Candidate, Label, Material, Round, Rou
 
 
 @dataclass(frozen=True)
-class RoundSummary:
+class RoundStatus:
     """One round: its number, the last stage it completed, its MLflow run, its candidates."""
 
     number: int
@@ -41,25 +41,25 @@ class LabelCount:
 
 
 @dataclass(frozen=True)
-class CampaignSummary:
+class CampaignStatus:
     """Everything ``aloop status`` shows; ``exists`` is false for a campaign never started."""
 
     campaign: str
     exists: bool
-    rounds: tuple[RoundSummary, ...]
+    rounds: tuple[RoundStatus, ...]
     candidates_by_state: dict[str, int]
     labels: tuple[LabelCount, ...]
     lock_holder: str | None
     lock_expires_at: datetime | None
 
 
-def summarize_campaign(session: Session, name: str) -> CampaignSummary:
-    """Read the campaign's summary (read only: an unknown campaign gives an empty one)."""
+def campaign_status(session: Session, name: str) -> CampaignStatus:
+    """Read the campaign's status (read only: an unknown campaign gives an empty one)."""
     campaign = find_campaign(session, name)
     lease = session.get(RoundLease, name)
     holder, expires = (lease.holder, lease.expires_at) if lease is not None else (None, None)
     if campaign is None:
-        return CampaignSummary(name, False, (), dict.fromkeys(CANDIDATE_STATES, 0), (), holder, expires)
+        return CampaignStatus(name, False, (), dict.fromkeys(CANDIDATE_STATES, 0), (), holder, expires)
     counts = (select(Candidate.round_id, func.count().label("n")).group_by(Candidate.round_id).subquery())
     rounds = session.execute(
         select(Round, func.coalesce(counts.c.n, 0)).outerjoin(counts, counts.c.round_id == Round.id)
@@ -74,9 +74,9 @@ def summarize_campaign(session: Session, name: str) -> CampaignSummary:
     labels: dict[tuple[str, str], dict[str, int]] = {}
     for oracle, prop, status, n in label_counts:
         labels.setdefault((oracle, prop), {"ok": 0, "failed": 0})[status] = n
-    return CampaignSummary(
+    return CampaignStatus(
         campaign=name, exists=True,
-        rounds=tuple(RoundSummary(r.number, r.stage, r.started_at, r.finished_at, r.mlflow_run_id, int(n))
+        rounds=tuple(RoundStatus(r.number, r.stage, r.started_at, r.finished_at, r.mlflow_run_id, int(n))
                      for r, n in rounds),
         candidates_by_state={state: by_state.get(state, 0) for state in CANDIDATE_STATES},
         labels=tuple(LabelCount(o, p, c["ok"], c["failed"]) for (o, p), c in sorted(labels.items())),
@@ -84,25 +84,25 @@ def summarize_campaign(session: Session, name: str) -> CampaignSummary:
     )
 
 
-def print_summary(summary: CampaignSummary, console: Console, *, database: str = "") -> None:
-    """Print the summary as rich tables."""
+def print_status(status: CampaignStatus, console: Console, *, database: str = "") -> None:
+    """Print the status as rich tables."""
     where = f" in {database}" if database else ""
-    if not summary.exists:
-        console.print(f"campaign [bold]{summary.campaign}[/bold]{where}: no rounds and no labels yet")
+    if not status.exists:
+        console.print(f"campaign [bold]{status.campaign}[/bold]{where}: no rounds and no labels yet")
         return
-    console.print(f"campaign [bold]{summary.campaign}[/bold]{where}")
-    if summary.lock_holder is not None:
-        console.print(f"round lock held by {summary.lock_holder} until "
-                      f"{summary.lock_expires_at:%Y-%m-%d %H:%M:%S} UTC unless renewed")
+    console.print(f"campaign [bold]{status.campaign}[/bold]{where}")
+    if status.lock_holder is not None:
+        console.print(f"round lock held by {status.lock_holder} until "
+                      f"{status.lock_expires_at:%Y-%m-%d %H:%M:%S} UTC unless renewed")
     rounds = Table("round", "stage", "candidates", "started (UTC)", "finished (UTC)", "MLflow run", title="Rounds")
-    for r in summary.rounds:
+    for r in status.rounds:
         rounds.add_row(str(r.number), r.stage or "-", str(r.candidates), f"{r.started_at:%Y-%m-%d %H:%M}",
                        f"{r.finished_at:%Y-%m-%d %H:%M}" if r.finished_at else "-", r.mlflow_run_id or "-")
     states = Table("state", "candidates", title="Candidates")
-    for state, n in summary.candidates_by_state.items():
+    for state, n in status.candidates_by_state.items():
         states.add_row(state, str(n))
     labels = Table("source", "property", "ok", "failed", title="Labels")
-    for count in summary.labels:
+    for count in status.labels:
         labels.add_row(count.oracle, count.property, str(count.ok), str(count.failed))
     for table in (rounds, states, labels):
         console.print(table)

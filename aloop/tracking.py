@@ -36,6 +36,7 @@ from pymatgen.core import Composition, Structure  # noqa: E402
 from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from aloop.data.table import crystal_table  # noqa: E402
 from aloop.proxy import Proxy  # noqa: E402
 from aloop.space import LATTICE_KEYS, Crystal, CrystalBatch, space_group  # noqa: E402
 from aloop.space.cache import cache_path  # noqa: E402
@@ -293,14 +294,8 @@ def predict_table(proxy: Proxy, table: pd.DataFrame) -> pd.DataFrame:
     crystals = [Crystal(int(row["space_group"]), Composition(row["formula"]),
                         tuple(float(row[k]) for k in LATTICE_KEYS)) for _, row in table.iterrows()]
     elements = sorted({el.symbol for crystal in crystals for el in crystal.composition})
-    mean, std = proxy.predict(CrystalBatch.from_crystals(crystals, elements), observation_noise=False)
-    return pd.DataFrame({"mean": mean.numpy(), "std": std.numpy()}, index=table.index)
-
-
-def crystal_table(crystals: Sequence[Crystal]) -> pd.DataFrame:
-    """The input table of ``ProxyModel``: one row per crystal."""
-    return pd.DataFrame([{"formula": c.formula, "space_group": c.space_group,
-                          **dict(zip(LATTICE_KEYS, c.lattice, strict=True))} for c in crystals])
+    prediction = proxy.predict(CrystalBatch.from_crystals(crystals, elements), observation_noise=False)
+    return pd.DataFrame({"mean": prediction.mean.numpy(), "std": prediction.std.numpy()}, index=table.index)
 
 
 def log_proxy_model(client: MlflowClient, experiment_id: str, run_id: str, proxy_dir: Path, *,

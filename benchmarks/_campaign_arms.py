@@ -1,8 +1,8 @@
 """The four proposers of the campaign simulation, each choosing one round's batch for the oracle.
 
-- ``aloop``: the round's own pieces: ``fit_proxy`` on the starting data plus the arm's
-  CHGNet labels, ``log_reward_fn`` (UCB), ``train`` of the Crystal-GFN warm-started from the
-  previous round, ``sample``, then ``select_diverse`` ranked by ``acquisition_values``.
+- ``aloop``: the round's own proposal path: ``fit_proxy`` on the starting data plus the
+  arm's CHGNet labels, then ``aloop.proposal``'s ``train_generator`` on ``generator_reward``
+  (UCB), warm-started from the previous round, and ``propose_batch``, exactly as ``run_round``.
 - ``mean``: the same with acquisition ``mean`` (the proxy's posterior mean, no uncertainty).
 - ``random``: the uniform Crystal-GFN sampler (every allowed action equally likely, lattice
   coordinates uniform: ``rollout`` with ``epsilon = 1``), valid samples in random order
@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 
-from aloop.acquisition import acquisition_values, log_reward_fn
 from aloop.config import Config
 from aloop.data import TrainingSet
-from aloop.gfn import CrystalEnv, build_policy, load_checkpoint, sample, save_checkpoint, train
+from aloop.gfn import CrystalEnv, build_policy, save_checkpoint
 from aloop.gfn.sampler import rollout
+from aloop.proposal import generator_reward, propose_batch, train_generator
 from aloop.proxy import Proxy, fit_proxy
-from aloop.selection import KnownMaterials, placed_structure, select_diverse, structure_matcher
-from aloop.space import Crystal, CrystalBatch, CrystalSpace, valid_mask
+from aloop.selection import KnownMaterials, select_diverse, structure_matcher
+from aloop.space import Crystal, CrystalBatch, CrystalSpace, placed_structure, valid_mask
 from benchmarks._campaign_substitution import SubstitutedStructure, seeded_order
 
 ARMS = ("aloop", "random", "mean", "substitution")
@@ -54,7 +54,7 @@ class Setup:
 
 
 @dataclass(frozen=True)
-class Proposal:
+class ArmBatch:
     """One round's batch: the crystals, the atoms sent to the oracle and, for proxy arms, predictions.
 
     ``proxy_mean``/``proxy_std`` are the proxy's predictive distribution of the new label
@@ -69,11 +69,7 @@ class Proposal:
 
 def known_materials(setup: Setup, data: TrainingSet, proposed: Sequence[Structure]) -> KnownMaterials:
     """Known for novelty: the data's (formula, group), the known entries' and the arm's earlier structures."""
-    known = KnownMaterials()
-    known.add_crystals(data.crystals.to_crystals())
-    for structure in (*setup.known, *proposed):
-        known.add(structure)
-    return known
+    return KnownMaterials.from_sources(crystals=data.crystals.to_crystals(), structures=(*setup.known, *proposed))
 
 
 def training_set(setup: Setup, labels: Sequence[dict]) -> TrainingSet:
@@ -89,28 +85,22 @@ def training_set(setup: Setup, labels: Sequence[dict]) -> TrainingSet:
 
 
 def propose_guided(setup: Setup, labels: Sequence[dict], proposed: Sequence[Structure], *, arm: str, seed: int,
-                   size: int, workdir: Path, previous: Path | None) -> Proposal:
-    """A round of the proxy-guided arms: proxy, reward, warm-started GFN, samples, diverse novel batch."""
+                   size: int, workdir: Path, previous: Path | None) -> ArmBatch:
+    """A round of the proxy-guided arms, through the round's own functions: proxy, ``train_generator``
+    (warm-started from ``previous``), ``propose_batch``."""
     cfg = setup.cfg
     acquisition = cfg.acquisition.model_copy(update={"kind": ACQUISITION[arm] or cfg.acquisition.kind})
+    selection = cfg.selection.model_copy(update={"batch_size": size})
     data = training_set(setup, labels)
     proxy = fit_proxy(data, cfg.proxy, seed=seed)
-    best_f = float(data.values.min())
-    reward = log_reward_fn(proxy, acquisition, target=cfg.proxy.target, best_f=best_f)
-    policy = load_checkpoint(previous, setup.env, settings=cfg.gfn) if previous else build_policy(setup.env, cfg.gfn)
     torch.manual_seed(seed)
-    train(setup.env, policy, reward, steps=cfg.gfn.train_steps, settings=cfg.gfn, progress=False)
-    save_checkpoint(workdir / "gfn.pt", setup.env, policy, cfg.gfn)
-    samples = sample(setup.env, policy, cfg.selection.n_samples, seed=seed, threads=cfg.gfn.threads).to("cpu")
-    samples = samples[valid_mask(samples, setup.space)]
-    scores = acquisition_values(proxy, acquisition, samples, target=cfg.proxy.target, best_f=best_f).numpy()
-    crystals = samples.to_crystals()
-    selection = select_diverse(crystals, scores, size=size, known=known_materials(setup, data, proposed),
-                               to_structure=placed_structure, chemsys_penalty=cfg.selection.chemsys_penalty,
-                               space_group_penalty=cfg.selection.space_group_penalty)
-    chosen = [crystals[i] for i in selection.indices]
-    mean, std = predict_label(proxy, chosen, setup)
-    return Proposal(chosen, selection.structures, mean, std)
+    generator = train_generator(setup.env, generator_reward(proxy, data, acquisition), cfg.gfn, warm_start=previous)
+    save_checkpoint(workdir / "gfn.pt", setup.env, generator.policy, cfg.gfn)
+    proposal = propose_batch(data, proxy, setup.env, generator.policy, known_materials(setup, data, proposed),
+                             acquisition=acquisition, selection=selection, seed=seed, threads=cfg.gfn.threads)
+    batch = proposal.batch
+    mean, std = predict_label(proxy, batch, setup)
+    return ArmBatch(batch, list(proposal.structures), mean, std)
 
 
 def predict_label(proxy: Proxy, crystals: Sequence[Crystal], setup: Setup) -> tuple[list[float], list[float]]:
@@ -119,12 +109,12 @@ def predict_label(proxy: Proxy, crystals: Sequence[Crystal], setup: Setup) -> tu
         return [], []
     source = setup.label_source if setup.label_source in proxy.sources else proxy.reference_source
     batch = CrystalBatch.from_crystals(list(crystals), setup.space.elements)
-    mean, std = proxy.predict(batch, source=proxy.source_index([source]).expand(len(batch)))
-    return mean.tolist(), std.tolist()
+    prediction = proxy.predict(batch, source=proxy.source_index([source]).expand(len(batch)))
+    return prediction.mean.tolist(), prediction.std.tolist()
 
 
 def propose_random(setup: Setup, labels: Sequence[dict], proposed: Sequence[Structure], *, seed: int,
-                   size: int) -> Proposal:
+                   size: int) -> ArmBatch:
     """Valid crystals from the uniform sampler, in random order, novel and distinct."""
     cfg = setup.cfg
     with torch.random.fork_rng():
@@ -137,10 +127,10 @@ def propose_random(setup: Setup, labels: Sequence[dict], proposed: Sequence[Stru
     selection = select_diverse(crystals, scores, size=size,
                                known=known_materials(setup, training_set(setup, labels), proposed),
                                to_structure=placed_structure, chemsys_penalty=0.0, space_group_penalty=0.0)
-    return Proposal([crystals[i] for i in selection.indices], selection.structures)
+    return ArmBatch([crystals[i] for i in selection.indices], selection.structures)
 
 
-def propose_substitution(setup: Setup, proposed: Sequence[Structure], *, seed: int, size: int) -> Proposal:
+def propose_substitution(setup: Setup, proposed: Sequence[Structure], *, seed: int, size: int) -> ArmBatch:
     """The next substituted structures in the seed's probability-weighted order, novel and not yet proposed."""
     known = known_materials(setup, setup.start, proposed)
     matcher = structure_matcher()
@@ -153,4 +143,4 @@ def propose_substitution(setup: Setup, proposed: Sequence[Structure], *, seed: i
             crystals.append(candidate.crystal)
             structures.append(candidate.structure)
             known.add(candidate.structure)
-    return Proposal(crystals, structures)
+    return ArmBatch(crystals, structures)

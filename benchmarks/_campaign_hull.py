@@ -27,6 +27,7 @@ from pymatgen.core import Composition, Structure
 from tqdm import tqdm
 
 from aloop.executor import run_with_timeout
+from aloop.files import write_atomic
 from aloop.oracle import Failed, Labelled, OracleInput
 from aloop.space import Crystal
 from aloop.thermo import formation_energy_per_atom
@@ -116,7 +117,7 @@ def _relaxed_entry(material_id: str, structure: Structure, settings: CHGNetSetti
         record = {"energy_per_atom": result.energy_per_atom, "relaxed_cif": result.structure.to(fmt="cif"),
                   "reason": ""} if isinstance(result, Labelled) else \
             {"energy_per_atom": None, "relaxed_cif": None, "reason": result.reason}
-        _write_json(path, record | {"metadata": dict(result.metadata)})
+        write_atomic(path, json.dumps(record | {"metadata": dict(result.metadata)}, default=str))
     record = json.loads(path.read_text())
     relaxed = Structure.from_str(record["relaxed_cif"], fmt="cif") if record["relaxed_cif"] else None
     return KnownEntry(material_id, structure, record["energy_per_atom"], relaxed, record["reason"])
@@ -126,12 +127,6 @@ def _references(elements: Sequence[str], settings: CHGNetSettings, folder: Path)
     path = folder / f"references-{'-'.join(sorted(elements))}.json"
     if not path.exists():
         with ThreadPoolExecutor(1) as executor:
-            _write_json(path, CHGNetOracle(settings, executor=executor).reference_energies(list(elements)))
+            references = CHGNetOracle(settings, executor=executor).reference_energies(list(elements))
+            write_atomic(path, json.dumps(references, default=str))
     return json.loads(path.read_text())
-
-
-def _write_json(path: Path, data: dict) -> None:
-    """Write atomically: a killed run leaves either the old file or the new one."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, default=str))
-    tmp.replace(path)

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from aloop.hits import THRESHOLDS, acceleration_factor, hit_flags, spread
 from benchmarks._campaign_arms import ARMS, Setup
 from benchmarks._campaign_hull import ReferenceHull
-from benchmarks._campaign_metrics import THRESHOLDS, acceleration_factor, hit_flags, spread
 from oracles.chgnet import CHGNetSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"

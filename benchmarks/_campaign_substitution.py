@@ -31,6 +31,7 @@ from pymatgen.analysis.structure_prediction.substitutor import Substitutor
 from pymatgen.core import Species, Structure
 from tqdm import tqdm
 
+from aloop.files import write_atomic
 from aloop.space import Crystal, CrystalSpace
 from aloop.space.validity import check_crystal
 
@@ -68,10 +69,9 @@ def substitution_pool(space: CrystalSpace, data_dir: Path, *, cache_dir: Path, p
     path = cache_dir / f"substitution-pool-{key}.json"
     if not path.exists():
         pool = _build_pool(space, data_dir, progress=progress)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps([{"probability": p.probability, "source_id": p.source_id,
-                                    "cif": p.structure.to(fmt="cif"), "crystal": p.crystal.as_dict()} for p in pool]))
-        tmp.replace(path)
+        records = [{"probability": p.probability, "source_id": p.source_id, "cif": p.structure.to(fmt="cif"),
+                    "crystal": p.crystal.as_dict()} for p in pool]
+        write_atomic(path, json.dumps(records))
     return [SubstitutedStructure(r["probability"], r["source_id"], Structure.from_str(r["cif"], fmt="cif"),
                                  Crystal.from_dict(r["crystal"])) for r in json.loads(path.read_text())]
 

@@ -41,9 +41,9 @@ def candidates(count: int) -> list[OracleInput]:
 
 
 def _warm() -> None:
-    from oracles.chgnet import CHGNetSettings, _model
+    from oracles.chgnet import CHGNetSettings, load_model
 
-    _model(CHGNetSettings().model, "cpu")
+    load_model(CHGNetSettings().model, "cpu")
 
 
 def throughput(items: list[OracleInput], n_workers: int) -> dict:

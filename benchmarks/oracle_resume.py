@@ -37,10 +37,13 @@ import sys
 from aloop.executor import open_executor
 from aloop.labelling import label_candidates
 from aloop.oracle import load_oracle
-from aloop.store import open_store
+from aloop.store import find_campaign, open_store
+store = open_store(sys.argv[1])
+with store.session() as session:
+    campaign_id = find_campaign(session, "resume").id
 with open_executor() as executor:
     oracle = load_oracle("chgnet", {"max_steps": 100}, executor=executor)
-    label_candidates(open_store(sys.argv[1]), "resume", oracle, poll_interval_s=0.05)
+    label_candidates(store, campaign_id, oracle, poll_interval_s=0.05)
 """
 
 

@@ -80,7 +80,7 @@ def fit_once(size: int | str | None, overrides: dict, threads: int, figure: bool
     result = calibration(proxy, heldout)
     env = CrystalEnv.from_space(space, cfg.gfn)
     states = sample(env, build_policy(env, cfg.gfn), GFN_STATES, seed=0)
-    latent_std = {name: float(proxy.predict(batch, observation_noise=False)[1].median())
+    latent_std = {name: float(proxy.predict(batch, observation_noise=False).std.median())
                   for name, batch in (("heldout", heldout.crystals), ("gfn", states))}
     if figure:
         plot_calibration(result, title=f"proxy on {len(heldout):,} held-out MP entries (fit on {len(train):,})").savefig(

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from aloop.acquisition import log_reward_fn
+from aloop.acquisition import best_observed, log_reward_fn
 from aloop.config import AcquisitionSettings, ProxySettings, load_config
 from aloop.data import read_local, to_training_set
 from aloop.gfn import CrystalEnv, build_policy, sample
@@ -50,11 +50,6 @@ def median_ms(call: Callable[[], object], repeats: int) -> tuple[float, float]:
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
-
-
-def best_observed(values: torch.Tensor, target: str, gap: float) -> float:
-    """As the round does: the lowest formation energy, or the largest ``-|gap - target|``."""
-    return float(-(values - gap).abs().min()) if target == "band_gap" else float(values.min())
 
 
 def main() -> None:
@@ -85,7 +80,7 @@ def main() -> None:
         proxy = fit_proxy(train, ProxySettings(target=target, epochs=1, min_steps=50), seed=0)
         for kind in ("ucb", "logei", "mean"):
             settings = AcquisitionSettings(kind=kind)
-            best = best_observed(train.values, target, settings.band_gap_target)
+            best = best_observed(train.values, settings, target=target)
             reward = log_reward_fn(proxy, settings, target=target, best_f=best)
             row = f"| {target} | {kind} |"
             for threads in THREADS:

@@ -157,7 +157,7 @@ def run_objective(objective: Objective, entries: Entries, cfg: Config, args: arg
     predicted["proxy on MP held-out"] = proxy.predict(heldout.crystals, observation_noise=False)
     foreign = [i for i, el in enumerate(heldout.crystals.elements) if el not in run.space.elements]
     labels = heldout.values.numpy()
-    values = {label: mean.numpy() for label, (mean, _) in predicted.items()} | {
+    values = {label: p.mean.numpy() for label, p in predicted.items()} | {
         "MP held-out (DFT)": labels,
         "MP held-out, default-space elements only (DFT)": labels[(heldout.crystals.counts[:, foreign] == 0).all(1)]}
     slug = "formation_energy" if objective.target.startswith("formation") else "band_gap"
@@ -171,7 +171,7 @@ def run_objective(objective: Objective, entries: Entries, cfg: Config, args: arg
              "valid in space": f"{valid_mask(generated[label], run.space).float().mean():.3f}"
              if label in generated else "-",
              **quantiles(v), **{name: goal(v) for name, goal in goals.items()},
-             "median proxy std": f"{predicted[label][1].median():.3f}" if label in predicted else "-"}
+             "median proxy std": f"{predicted[label].std.median():.3f}" if label in predicted else "-"}
             for label, v in values.items()]
     reports = {
         f"{slug}: Crystal-GFN, all {args.samples:,}": diversity_report(run.trained, run.space),
@@ -250,7 +250,7 @@ def run_restricted(entries: Entries, proxy: Proxy, best: float, args: argparse.N
         trained = f"trained, {args.restricted_steps} steps"
         posterior = {trained: proxy.predict(run.trained, observation_noise=False),
                      "uniform": proxy.predict(run.uniform, observation_noise=False)}
-        energies = {label: mean.numpy() for label, (mean, _) in posterior.items()}
+        energies = {label: p.mean.numpy() for label, p in posterior.items()}
         if inside.any():
             energies["MP entries in this space, all splits (DFT)"] = data.values.numpy()[inside]
         plot_restricted(name, cfg.space, run.trained, run.uniform, energies).savefig(
@@ -265,10 +265,10 @@ def run_restricted(entries: Entries, proxy: Proxy, best: float, args: argparse.N
             "broken (count by check)": ", ".join(f"{k} {v}" for k, v in broken.items()) or "none",
             "unique share": diversity_report(run.trained, run.space).unique_fraction,
             "uniform: restriction satisfied": satisfied_share(run.uniform, cfg.space),
-            "median E_f trained": float(posterior[trained][0].median()),
-            "median E_f uniform": float(posterior["uniform"][0].median()),
-            "median proxy std trained": float(posterior[trained][1].median()),
-            "median proxy std uniform": float(posterior["uniform"][1].median()),
+            "median E_f trained": float(posterior[trained].mean.median()),
+            "median E_f uniform": float(posterior["uniform"].mean.median()),
+            "median proxy std trained": float(posterior[trained].std.median()),
+            "median proxy std uniform": float(posterior["uniform"].std.median()),
             "MP entries in space": int(inside.sum()),
         })
     figures = "\n".join(f"![{name}](seed_restricted_{name}.png)" for name in RESTRICTED)

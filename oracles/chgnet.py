@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from aloop.executor import JobPool
 from aloop.oracle import Failed, Labelled, OracleInput, Result
 from aloop.space.structure import MIN_DISTANCE, has_close_atoms, min_distance
 from oracles.references import reference_structures
+
+if TYPE_CHECKING:
+    from chgnet.model import CHGNet
 
 MAX_VOLUME_RATIO = 5.0
 """A cell that grows past this multiple of its starting volume has exploded."""
@@ -78,14 +81,24 @@ class _Stop(Exception):
 
 
 @functools.lru_cache(maxsize=4)
-def _model(name: str, device: str):
-    """The pretrained CHGNet, loaded once per process from the wheel (no download)."""
+def load_model(name: str, device: str) -> CHGNet:
+    """The pretrained CHGNet, loaded once per process from the wheel (no download).
+
+    Called by the oracle's calculators; call it ahead to warm a worker process.
+
+    Args:
+        name: weights version, ``CHGNetSettings.model`` (e.g. ``"0.3.0"``).
+        device: torch device name, ``CHGNetSettings.device`` (e.g. ``"cpu"``).
+    """
     from chgnet.model import CHGNet
 
     return CHGNet.load(model_name=name, use_device=device, verbose=False)
 
 
 _local = threading.local()
+_QUIET = threading.Lock()
+"""Held while stdout is redirected: ``redirect_stdout`` swaps the process-wide ``sys.stdout``, and two
+threads redirecting at once could leave it pointing at a discarded buffer (a round's report was lost so)."""
 
 
 def _calculator(settings: CHGNetSettings):
@@ -95,8 +108,8 @@ def _calculator(settings: CHGNetSettings):
     key = (settings.model, settings.device)
     calculators = _local.__dict__.setdefault("calculators", {})
     if key not in calculators:
-        with contextlib.redirect_stdout(io.StringIO()):  # CHGNetCalculator always prints its device
-            calculators[key] = CHGNetCalculator(model=_model(*key), use_device=settings.device,
+        with _QUIET, contextlib.redirect_stdout(io.StringIO()):  # CHGNetCalculator always prints its device
+            calculators[key] = CHGNetCalculator(model=load_model(*key), use_device=settings.device,
                                                 on_isolated_atoms="error")
     return calculators[key]
 

@@ -8,35 +8,21 @@ import pytest
 import torch
 
 from aloop.acquisition import acquisition_values, log_reward_fn
-from aloop.config import CONFIG_DIR, AcquisitionSettings, load_config
-from aloop.data import TrainingSet
-from aloop.gfn import CrystalEnv, build_policy, sample
-from aloop.proxy import fit_proxy
-from aloop.space import CrystalSpace
-from aloop.space.features import featurize
+from aloop.config import AcquisitionSettings
 
 
-@pytest.fixture(scope="module")
-def fitted():
-    """A proxy fitted on 60 crystals of the smoke space with a smooth synthetic target."""
-    cfg = load_config(CONFIG_DIR / "smoke.yaml")
-    space = CrystalSpace.from_settings(cfg.space)
-    env = CrystalEnv.from_space(space, cfg.gfn)
-    crystals = sample(env, build_policy(env, cfg.gfn), 80, seed=0)
-    x = featurize(crystals)
-    y = (x[:, :5].sum(dim=1) - x[:, :5].sum(dim=1).mean()).double()
-    data = TrainingSet(target="formation_energy_per_atom", crystals=crystals, values=y,
-                       source=torch.zeros(len(y), dtype=torch.long), sources=("synthetic",),
-                       ids=tuple(map(str, range(len(y)))))
-    train, test = data.subset(torch.arange(60)), data.subset(torch.arange(60, 80))
-    return fit_proxy(train, cfg.proxy, seed=0, progress=False), test
+@pytest.fixture
+def fitted(smoke_problem):
+    """A proxy fitted on 60 crystals of the smoke space with a smooth synthetic target, and 20 test crystals."""
+    return smoke_problem.proxy, smoke_problem.test
 
 
 def test_ucb_is_the_optimistic_bound_of_the_posterior(fitted):
     proxy, test = fitted
     settings = AcquisitionSettings(kind="ucb", beta=4.0)
     values = acquisition_values(proxy, settings, test.crystals, target="formation_energy_per_atom", best_f=0.0)
-    mean, std = proxy.predict(test.crystals, observation_noise=False)
+    prediction = proxy.predict(test.crystals, observation_noise=False)
+    mean, std = prediction.mean, prediction.std
     assert values.shape == (len(test),)
     torch.testing.assert_close(values, -mean + 2.0 * std, rtol=1e-4, atol=1e-5)
 
@@ -46,7 +32,8 @@ def test_log_ei_matches_its_closed_form(fitted):
     best = -0.5
     values = acquisition_values(proxy, AcquisitionSettings(kind="logei"), test.crystals,
                                 target="formation_energy_per_atom", best_f=best)
-    mean, std = proxy.predict(test.crystals, observation_noise=False)
+    prediction = proxy.predict(test.crystals, observation_noise=False)
+    mean, std = prediction.mean, prediction.std
     normal = torch.distributions.Normal(0.0, 1.0)
     z = (best - mean) / std
     expected = torch.log(std * (z * normal.cdf(z) + normal.log_prob(z).exp()))
@@ -58,7 +45,8 @@ def test_band_gap_scores_closeness_to_the_target(fitted):
     proxy, test = fitted
     settings = AcquisitionSettings(kind="mean", band_gap_target=0.3)
     values = acquisition_values(proxy, settings, test.crystals, target="band_gap", best_f=0.0)
-    mean, std = proxy.predict(test.crystals, observation_noise=False)
+    prediction = proxy.predict(test.crystals, observation_noise=False)
+    mean, std = prediction.mean, prediction.std
     # E|Y - t| under the Gaussian posterior, estimated by botorch's quasi-MC draws
     z = (mean - 0.3) / std
     normal = torch.distributions.Normal(0.0, 1.0)

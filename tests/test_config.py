@@ -34,6 +34,8 @@ def test_dotted_override_parses_yaml_values():
         ("gfn.trainsteps=5", ["unknown key 'gfn.trainsteps'", "train_steps"]),
         ("proxy.target=bandgap", ["proxy.target='bandgap'", "formation_energy_per_atom"]),
         ("space.elements=[Fe, Xx]", ["Xx"]),
+        ("space.point_symmetries=[bad]", ["space.point_symmetries.0='bad'", "'centrosymmetric'",
+                                          "'non_centrosymmetric_polar'", "'non_centrosymmetric_non_polar'"]),
         ("space.lattice.length={min: 5, max: 2}", ["space.lattice.length", "min=5.0 must be below max=2.0"]),
     ],
 )

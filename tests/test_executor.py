@@ -85,7 +85,7 @@ def test_chgnet_labels_through_a_dask_cluster_of_worker_processes(tmp_path: Path
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
             open_executor(kind="dask", scheduler_address=cluster.scheduler_address) as executor:
         oracle = load_oracle("chgnet", {"max_steps": 100}, executor=executor)
-        report = label_candidates(store, "dask", oracle, poll_interval_s=0.1)
+        report = label_candidates(store, campaign.id, oracle, poll_interval_s=0.1)
     assert report.labelled == 2
     with store.session() as session:
         energies = session.query(Label).filter(Label.property == "energy_per_atom").all()

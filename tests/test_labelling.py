@@ -55,6 +55,11 @@ def approve(store: Store, crystals: Sequence[Crystal], campaign: str = "test") -
         return [c.id for c in added]
 
 
+def campaign_id(store: Store, name: str = "test") -> int:
+    with store.session() as session:
+        return get_or_create_campaign(session, name).id
+
+
 def labels(store: Store) -> dict[tuple[int, str], Label]:
     with store.session() as session:
         rows = session.scalars(select(Label).where(Label.candidate_id.is_not(None))).all()
@@ -77,8 +82,8 @@ def table(tmp_path: Path) -> str:
 def test_labels_each_approved_candidate_once_and_records_failures(store, table):
     ids = approve(store, [cubic("Na4Cl4", 5.69), cubic("Mg4O4", 4.21), cubic("Li4Cl4", 5.13)])
     with open_oracle(OracleSettings(name="lookup", settings={"table": table})) as oracle:
-        report = label_candidates(store, "test", oracle)
-        again = label_candidates(store, "test", oracle)
+        report = label_candidates(store, campaign_id(store), oracle)
+        again = label_candidates(store, campaign_id(store), oracle)
     assert (report.submitted, report.labelled, report.failed, report.pending) == (3, 2, 1, 0)
     assert (again.submitted, again.labelled, again.failed) == (0, 0, 0)
     assert states(store, ids) == ["labelled", "labelled", "failed"]
@@ -111,10 +116,10 @@ class CrashOnPoll:
 def test_a_crash_between_submit_and_poll_loses_nothing_and_labels_once(store, table):
     ids = approve(store, [cubic("Na4Cl4", 5.69), cubic("Mg4O4", 4.21)])
     with pytest.raises(_Crash):
-        label_candidates(store, "test", CrashOnPoll(load_oracle("lookup", {"table": table}, executor=None)))
+        label_candidates(store, campaign_id(store), CrashOnPoll(load_oracle("lookup", {"table": table}, executor=None)))
     assert states(store, ids) == ["submitted", "submitted"]
     fresh = load_oracle("lookup", {"table": table}, executor=None)  # a new process knows no job
-    report = label_candidates(store, "test", fresh)
+    report = label_candidates(store, campaign_id(store), fresh)
     assert (report.submitted, report.resubmitted, report.labelled) == (0, 2, 2)
     assert states(store, ids) == ["labelled", "labelled"]
     with store.session() as session:
@@ -165,7 +170,7 @@ def test_a_broken_oracle_leaves_failed_labels_and_the_batch_goes_on(store):
     ids = approve(store, crystals)
     with open_executor(max_workers=1) as executor:
         oracle = load_oracle(f"{__name__}:BrokenOracle", {"timeout_s": 1.0}, executor=executor)
-        report = label_candidates(store, "test", oracle, poll_interval_s=0.05)
+        report = label_candidates(store, campaign_id(store), oracle, poll_interval_s=0.05)
     assert (report.labelled, report.failed, report.pending) == (1, 3, 0)
     assert states(store, ids) == ["failed", "failed", "failed", "labelled"]
     stored = labels(store)
@@ -179,7 +184,7 @@ def test_a_broken_oracle_leaves_failed_labels_and_the_batch_goes_on(store):
 def test_an_oracle_whose_submit_raises_fails_the_candidates(store):
     ids = approve(store, [cubic("K4Cl4", 6.3)])
     with open_executor() as executor:
-        report = label_candidates(store, "test", RaisingOracle(BrokenSettings(), executor=executor))
+        report = label_candidates(store, campaign_id(store), RaisingOracle(BrokenSettings(), executor=executor))
     assert states(store, ids) == ["failed"]
     assert report.failed == 1
     assert "ConnectionError: queue unreachable" in labels(store)[(ids[0], FAILED_PROPERTY)].reason
@@ -187,7 +192,7 @@ def test_an_oracle_whose_submit_raises_fails_the_candidates(store):
 
 def test_a_crystal_pyxtal_cannot_fill_fails_before_the_oracle(store, table):
     ids = approve(store, [cubic("Na3Cl1", 5.69)])  # 3 Na cannot fill the 4/8-fold sites of Fm-3m
-    report = label_candidates(store, "test", load_oracle("lookup", {"table": table}, executor=None))
+    report = label_candidates(store, campaign_id(store), load_oracle("lookup", {"table": table}, executor=None))
     assert report.failed == 1 and report.submitted == 0
     assert "cannot be placed" in labels(store)[(ids[0], FAILED_PROPERTY)].reason
 
@@ -204,7 +209,7 @@ def test_chgnet_labels_carry_formation_energy_and_hull_of_the_same_oracle(sqlite
     ids = approve(sqlite_store, [rock_salt, cesium_chloride])
     with open_executor() as executor:
         oracle = load_oracle("chgnet", {"max_steps": 150}, executor=executor)
-        report = label_candidates(sqlite_store, "test", oracle, poll_interval_s=0.1)
+        report = label_candidates(sqlite_store, campaign_id(sqlite_store), oracle, poll_interval_s=0.1)
     assert report.labelled == 2
     stored = labels(sqlite_store)
     formation = [stored[(i, "formation_energy_per_atom")].value for i in ids]
@@ -222,7 +227,7 @@ def test_known_compounds_join_the_hull_on_the_oracle_scale(sqlite_store):
     known = [(Composition("NaCl"), -2.5), (Composition("Na2Cl"), 0.5), (Composition("MgO"), -3.0)]
     with open_executor() as executor:
         oracle = load_oracle("chgnet", {"max_steps": 150}, executor=executor)
-        label_candidates(sqlite_store, "test", oracle, poll_interval_s=0.1, hull=known)
+        label_candidates(sqlite_store, campaign_id(sqlite_store), oracle, poll_interval_s=0.1, hull=known)
     stored = labels(sqlite_store)
     formation = stored[(salt, "formation_energy_per_atom")].value
     assert -2.3 < formation < -1.9  # CHGNet's own, above the (made-up) -2.5 of the known NaCl
@@ -235,10 +240,13 @@ CHILD = textwrap.dedent("""
     from aloop.executor import open_executor
     from aloop.labelling import label_candidates
     from aloop.oracle import load_oracle
-    from aloop.store import open_store
+    from aloop.store import find_campaign, open_store
+    store = open_store(sys.argv[1])
+    with store.session() as session:
+        campaign_id = find_campaign(session, "test").id
     with open_executor() as executor:
         oracle = load_oracle("chgnet", {"max_steps": 60, "fmax": 0.2}, executor=executor)
-        label_candidates(open_store(sys.argv[1]), "test", oracle, poll_interval_s=0.05)
+        label_candidates(store, campaign_id, oracle, poll_interval_s=0.05)
 """)
 
 

@@ -8,7 +8,7 @@ from pymatgen.core import Composition
 
 from aloop.cli import main
 from aloop.space import Crystal
-from aloop.status import LabelCount, summarize_campaign
+from aloop.status import LabelCount, campaign_status
 from aloop.store import (
     NewCandidate,
     RoundLock,
@@ -52,26 +52,26 @@ def fill(store: Store) -> None:
         add_candidates(session, start_round(session, other, config={}, seed=0), [cubic("CaTiO3", 3.8)])
 
 
-def test_summary_counts_only_the_campaign(store: Store) -> None:
+def test_status_counts_only_the_campaign(store: Store) -> None:
     fill(store)
     with store.session() as session:
-        summary = summarize_campaign(session, "lab")
-    assert [(r.number, r.stage, r.candidates, r.mlflow_run_id) for r in summary.rounds] == [
+        status = campaign_status(session, "lab")
+    assert [(r.number, r.stage, r.candidates, r.mlflow_run_id) for r in status.rounds] == [
         (1, "labelled", 3, "run-1"), (2, "proposed", 1, None)]
-    assert summary.candidates_by_state == {"proposed": 1, "approved": 0, "rejected": 1, "submitted": 0,
+    assert status.candidates_by_state == {"proposed": 1, "approved": 0, "rejected": 1, "submitted": 0,
                                            "labelled": 1, "failed": 1}
-    assert summary.labels == (LabelCount("chgnet", "formation_energy_per_atom", ok=1, failed=1),
+    assert status.labels == (LabelCount("chgnet", "formation_energy_per_atom", ok=1, failed=1),
                               LabelCount("lab", "band_gap", ok=1, failed=0))
-    assert summary.lock_holder is None
+    assert status.lock_holder is None
 
 
 def test_unknown_campaign_is_empty_and_not_created(store: Store) -> None:
     with store.session() as session:
-        summary = summarize_campaign(session, "nobody")
-    assert (summary.exists, summary.rounds, summary.labels) == (False, (), ())
-    assert set(summary.candidates_by_state.values()) == {0}
+        status = campaign_status(session, "nobody")
+    assert (status.exists, status.rounds, status.labels) == (False, (), ())
+    assert set(status.candidates_by_state.values()) == {0}
     with store.session() as session:
-        assert summarize_campaign(session, "nobody").exists is False
+        assert campaign_status(session, "nobody").exists is False
 
 
 def test_cli_status_prints_rounds_states_labels_and_lock(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm
 
 from aloop.config import MPSettings, SpaceSettings
 from aloop.data.convert import PROPERTIES, Entries
+from aloop.files import write_atomic
 from aloop.space.crystal import Crystal, CrystalBatch
 
 FIELDS = ("material_id", "structure", "formation_energy_per_atom", "band_gap", "energy_above_hull", "symmetry",
@@ -116,7 +116,7 @@ def pull(query: MPQuery, *, cache_dir: Path, chunk_size: int = 1000, progress: b
     pulled_at = datetime.now(UTC).isoformat(timespec="seconds")
     payload = {"query": asdict(query), "db_version": db_version, "pulled_at": pulled_at, "records": records}
     path = cache_file(query, cache_dir)
-    _write_atomic(path, gzip.compress(json.dumps(payload).encode()))
+    write_atomic(path, gzip.compress(json.dumps(payload).encode()))
     unconverted = sum(r["crystal"] is None for r in records)
     return PullReport(path=path, entries=len(records), unconverted=unconverted, db_version=db_version,
                       pulled_at=pulled_at)
@@ -193,11 +193,3 @@ def _record(doc: dict[str, Any]) -> dict[str, Any]:
         crystal = None
     return {"material_id": str(doc["material_id"]), **{p: doc.get(p) for p in PROPERTIES},
             "symmetry": doc.get("symmetry"), "structure": doc.get("structure"), "crystal": crystal}
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)

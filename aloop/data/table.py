@@ -1,31 +1,48 @@
-"""A CSV of labelled crystals, the input of ``aloop proxy fit`` and ``aloop proxy eval``.
+"""A CSV of labelled crystals, the input of ``aloop proxy fit`` and ``aloop proxy eval``, and its crystal columns.
 
 Columns: ``material_id``; the crystal as ``cif`` or as ``formula`` (atoms of the
 conventional cell, e.g. ``Na4Cl4``), ``space_group`` and ``a, b, c, alpha, beta, gamma``
 (Angstrom, degrees); the target column (``formation_energy_per_atom`` in eV/atom or
 ``band_gap`` in eV); optionally ``source`` (the label's source, default ``csv``). Each row
-is checked as a labels row (``aloop.labels.parse_row``: same messages, same CIF checks).
+is checked as a labels row (``aloop.label_files.parse_row``: same messages, same CIF checks).
+
+``crystal_table`` writes crystals in the same columns (``aloop sample``'s CSV, the MLflow
+proxy model's input).
 
 Example:
     >>> train = read_table(Path("train.csv"), target="formation_energy_per_atom")  # doctest: +SKIP
+    >>> list(crystal_table(train.crystals.to_crystals()).columns)  # doctest: +SKIP
+    ['formula', 'space_group', 'a', 'b', 'c', 'alpha', 'beta', 'gamma']
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from aloop.data.training import TARGETS, TrainingSet
-from aloop.labels import parse_row
-from aloop.space.crystal import LATTICE_KEYS
+from aloop.label_files import parse_row
+from aloop.space.crystal import LATTICE_KEYS, Crystal
 
 DEFAULT_SOURCE = "csv"
-CRYSTAL_COLUMNS = ("cif", "formula", "space_group", *LATTICE_KEYS)
+CRYSTAL_TABLE_COLUMNS = ("formula", "space_group", *LATTICE_KEYS)
+"""A crystal as a table row: full cell formula, space group, lattice (Angstrom, degrees)."""
+CRYSTAL_COLUMNS = ("cif", *CRYSTAL_TABLE_COLUMNS)
 MAX_REPORTED = 5
 
 
 class TableError(ValueError):
     """The CSV cannot be used; the message names the file, the line and the problem."""
+
+
+def crystal_table(crystals: Sequence[Crystal]) -> pd.DataFrame:
+    """One row per crystal in ``CRYSTAL_TABLE_COLUMNS``, e.g. formula ``Fe4 O6``, space group 167, a ... gamma."""
+    return pd.DataFrame([{"formula": c.formula, "space_group": c.space_group,
+                          **dict(zip(LATTICE_KEYS, c.lattice, strict=True))} for c in crystals],
+                        columns=list(CRYSTAL_TABLE_COLUMNS))
 
 
 def read_table(path: Path, *, target: str | None = None) -> TrainingSet:

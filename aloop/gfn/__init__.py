@@ -15,7 +15,6 @@ from aloop.gfn.trainer import (
     TrainingHistory,
     build_policy,
     estimated_log_reward,
-    resolve_device,
     sample,
     train,
 )
@@ -29,7 +28,6 @@ __all__ = [
     "build_policy",
     "estimated_log_reward",
     "load_checkpoint",
-    "resolve_device",
     "sample",
     "save_checkpoint",
     "train",

@@ -24,16 +24,14 @@ from dataclasses import dataclass
 
 import torch
 
-from aloop.config import CRYSTAL_LATTICE_SYSTEMS, GFNSettings
+from aloop.config import GFNSettings
 from aloop.gfn.cell import CellMap
-from aloop.gfn.policy import N_POINT_SYMMETRIES
 from aloop.gfn.states import Trajectories
 from aloop.gfn.trie import CompositionTrie
 from aloop.space.crystal import CrystalBatch
+from aloop.space.groups import N_LATTICE_SYSTEMS, N_POINT_SYMMETRIES
 from aloop.space.lattice import follows_system
 from aloop.space.space import CrystalSpace
-
-N_SYSTEMS = len(CRYSTAL_LATTICE_SYSTEMS)
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ class CrystalEnv:
         system = space.lattice_system.long()
         symmetry = space.point_symmetry.long()
         n_groups = int(space.space_groups.shape[0])
-        group_mask = torch.zeros(N_SYSTEMS, N_POINT_SYMMETRIES, n_groups, dtype=torch.bool)
+        group_mask = torch.zeros(N_LATTICE_SYSTEMS, N_POINT_SYMMETRIES, n_groups, dtype=torch.bool)
         group_mask[system, symmetry, torch.arange(n_groups)] = True
         return cls(
             space=space,

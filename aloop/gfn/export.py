@@ -11,30 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from aloop.config import Config
+from aloop.data.table import crystal_table
 from aloop.gfn.checkpoint import load_checkpoint
 from aloop.gfn.env import CrystalEnv
-from aloop.gfn.trainer import build_policy, estimated_log_reward, resolve_device, sample
-from aloop.space.crystal import LATTICE_KEYS, CrystalBatch
+from aloop.gfn.trainer import build_policy, estimated_log_reward, sample
+from aloop.hardware import resolve_device
 from aloop.space.space import CrystalSpace
-
-COLUMNS = ("formula", "space_group", *LATTICE_KEYS)
-"""Columns of a sample table; ``log_reward`` follows when a reward is known."""
-
-
-def crystal_table(batch: CrystalBatch, *, log_reward: torch.Tensor | None = None) -> pd.DataFrame:
-    """One row per crystal: full cell formula (``Fe4 O6``), space group, lattice, optional log reward."""
-    crystals = batch.to("cpu").to_crystals()
-    table = pd.DataFrame({
-        "formula": [crystal.formula for crystal in crystals],
-        "space_group": batch.space_group.cpu().numpy(),
-        **{key: batch.lattice[:, i].cpu().numpy() for i, key in enumerate(LATTICE_KEYS)},
-    }, columns=list(COLUMNS))
-    if log_reward is not None:
-        table["log_reward"] = log_reward.detach().cpu().numpy()
-    return table
 
 
 def sample_table(config: Config, *, n: int, checkpoint: str | Path | None = None, temperature: float = 1.0,
@@ -54,5 +38,7 @@ def sample_table(config: Config, *, n: int, checkpoint: str | Path | None = None
         policy = load_checkpoint(checkpoint, env, settings=config.gfn)
     batch = sample(env, policy, n, temperature=temperature, seed=seed, progress=progress,
                    threads=config.gfn.threads)
-    log_reward = estimated_log_reward(env, policy, batch) if checkpoint is not None else None
-    return crystal_table(batch, log_reward=log_reward)
+    table = crystal_table(batch.to("cpu").to_crystals())
+    if checkpoint is not None:
+        table["log_reward"] = estimated_log_reward(env, policy, batch).detach().cpu().numpy()
+    return table

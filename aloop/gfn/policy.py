@@ -21,10 +21,8 @@ import torch
 from torch import nn
 from torch.distributions import Beta, Categorical
 
-from aloop.config import CRYSTAL_LATTICE_SYSTEMS
+from aloop.space.groups import N_LATTICE_SYSTEMS, N_POINT_SYMMETRIES
 
-N_LATTICE_SYSTEMS = len(CRYSTAL_LATTICE_SYSTEMS)
-N_POINT_SYMMETRIES = 3
 N_LATTICE_COORDS = 6
 MIN_CONCENTRATION = 0.1
 MAX_CONCENTRATION = 500.0

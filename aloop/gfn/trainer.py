@@ -14,8 +14,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +27,7 @@ from aloop.gfn.policy import CrystalPolicy
 from aloop.gfn.replay import ReplayBuffer
 from aloop.gfn.sampler import log_prob, rollout
 from aloop.gfn.states import Trajectories
+from aloop.hardware import torch_threads
 from aloop.space.crystal import CrystalBatch
 
 LogRewardFn = Callable[[CrystalBatch], torch.Tensor]
@@ -54,29 +54,6 @@ class TrainingHistory:
     log_z: list[float]
     mean_log_reward: list[float]
     seconds: float
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; any other name is used as given."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run the block with ``n`` torch intra-op threads (``None`` or 0: leave torch's setting), then restore.
-
-    The GFN's matrices are small; on the shared 2-core machine one thread trained 8-10x and
-    sampled 3-10x faster than two, which contend with other processes.
-    """
-    previous = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def build_policy(env: CrystalEnv, settings: GFNSettings) -> CrystalPolicy:

@@ -93,8 +93,8 @@ def calibration(proxy: Proxy, heldout: TrainingSet) -> Calibration:
     """
     if heldout.target != proxy.target:
         raise ValueError(f"held-out target {heldout.target!r} differs from the proxy's {proxy.target!r}")
-    mean, std = proxy.predict(heldout.crystals, source=proxy.source_index(heldout.row_sources()))
-    return calibration_metrics(heldout.values, mean, std, target=heldout.target)
+    prediction = proxy.predict(heldout.crystals, source=proxy.source_index(heldout.row_sources()))
+    return calibration_metrics(heldout.values, prediction.mean, prediction.std, target=heldout.target)
 
 
 def plot_calibration(result: Calibration, *, title: str = "") -> Figure:

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from aloop.config import ProxySettings
 from aloop.data.training import TrainingSet
-from aloop.gfn.trainer import torch_threads
+from aloop.hardware import torch_threads
 from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel
 from aloop.space.crystal import CrystalBatch
 from aloop.space.features import featurize
@@ -49,6 +49,14 @@ the fit for hundreds of steps, and intervals come out too wide (measured in the 
 
 class ProxyError(ValueError):
     """A proxy cannot be used as asked (unknown source, unreadable files); the message says why."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Marginal predictions of ``N`` crystals: ``mean`` and ``std``, each ``(N,)``, in target units."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
 
 @dataclass(frozen=True, eq=False)
@@ -105,8 +113,8 @@ class Proxy:
         return self.model.posterior(self.inputs(batch, fidelity=fidelity), observation_noise=observation_noise)
 
     def predict(self, batch: CrystalBatch, *, source: torch.Tensor | None = None,
-                observation_noise: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """Marginal ``(N,)`` mean and ``(N,)`` standard deviation, in chunks (for metrics and tables).
+                observation_noise: bool = True) -> Prediction:
+        """Marginal mean and standard deviation of each crystal, in chunks (for metrics and tables).
 
         Args:
             source: ``(N,)`` long per-crystal source columns (default: ``reference_source``).
@@ -122,7 +130,7 @@ class Proxy:
                 post = self.model.posterior(x, observation_noise=observation_noise)
                 means.append(post.mean.reshape(-1))
                 stds.append(post.variance.reshape(-1).clamp(min=0).sqrt())
-        return torch.cat(means), torch.cat(stds)
+        return Prediction(torch.cat(means), torch.cat(stds))
 
     @property
     def hidden_dims(self) -> list[int]:
@@ -179,7 +187,7 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
     """Fit a proxy of ``train.target`` on ``train`` (CPU; about 1-2 min for 30k crystals, one thread).
 
     A ``settings.validation_fraction`` of the rows is kept out of the ELBO fit and used to
-    recalibrate the posterior's variance scale and each source's noise (``_recalibrate``).
+    recalibrate the posterior's variance scale and each source's noise (``recalibrate``).
     With fewer than ``settings.extractor_min_rows`` rows the kernel reads the features without
     the learned extractor, and the target is standardised by at least ``settings.prior_std``:
     what keeps a proxy of a few labels uncertain about crystals unlike them.
@@ -213,12 +221,12 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
         _optimise(model, x[fit_rows], y[fit_rows], source[fit_rows], settings, generator=generator, progress=progress)
         model.eval()
         if n_val:
-            _recalibrate(model, x[val_rows], y[val_rows], source[val_rows])
+            recalibrate(model, x[val_rows], y[val_rows], source[val_rows])
     return Proxy(model=model, target=train.target, sources=sources, reference_source=reference,
                  feature_mean=mean, feature_std=std, settings=settings)
 
 
-def _recalibrate(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source: torch.Tensor) -> None:
+def recalibrate(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source: torch.Tensor) -> None:
     """Set ``variance_scale`` and each source's noise to minimise the validation rows' Gaussian NLL.
 
     The predictive variance of a row is ``scale * latent variance + noise[source]``. The
@@ -229,6 +237,12 @@ def _recalibrate(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source
     drives exploration, never removes it on the word of a few hundred rows. Sources with
     fewer than ``MIN_VALIDATION`` rows keep their ELBO noise (and are left out of the fit);
     with none, nothing changes. L-BFGS on log(scale - 1) and log(noise - MIN_NOISE).
+
+    Args:
+        model: a fitted model in eval mode; changed in place.
+        x: ``(N, d)`` validation inputs, as ``Proxy.inputs`` builds them.
+        y: ``(N,)`` standardised targets of those rows.
+        source: ``(N,)`` long, each row's index into the model's sources.
     """
     counted = [s for s in range(len(model.likelihood.noise)) if int((source == s).sum()) >= MIN_VALIDATION]
     if not counted:

@@ -7,15 +7,17 @@ are atomic (temporary file + rename): parallel processes never read half a file.
 
 from __future__ import annotations
 
+import io
 import json
 import os
-import tempfile
 import warnings
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from aloop.files import write_atomic
 
 
 def cache_root() -> Path:
@@ -38,7 +40,7 @@ def load_cached(name: str) -> Any | None:
 
 def save_cached(name: str, value: Any) -> None:
     """Write ``value`` as JSON atomically."""
-    _write_atomic(cache_path(name, ".json"), lambda f: f.write(json.dumps(value).encode()))
+    _save(cache_path(name, ".json"), json.dumps(value))
 
 
 def load_arrays(name: str) -> dict[str, np.ndarray] | None:
@@ -52,15 +54,14 @@ def load_arrays(name: str) -> dict[str, np.ndarray] | None:
 
 def save_arrays(name: str, **arrays: np.ndarray) -> None:
     """Write arrays as one ``.npz`` atomically."""
-    _write_atomic(cache_path(name, ".npz"), lambda f: np.savez(f, **arrays))
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    _save(cache_path(name, ".npz"), buffer.getvalue())
 
 
-def _write_atomic(path: Path, write: Any) -> None:
-    """Write through a temporary file then rename; an unwritable cache only warns (work goes on)."""
+def _save(path: Path, data: bytes | str) -> None:
+    """Write atomically; an unwritable cache only warns (work goes on)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False, suffix=".tmp") as tmp:
-            write(tmp)
-        os.replace(tmp.name, path)
+        write_atomic(path, data)
     except OSError as err:
         warnings.warn(f"cannot write cache file {path}: {err}", stacklevel=3)

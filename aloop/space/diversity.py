@@ -15,10 +15,10 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from aloop.config import CRYSTAL_LATTICE_SYSTEMS
+from aloop.config import CRYSTAL_LATTICE_SYSTEMS, POINT_SYMMETRIES
 from aloop.space.composition import unique_rows
 from aloop.space.crystal import Crystal, CrystalBatch
-from aloop.space.groups import CRYSTAL_SYSTEMS, N_SPACE_GROUPS, POINT_SYMMETRIES, space_group_table
+from aloop.space.groups import CRYSTAL_SYSTEMS, N_SPACE_GROUPS, space_group_table
 from aloop.space.space import CrystalSpace
 
 LENGTH_DECIMALS = 2

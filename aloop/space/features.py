@@ -37,9 +37,9 @@ from functools import cache
 import torch
 from pymatgen.core.periodic_table import Element
 
-from aloop.config import CRYSTAL_LATTICE_SYSTEMS
+from aloop.config import CRYSTAL_LATTICE_SYSTEMS, POINT_SYMMETRIES
 from aloop.space.crystal import CrystalBatch
-from aloop.space.groups import N_SPACE_GROUPS, POINT_GROUPS, POINT_SYMMETRIES, space_group_table
+from aloop.space.groups import N_SPACE_GROUPS, POINT_GROUPS, space_group_table
 
 MAX_Z = 94
 """Elements up to plutonium: every element in Materials Project's summary data."""

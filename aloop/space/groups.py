@@ -22,12 +22,10 @@ from functools import cache
 
 import torch
 
-from aloop.config import CRYSTAL_LATTICE_SYSTEMS
+from aloop.config import CRYSTAL_LATTICE_SYSTEMS, POINT_SYMMETRIES
 from aloop.space.cache import load_cached, save_cached
 
 CRYSTAL_SYSTEMS = ("triclinic", "monoclinic", "orthorhombic", "tetragonal", "trigonal", "hexagonal", "cubic")
-POINT_SYMMETRIES = ("centrosymmetric", "non_centrosymmetric_polar", "non_centrosymmetric_non_polar")
-"""Point-symmetry classes: with inversion; without inversion but polar; neither."""
 POINT_GROUPS = (
     "1", "-1", "2", "m", "2/m", "222", "mm2", "mmm", "4", "-4", "4/m", "422", "4mm", "-42m",
     "4/mmm", "3", "-3", "32", "3m", "-3m", "6", "-6", "6/m", "622", "6mm", "-62m", "6/mmm",
@@ -35,6 +33,8 @@ POINT_GROUPS = (
 )
 """The 32 crystallographic point groups in pyxtal's notation, in International Tables order."""
 N_SPACE_GROUPS = 230
+N_LATTICE_SYSTEMS = len(CRYSTAL_LATTICE_SYSTEMS)
+N_POINT_SYMMETRIES = len(POINT_SYMMETRIES)
 _CACHE = "space-groups-v2"
 
 
@@ -73,7 +73,7 @@ class SpaceGroupTable:
         crystal_system: ``(231,)`` long, index into ``CRYSTAL_SYSTEMS``.
         lattice_system: ``(231,)`` long, index into ``CRYSTAL_LATTICE_SYSTEMS``.
         point_group: ``(231,)`` long, index into ``POINT_GROUPS``.
-        point_symmetry: ``(231,)`` long, index into ``POINT_SYMMETRIES``.
+        point_symmetry: ``(231,)`` long, index into ``aloop.config.POINT_SYMMETRIES``.
         wyckoff_multiplicity: ``(231, W)`` long, multiplicities padded with 0.
         wyckoff_free: ``(231, W)`` bool, position has free coordinates (False on padding).
     """

@@ -26,7 +26,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from aloop.config import CRYSTAL_LATTICE_SYSTEMS, SpaceSettings
+from aloop.config import CRYSTAL_LATTICE_SYSTEMS, POINT_SYMMETRIES, SpaceSettings
 from aloop.space.composition import (
     charge_neutral,
     enumerate_counts,
@@ -36,7 +36,7 @@ from aloop.space.composition import (
     wyckoff_compatibility,
 )
 from aloop.space.cache import load_arrays, save_arrays
-from aloop.space.groups import N_SPACE_GROUPS, POINT_SYMMETRIES, space_group_table
+from aloop.space.groups import N_SPACE_GROUPS, space_group_table
 from aloop.space.lattice import system_fits_ranges
 
 
@@ -53,7 +53,7 @@ class CrystalSpace:
         elements: element symbols, the columns of ``compositions``.
         space_groups: ``(G,)`` long, allowed space-group numbers, ascending.
         lattice_system: ``(G,)`` long, index into ``aloop.config.CRYSTAL_LATTICE_SYSTEMS``.
-        point_symmetry: ``(G,)`` long, index into ``aloop.space.groups.POINT_SYMMETRIES``.
+        point_symmetry: ``(G,)`` long, index into ``aloop.config.POINT_SYMMETRIES``.
         compositions: ``(M, E)`` long, atom counts of the conventional cell: charge neutral,
             within ``max_atoms_per_element``, ``max_atoms``, ``max_elements``, and hosted by
             at least one allowed group.

@@ -1,4 +1,4 @@
-"""Crystal -> pymatgen ``Structure`` through pyxtal: atoms on Wyckoff sites of the group.
+"""Atom placement: Crystal -> pymatgen ``Structure`` through pyxtal, atoms on Wyckoff sites of the group.
 
 pyxtal places the given counts on Wyckoff positions of the space group (its standard
 setting, R groups hexagonal) inside the given lattice, at random but seeded, keeping
@@ -13,6 +13,11 @@ Example:
 """
 
 from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -29,10 +34,42 @@ MIN_VOLUME_PER_ATOM = 3.0
 """Cells denser than this (Angstrom^3 per atom) are refused at once: pyxtal spends about 30 s
 per attempt on them and fails (measured on Fe6O6 and Li8O4 in P1), and no Materials Project
 crystal is denser than 4.8 (mp_cgcnn36k)."""
+PLACEMENT_CPU_S = 5.0
+"""CPU seconds pyxtal may spend on the atoms of one candidate. Placements take 0.01-1 s; a
+crystal whose Wyckoff sites cannot keep its atoms apart takes pyxtal about 10 s of CPU per
+try and ten tries (measured: Na6Co6O6 in R3c, a = 5.2, c = 6.2 A), which stalled a round."""
 
 
 class StructureError(ValueError):
     """pyxtal could not place the atoms of a crystal; the message says which crystal and why."""
+
+
+class TimeLimit(Exception):
+    """The block ran out of its CPU time."""
+
+
+@contextmanager
+def cpu_time_limit(seconds: float) -> Iterator[None]:
+    """Raise ``TimeLimit`` in the block once the process has spent ``seconds`` of CPU time in it.
+
+    CPU time, not wall time: a busy machine does not change which placements succeed, so a
+    round stays reproducible. Only the main thread can be interrupted; elsewhere the
+    block runs without a limit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeLimit(f"over {seconds:g} s of CPU time")
+
+    previous = signal.signal(signal.SIGVTALRM, expire)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
 
 
 def to_structure(crystal: Crystal, *, seed: int | None = None, attempts: int = 10,
@@ -83,6 +120,16 @@ def to_structure(crystal: Crystal, *, seed: int | None = None, attempts: int = 1
             return structure
         reason = f"placements have the higher symmetry of space group {found}"
     raise StructureError(f"pyxtal cannot place {where} in {attempts} attempts: {reason}")
+
+
+def placed_structure(crystal: Crystal) -> Structure | None:
+    """The atoms of ``crystal`` placed by pyxtal, seeded by its hash (always the same placement),
+    or ``None`` when pyxtal cannot place them within ``PLACEMENT_CPU_S``."""
+    try:
+        with cpu_time_limit(PLACEMENT_CPU_S):
+            return to_structure(crystal, seed=int(crystal.canonical_hash[:8], 16))
+    except (StructureError, TimeLimit):
+        return None
 
 
 def min_distance(structure: Structure) -> float:

@@ -26,6 +26,7 @@ from aloop.store.records import (
     LabelledPoint,
     NewCandidate,
     add_candidates,
+    candidate_structures,
     candidates,
     find_campaign,
     get_or_create_campaign,
@@ -43,7 +44,7 @@ from aloop.store.records import (
 __all__ = [
     "CANDIDATE_STATES", "TRANSITIONS", "Campaign", "Candidate", "Label", "LabelledPoint", "LifecycleError",
     "LockHeld", "LockLost", "Material", "NewCandidate", "OracleJob", "Round", "RoundLease", "RoundLock",
-    "Store", "StoreError", "add_candidates", "candidates", "find_campaign", "get_or_create_campaign",
-    "get_or_create_material", "label_rows", "labelled_data", "latest_round", "material_key", "open_store",
-    "pending_jobs", "record_job", "start_round", "transition", "upsert_label",
+    "Store", "StoreError", "add_candidates", "candidate_structures", "candidates", "find_campaign",
+    "get_or_create_campaign", "get_or_create_material", "label_rows", "labelled_data", "latest_round", "material_key",
+    "open_store", "pending_jobs", "record_job", "start_round", "transition", "upsert_label",
 ]

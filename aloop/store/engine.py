@@ -2,7 +2,10 @@
 
 SQLite (the default, a file in the working directory) runs in WAL mode with foreign keys
 on and a busy timeout; each transaction starts with ``BEGIN IMMEDIATE`` so that two
-processes writing at once queue up instead of failing half-way. PostgreSQL is used as is.
+processes writing at once queue up instead of failing half-way. Processes opening the same
+SQLite file take turns (a lock on ``<file>.lock``) until its schema is migrated: two that
+switched a new file to WAL at once could each wait for the other until the busy timeout.
+PostgreSQL is used as is.
 
 Example:
     >>> store = open_store("sqlite:///aloop.db")  # doctest: +SKIP
@@ -12,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -91,18 +96,34 @@ def open_store(url: str) -> Store:
     except ArgumentError as err:
         raise StoreError(f"store url {url!r} is not a database URL ({err}); "
                          "expected e.g. sqlite:///aloop.db or postgresql+psycopg://user@host/db") from None
-    if parsed.get_backend_name() == "sqlite":
+    sqlite_file = parsed.database if parsed.get_backend_name() == "sqlite" else None
+    if sqlite_file is not None:
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
         _configure_sqlite(engine)
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
     store = Store(url, engine, sessionmaker(engine, expire_on_commit=False))
     try:
-        upgrade(store)
+        with _opening(sqlite_file):
+            upgrade(store)
     except OperationalError as err:
         engine.dispose()
         raise StoreError(f"{store.display_url}: cannot open the database ({err.orig})") from None
     return store
+
+
+@contextmanager
+def _opening(sqlite_file: str | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``<sqlite_file>.lock`` (nothing for PostgreSQL or in-memory SQLite)."""
+    if not sqlite_file or sqlite_file == ":memory:" or sqlite_file.startswith("file:"):
+        yield
+        return
+    descriptor = os.open(f"{sqlite_file}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def upgrade(store: Store) -> None:

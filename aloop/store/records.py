@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pymatgen.core import Composition
+from pymatgen.core import Composition, Structure
 from sqlalchemy import Table, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -140,6 +140,13 @@ def candidates(session: Session, campaign: Campaign, *, state: str | Sequence[st
     if round_ is not None:
         query = query.where(Candidate.round_id == round_.id)
     return list(session.scalars(query))
+
+
+def candidate_structures(session: Session, campaign: Campaign) -> list[Structure]:
+    """The structure (CIF) of every candidate of the campaign that has one, by id."""
+    cifs = session.scalars(select(Candidate.cif).where(Candidate.campaign_id == campaign.id,
+                                                       Candidate.cif.is_not(None)).order_by(Candidate.id))
+    return [Structure.from_str(cif, fmt="cif") for cif in cifs]
 
 
 def material_key(composition: Composition, crystal: Crystal | None) -> str:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pymatgen.core import Lattice, Structure
+from pymatgen.core import Composition, Lattice, Structure
 
-from aloop.data.table import TableError, read_table
+from aloop.data.table import CRYSTAL_TABLE_COLUMNS, TableError, crystal_table, read_table
+from aloop.space import Crystal
 
 HEADER = "material_id,formula,space_group,a,b,c,alpha,beta,gamma,cif,formation_energy_per_atom,source\n"
 
@@ -25,6 +26,16 @@ def test_formula_and_cif_rows(tmp_path: Path) -> None:
     assert data.target == "formation_energy_per_atom" and data.ids == ("mp-22862", "mp-1265")
     assert [c.formula for c in data.crystals.to_crystals()] == ["Na4 Cl4", "Mg4 O4"]
     assert data.values.tolist() == [-2.11, -3.05] and data.row_sources() == ["csv", "mp"]
+
+
+def test_crystal_table_reads_back_as_the_same_crystals(tmp_path: Path) -> None:
+    crystals = [Crystal(225, Composition("Na4Cl4"), (5.64, 5.64, 5.64, 90.0, 90.0, 90.0)),
+                Crystal(167, Composition("Fe12O18"), (5.03, 5.03, 13.75, 90.0, 90.0, 120.0))]
+    table = crystal_table(crystals)
+    assert list(table.columns) == list(CRYSTAL_TABLE_COLUMNS) and table.formula.tolist() == ["Na4 Cl4", "Fe12 O18"]
+    assert list(crystal_table([]).columns) == list(CRYSTAL_TABLE_COLUMNS)
+    table.assign(material_id=["x", "y"], band_gap=[5.0, 2.0]).to_csv(tmp_path / "data.csv", index=False)
+    assert read_table(tmp_path / "data.csv").crystals.to_crystals() == crystals
 
 
 def test_bad_rows_are_listed_by_line(tmp_path: Path) -> None:

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-from aloop.gfn import build_policy, estimated_log_reward, resolve_device, sample, train
-from aloop.gfn.trainer import torch_threads
+from aloop.gfn import build_policy, estimated_log_reward, sample, train
 from aloop.gfn.sampler import rollout
 
 from .conftest import SMALL
@@ -82,18 +81,3 @@ def test_estimated_log_reward_is_finite_inside_and_minus_infinity_outside(small_
     assert torch.isfinite(estimated_log_reward(small_env, policy, batch)).all()
     batch.lattice[:, :3] = 100.0
     assert torch.isinf(estimated_log_reward(small_env, policy, batch)).all()
-
-
-def test_auto_device_is_cuda_exactly_when_available():
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto").type == expected
-    assert resolve_device("cpu").type == "cpu"
-
-
-def test_thread_setting_applies_inside_and_is_restored():
-    before = torch.get_num_threads()
-    with torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    with torch_threads(0):
-        assert torch.get_num_threads() == before

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from pymatgen.core import Composition
 
 from aloop.config import ProxySettings
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, fit_proxy
-from aloop.space.crystal import Crystal, CrystalBatch
+from aloop.space.crystal import CrystalBatch
 from aloop.space.features import feature_names, featurize
 
 ELEMENTS = ("Li", "Mn", "O")

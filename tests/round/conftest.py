@@ -13,7 +13,7 @@ from aloop.config import CONFIG_DIR, Config, load_config
 from aloop.round import run_round
 from aloop.store import Candidate, Label, open_store
 from aloop.store.models import Round
-from aloop.summary import RoundSummary
+from aloop.report import RoundReport
 
 
 def smoke_overrides(root: Path, *overrides: str) -> list[str]:
@@ -60,7 +60,7 @@ def outcome(cfg: Config) -> Outcome:
 @dataclass(frozen=True)
 class FinishedRound:
     cfg: Config
-    summary: RoundSummary
+    report: RoundReport
     outcome: Outcome
     """The store right after the round (later tests may run more rounds on ``cfg``)."""
 
@@ -73,7 +73,7 @@ def smoke_round(tmp_path_factory: pytest.TempPathFactory) -> FinishedRound:
         mp.delenv(name, raising=False)
     cfg = smoke_config(tmp_path_factory.mktemp("smoke"))
     try:
-        summary = run_round(cfg, progress=False)
-        return FinishedRound(cfg, summary, outcome(cfg))
+        report = run_round(cfg, progress=False)
+        return FinishedRound(cfg, report, outcome(cfg))
     finally:
         mp.undo()

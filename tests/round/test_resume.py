@@ -24,7 +24,7 @@ import aloop.review
 import aloop.tracking
 from aloop.round import STAGES, RoundContext, run_round
 from aloop.store import LockHeld, RoundLock, open_store
-from aloop.summary import RoundSummary
+from aloop.report import RoundReport
 from aloop.tracking import CANDIDATE_TAG, KIND_TAG, child_runs
 
 from .conftest import Outcome, outcome, smoke_config
@@ -65,7 +65,7 @@ class Crash:
 @dataclass(frozen=True)
 class CrashedCampaign:
     crashes: dict[str, Crash]
-    summary: RoundSummary
+    report: RoundReport
     outcome: Outcome
     client: MlflowClient
     experiment_id: str
@@ -117,9 +117,9 @@ def crashed(tmp_path_factory: pytest.TempPathFactory) -> CrashedCampaign:
             except Killed:
                 raised = True
         crashes[str(point)] = Crash(raised, outcome(cfg).stages[-1])
-    summary = run_round(cfg, progress=False)
+    report = run_round(cfg, progress=False)
     client = MlflowClient(tracking_uri=cfg.tracking_uri)
-    return CrashedCampaign(crashes, summary, outcome(cfg), client,
+    return CrashedCampaign(crashes, report, outcome(cfg), client,
                            client.get_experiment_by_name(f"aloop/{cfg.campaign}").experiment_id)
 
 
@@ -134,7 +134,7 @@ def test_a_crash_inside_the_stage_leaves_it_unrecorded(point, crashed):
 
 @pytest.mark.slow
 def test_the_resumed_round_ends_as_an_uninterrupted_one(crashed, smoke_round):
-    assert crashed.summary.stage == "done" and crashed.summary.round == 1
+    assert crashed.report.stage == "done" and crashed.report.round == 1
     assert crashed.outcome == smoke_round.outcome
     assert len({h for h, _ in crashed.outcome.candidates}) == len(crashed.outcome.candidates)
     assert len(set(crashed.outcome.labels)) == len(crashed.outcome.labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 from sqlalchemy import select
@@ -27,6 +28,7 @@ def _batch(cfg):
     return rows, jobs, labelled
 
 
+@pytest.mark.slow
 def test_manual_review_submits_exactly_the_approved(tmp_path):
     cfg = smoke_config(tmp_path, "review=manual")
     first = run_round(cfg, progress=False)

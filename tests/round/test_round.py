@@ -8,17 +8,19 @@ from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
+import pytest
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from sqlalchemy import select
 
+from aloop.data.table import crystal_table
 from aloop.proxy import Proxy
 from aloop.round import STAGES, run_round
 from aloop.space import CrystalBatch
 from aloop.store import Candidate, Label, open_store
 from aloop.store.models import Round
 from aloop.tracking import (CANDIDATE_TAG, EXPERIMENT_KIND_TAG, MODEL_TRAINING_VIEW, PROXY_MODEL, REVIEW_TAG,
-                            STATE_TAG, crystal_table)
+                            STATE_TAG)
 
 
 def _rounds_and_candidates(cfg):
@@ -53,7 +55,7 @@ def test_smoke_round_labels_its_batch(smoke_round):
     batch = [c for c in candidates if c.proxy_mean is not None]
     assert batch and all(c.proxy_std > 0 and c.acquisition is not None and c.cif for c in batch)
     assert len({c.canonical_hash for c in candidates}) == len(candidates)
-    assert smoke_round.summary.stage == "done" and not smoke_round.summary.waiting_for_review
+    assert smoke_round.report.stage == "done" and not smoke_round.report.waiting_for_review
 
 
 def test_smoke_round_is_tracked_in_mlflow(smoke_round):
@@ -106,7 +108,8 @@ def test_the_proxy_is_an_mlflow_model_that_predicts_as_the_proxy(smoke_round, mo
     crystals = [c.crystal for c in candidates]
     predicted = model.predict(crystal_table(crystals))
     proxy = Proxy.load(Path(cfg.workdir) / cfg.campaign / "round-1" / "proxy")
-    mean, std = proxy.predict(CrystalBatch.from_crystals(crystals, cfg.space.elements), observation_noise=False)
+    prediction = proxy.predict(CrystalBatch.from_crystals(crystals, cfg.space.elements), observation_noise=False)
+    mean, std = prediction.mean, prediction.std
     np.testing.assert_allclose(predicted["mean"], mean.numpy(), rtol=1e-6)
     np.testing.assert_allclose(predicted["std"], std.numpy(), rtol=1e-6)
     batch = [i for i, c in enumerate(candidates) if c.proxy_mean is not None]
@@ -115,12 +118,13 @@ def test_the_proxy_is_an_mlflow_model_that_predicts_as_the_proxy(smoke_round, mo
     np.testing.assert_allclose(predicted["std"].iloc[batch], [candidates[i].proxy_std for i in batch], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_next_round_learns_from_the_labels_and_warm_starts(smoke_round):
     cfg = smoke_round.cfg
     out = io.StringIO()
-    summary = run_round(cfg, progress=False, console=Console(file=out, width=200))
+    report = run_round(cfg, progress=False, console=Console(file=out, width=200))
     rounds, candidates, _ = _rounds_and_candidates(cfg)
-    assert summary.round == 2 and rounds[2][0] == "done"
+    assert report.round == 2 and rounds[2][0] == "done"
     second = [c for c in candidates if c.round_id != candidates[0].round_id]
     assert 0 < len(second) <= cfg.selection.batch_size  # no cold start the second time
     first_hashes = {c.canonical_hash for c in candidates if c.round_id == candidates[0].round_id}

@@ -5,11 +5,10 @@ from collections import Counter
 import pytest
 import torch
 
-from aloop.config import CRYSTAL_LATTICE_SYSTEMS
+from aloop.config import CRYSTAL_LATTICE_SYSTEMS, POINT_SYMMETRIES
 from aloop.space.groups import (
     CRYSTAL_SYSTEMS,
     POINT_GROUPS,
-    POINT_SYMMETRIES,
     all_space_groups,
     space_group,
     space_group_table,

@@ -4,7 +4,7 @@ import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
 from aloop.space.crystal import Crystal
-from aloop.space.structure import StructureError, has_close_atoms, min_distance, to_structure
+from aloop.space.structure import StructureError, TimeLimit, cpu_time_limit, has_close_atoms, min_distance, to_structure
 
 
 def rock_salt() -> Structure:
@@ -102,3 +102,13 @@ def test_min_distance():
     assert min_distance(single) == float("inf")
     crowded = Structure(Lattice.cubic(3.0), ["Fe", "Fe"], [[0, 0, 0], [0.1, 0, 0]])
     assert has_close_atoms(crowded) and not has_close_atoms(crowded, cutoff=0.2)
+
+
+def test_cpu_time_limit_stops_a_busy_block_and_leaves_others_alone():
+    with pytest.raises(TimeLimit):
+        with cpu_time_limit(0.2):
+            while True:
+                sum(range(1000))
+    with cpu_time_limit(5.0):
+        total = sum(range(1000))
+    assert total == 499500

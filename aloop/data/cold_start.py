@@ -1,0 +1,43 @@
+"""Cold start: with no training data at all, a space-filling design of valid crystals for the oracle.
+
+Valid crystals are drawn from the untrained Crystal-GFN (uniform over the allowed action at
+every step), then spread out by farthest-point selection in feature space.
+"""
+
+from __future__ import annotations
+
+import torch
+from pymatgen.core import Structure
+
+from aloop.config import GFNSettings
+from aloop.gfn import CrystalEnv, build_policy, sample
+from aloop.selection import farthest_point_indices
+from aloop.space import Crystal, CrystalSpace, placed_structure, valid_mask
+from aloop.space.features import featurize
+
+DESIGN_SPARE = 3
+"""The design is picked from this many times its size of farthest-point crystals, in
+farthest-point order, skipping those whose atoms cannot be placed."""
+MIN_POOL = 1000
+"""Fewest crystals drawn for the design (50 per design point above 20 points)."""
+
+
+def initial_design(space: CrystalSpace, settings: GFNSettings, size: int, *, seed: int
+                   ) -> list[tuple[Crystal, Structure]]:
+    """Up to ``size`` valid, spread-out crystals of ``space`` with their atoms placed (pyxtal).
+
+    The same ``seed`` gives the same design.
+    """
+    env = CrystalEnv.from_space(space, settings)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        pool = sample(env, build_policy(env, settings), max(50 * size, MIN_POOL), seed=seed).to("cpu")
+    pool = pool[valid_mask(pool, space)]
+    order = farthest_point_indices(featurize(pool), DESIGN_SPARE * size, seed=seed)
+    design = []
+    for crystal in pool[order].to_crystals():  # the most spread first; those pyxtal cannot fill are passed over
+        if (structure := placed_structure(crystal)) is not None:
+            design.append((crystal, structure))
+        if len(design) == size:
+            break
+    return design

@@ -1,0 +1,94 @@
+"""The closing report of a round: what was proposed, what was labelled, the best so far."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from mlflow.tracking import MlflowClient
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select
+
+from aloop.store import Candidate, Label, Store
+from aloop.store.models import Round
+
+BEST_PROPERTY = "formation_energy_per_atom"
+
+
+@dataclass(frozen=True)
+class BestCrystal:
+    formula: str
+    space_group: int
+    formation_energy_per_atom: float
+    e_above_hull: float | None
+    oracle: str
+    round: int
+
+
+@dataclass(frozen=True)
+class RoundReport:
+    """A round as a person wants it at the end of ``aloop round``."""
+
+    round: int
+    stage: str | None
+    candidates_by_state: dict[str, int]
+    labels_ok: int
+    labels_failed: int
+    best: list[BestCrystal]
+    run_id: str
+    experiment: str
+    tracking_uri: str
+    timings: dict[str, float]
+
+    @property
+    def waiting_for_review(self) -> bool:
+        return self.stage != "done" and self.candidates_by_state.get("proposed", 0) > 0
+
+
+def round_report(store: Store, client: MlflowClient, *, campaign_id: int, round_id: int, run_id: str,
+              timings: dict[str, float], tracking_uri: str, top: int = 5) -> RoundReport:
+    """Read the round's outcome and the campaign's best labelled crystals from the store."""
+    with store.session() as session:
+        row = session.get_one(Round, round_id)
+        states = Counter(session.scalars(select(Candidate.state).where(Candidate.round_id == round_id)))
+        statuses = Counter(session.scalars(select(Label.status).join(Candidate).where(
+            Candidate.round_id == round_id, Label.property.in_([BEST_PROPERTY, "*"]))))
+        best_rows = session.execute(
+            select(Label, Candidate, Round.number).join(Candidate, Label.candidate_id == Candidate.id)
+            .join(Round, Candidate.round_id == Round.id)
+            .where(Candidate.campaign_id == campaign_id, Label.property == BEST_PROPERTY, Label.status == "ok")
+            .order_by(Label.value).limit(top)).all()
+        hulls = {(lab.candidate_id, lab.oracle): lab.value for lab in session.scalars(
+            select(Label).where(Label.candidate_id.in_([c.id for _, c, _ in best_rows]),
+                                Label.property == "e_above_hull", Label.status == "ok"))}
+        best = [BestCrystal(c.formula, c.space_group, float(lab.value), hulls.get((c.id, lab.oracle)), lab.oracle, n)
+                for lab, c, n in best_rows]
+        stage = row.stage
+    experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    return RoundReport(round=row.number, stage=stage, candidates_by_state=dict(states),
+                        labels_ok=statuses["ok"], labels_failed=statuses["failed"], best=best, run_id=run_id,
+                        experiment=experiment, tracking_uri=tracking_uri, timings=dict(timings))
+
+
+def print_report(report: RoundReport, console: Console) -> None:
+    """Tell the story of the round in a few lines and tables."""
+    states = ", ".join(f"{n} {s}" for s, n in sorted(report.candidates_by_state.items())) or "none"
+    console.print(f"\n[bold]round {report.round}[/bold]: stage {report.stage}; candidates: {states}; "
+                  f"labels this round: {report.labels_ok} ok, {report.labels_failed} failed")
+    if report.timings:
+        console.print("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()))
+    if report.best:
+        table = Table(title="best crystals so far (lowest formation energy)")
+        for column in ("formula", "space group", "E_f (eV/atom)", "E_hull (eV/atom)", "oracle", "round"):
+            table.add_column(column)
+        for b in report.best:
+            hull = "" if b.e_above_hull is None else f"{b.e_above_hull:.3f}"
+            table.add_row(b.formula, str(b.space_group), f"{b.formation_energy_per_atom:.3f}", hull, b.oracle,
+                          str(b.round))
+        console.print(table)
+    console.print(f"MLflow: `make ui`, experiment {report.experiment!r}, run round-{report.round} "
+                  f"({report.run_id}) on {report.tracking_uri}")
+    if report.waiting_for_review:
+        console.print("[bold yellow]waiting for review[/bold yellow]: set the tag aloop.review to approved or "
+                      "rejected on the candidate runs, then run `make round` (or `aloop submit`) again")

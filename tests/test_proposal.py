@@ -1,0 +1,90 @@
+"""The proposal path shared by the round and the campaign: reward, generator training, batch choice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from aloop.acquisition import best_observed
+from aloop.config import CONFIG_DIR, AcquisitionSettings, load_config
+from aloop.gfn import CrystalEnv, build_policy, save_checkpoint
+from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
+from aloop.selection import KnownMaterials
+from aloop.space import CrystalSpace, valid_mask
+
+
+@pytest.fixture
+def setting(smoke_problem):
+    """The smoke space, a proxy fitted on 60 of its crystals with a smooth synthetic target, and its data."""
+    return smoke_problem.cfg, smoke_problem.env, smoke_problem.train, smoke_problem.proxy
+
+
+def propose(setting, known: KnownMaterials | None = None, *, seed: int = 0) -> Proposal:
+    cfg, env, data, proxy = setting
+    torch.manual_seed(0)
+    policy = build_policy(env, cfg.gfn)
+    return propose_batch(data, proxy, env, policy, known or KnownMaterials.from_sources(),
+                         acquisition=cfg.acquisition, selection=cfg.selection, seed=seed, threads=1)
+
+
+def test_the_batch_is_valid_distinct_and_led_by_the_best_acquisition(setting):
+    cfg = setting[0]
+    proposal = propose(setting)
+    n = cfg.selection.n_samples
+    assert len(proposal.samples) == n and proposal.log_reward.shape == (n,) and proposal.valid.shape == (n,)
+    assert torch.equal(proposal.valid, valid_mask(proposal.samples, setting[1].space))
+    valid = int(proposal.valid.sum())
+    assert proposal.acquisition.shape == proposal.prediction.mean.shape == proposal.prediction.std.shape == (valid,)
+    batch = proposal.batch
+    assert 0 < len(batch) == len(proposal.structures) <= cfg.selection.batch_size
+    assert len({c.composition_key for c in batch}) == len(batch)
+    for crystal, structure in zip(batch, proposal.structures, strict=True):
+        assert structure.composition.reduced_formula == crystal.composition.reduced_formula
+    # greedy: the first pick is the best sample but for those passed over (duplicate, known, unplaceable)
+    rank = int((proposal.acquisition > proposal.acquisition[proposal.chosen[0]]).sum())
+    assert rank <= sum(proposal.skipped.values())
+    assert proposal.acquisition[list(proposal.chosen)].mean() > proposal.acquisition.mean()
+
+
+def test_a_known_structure_is_never_proposed_again(setting):
+    first = propose(setting)
+    known = KnownMaterials.from_sources(structures=first.structures[:1])
+    again = propose(setting, known)
+    assert first.batch[0].canonical_hash not in {c.canonical_hash for c in again.batch}
+    assert again.skipped.get("known", 0) >= 1
+
+
+def test_the_same_seed_gives_the_same_proposal_and_it_survives_a_save(setting, tmp_path: Path):
+    first, second, other = propose(setting), propose(setting), propose(setting, seed=1)
+    assert first.chosen == second.chosen and torch.equal(first.samples.counts, second.samples.counts)
+    assert not torch.equal(first.samples.counts, other.samples.counts)
+    first.save(tmp_path / "proposal.pt")
+    loaded = Proposal.load(tmp_path / "proposal.pt")
+    assert [c.canonical_hash for c in loaded.batch] == [c.canonical_hash for c in first.batch]
+    assert torch.equal(loaded.acquisition, first.acquisition) and torch.equal(loaded.valid, first.valid)
+    assert torch.equal(loaded.prediction.mean, first.prediction.mean) and loaded.skipped == first.skipped
+    assert [s.composition for s in loaded.structures] == [s.composition for s in first.structures]
+
+
+def test_best_observed_is_on_the_acquisition_scale():
+    values = torch.tensor([-1.0, -2.5, 0.3, 1.5], dtype=torch.float64)
+    settings = AcquisitionSettings(band_gap_target=1.34)
+    assert best_observed(values, settings, target="formation_energy_per_atom") == -2.5
+    assert best_observed(values, settings, target="band_gap") == pytest.approx(-0.16)  # 1.5 is closest to 1.34
+
+
+def test_the_generator_warm_starts_from_a_checkpoint_of_its_space_only(setting, tmp_path: Path):
+    cfg, env, data, proxy = setting
+    reward = generator_reward(proxy, data, cfg.acquisition)
+    settings = cfg.gfn.model_copy(update={"train_steps": 3})
+    cold = train_generator(env, reward, settings, warm_start=tmp_path / "missing.pt")
+    assert cold.start == "cold start" and len(cold.history.loss) == 3
+    path = save_checkpoint(tmp_path / "gfn.pt", env, cold.policy, settings)
+    warm = train_generator(env, reward, settings, warm_start=path)
+    assert warm.start == f"warm start from {path}"
+    other = load_config(CONFIG_DIR / "smoke.yaml", ["space.elements=[Fe, O]"])
+    other_env = CrystalEnv.from_space(CrystalSpace.from_settings(other.space), other.gfn)
+    foreign = save_checkpoint(tmp_path / "other.pt", other_env, build_policy(other_env, other.gfn), settings)
+    assert train_generator(env, reward, settings, warm_start=foreign).start.startswith("cold start: ")
