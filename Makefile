@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/default.yaml
+# More options for `aloop round`: make round ARGS="--set review=manual".
+ARGS ?=
 
 .PHONY: install round test test-slow ui bench clean
 
@@ -17,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 round: install
-	$(BIN)/aloop round --config $(CONFIG)
+	$(BIN)/aloop round --config $(CONFIG) $(ARGS)
 
 test: install
 	$(BIN)/pytest -q

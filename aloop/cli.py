@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 
 from aloop.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from aloop.oracle import FAILURE_KINDS, TRANSIENT_KINDS
 
 if TYPE_CHECKING:
     from aloop.store import Store
@@ -23,13 +24,32 @@ set_option = click.option(
 )
 
 
-def resolve_config(config_path: Path, overrides: tuple[str, ...]) -> Config:
-    """Load the config or exit with status 2 and the error on stderr."""
+def resolve_config(config_path: Path, overrides: tuple[str, ...], *, oracle: bool = False) -> Config:
+    """Load the config or exit with status 2 and the error on stderr.
+
+    Args:
+        oracle: also check ``oracle.settings`` against the oracle's own ``Settings`` model
+            (an unknown oracle lists the installed ones); for commands that will build the
+            oracle, so that a bad setting stops them before the database or MLflow is touched.
+    """
     try:
-        return load_config(config_path, overrides)
+        cfg = load_config(config_path, overrides)
     except ConfigError as err:
-        click.echo(f"aloop: config error\n{err}", err=True)
-        sys.exit(2)
+        exit_config_error(err)
+    if oracle:
+        from aloop.oracle import OracleError, validate_settings  # torch and pymatgen: only when needed
+
+        try:
+            validate_settings(cfg.oracle.name, cfg.oracle.settings)
+        except OracleError as err:
+            exit_config_error(err)
+    return cfg
+
+
+def exit_config_error(err: Exception) -> NoReturn:
+    """Print a config error (file or setting, key, value, rule) without a traceback and exit with status 2."""
+    click.echo(f"aloop: config error\n{err}", err=True)
+    sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,10 +67,10 @@ def main() -> None:
 @config_option
 @set_option
 def show_config(config_path: Path, overrides: tuple[str, ...]) -> None:
-    """Validate a config and print it as resolved (with overrides)."""
+    """Validate a config (the oracle's settings included) and print it as resolved (with overrides)."""
     import yaml
 
-    cfg = resolve_config(config_path, overrides)
+    cfg = resolve_config(config_path, overrides, oracle=True)
     click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
@@ -162,13 +182,12 @@ def round_command(config_path: Path, overrides: tuple[str, ...], quiet: bool) ->
     from aloop.round import run_round
     from aloop.store import LockHeld
 
-    cfg = resolve_config(config_path, overrides)
+    cfg = resolve_config(config_path, overrides, oracle=True)
     console = Console(stderr=True)
     try:
         report = run_round(cfg, progress=not quiet, console=console)
-    except OracleError as err:
-        click.echo(f"aloop: config error\n{err}", err=True)
-        sys.exit(2)
+    except OracleError as err:  # an oracle that fails to load once its settings are valid
+        exit_config_error(err)
     except LockHeld as err:
         click.echo(f"aloop: another round is running: {err}", err=True)
         sys.exit(3)
@@ -190,16 +209,10 @@ def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
     from rich.console import Console
 
     from aloop.labelling import label_approved
-    from aloop.oracle import OracleError, validate_settings
     from aloop.store import LockHeld, RoundLock, find_campaign
     from aloop.tracking import client_for
 
-    cfg = resolve_config(config_path, overrides)
-    try:
-        validate_settings(cfg.oracle.name, cfg.oracle.settings)
-    except OracleError as err:
-        click.echo(f"aloop: config error\n{err}", err=True)
-        sys.exit(2)
+    cfg = resolve_config(config_path, overrides, oracle=True)
     store = open_configured_store(cfg)
     with store.session() as session:
         campaign = find_campaign(session, cfg.campaign)
@@ -225,6 +238,57 @@ def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
                   + (f", {labelling.resubmitted} resubmitted" if labelling.resubmitted else ""))
 
 
+@main.command("retry")
+@click.option("--kind", "kinds", multiple=True, type=click.Choice(FAILURE_KINDS),
+              help=f"A failure kind to send again (repeatable). Default: {', '.join(TRANSIENT_KINDS)}.")
+@click.option("--round", "round_number", type=click.IntRange(min=1), help="Only candidates proposed by this round.")
+@config_option
+@set_option
+def retry(kinds: tuple[str, ...], round_number: int | None, config_path: Path, overrides: tuple[str, ...]) -> None:
+    """Send failed candidates to the oracle again (failed -> approved).
+
+    Moves the failed candidates whose latest failure is of a chosen kind back to approved;
+    their failures stay as history. `aloop submit` or `make round` labels them again. Exit
+    codes: 0 done (also when none matched), 2 config error, 3 a round of the campaign is running.
+    """
+    from collections import Counter
+
+    from rich.console import Console
+
+    from aloop.retry import current_failures, retry_failed
+    from aloop.review import mirror_states
+    from aloop.store import LockHeld, RoundLock, find_campaign
+    from aloop.tracking import client_for
+
+    cfg = resolve_config(config_path, overrides)
+    kinds = kinds or TRANSIENT_KINDS
+    store = open_configured_store(cfg)
+    with store.session() as session:
+        campaign = find_campaign(session, cfg.campaign)
+        campaign_id = None if campaign is None else campaign.id
+    moved: list[int] = []
+    if campaign_id is not None:
+        try:
+            with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s):
+                with store.session() as session:
+                    kind_of = {f.candidate_id: f.kind for f in current_failures(session, campaign_id,
+                                                                                round_number=round_number)}
+                moved = retry_failed(store, campaign_id, kinds=kinds, round_number=round_number)
+        except LockHeld as err:
+            click.echo(f"aloop: another round is running: {err}", err=True)
+            sys.exit(3)
+    console = Console()
+    where = f"campaign {cfg.campaign!r}" + (f" round {round_number}" if round_number else "")
+    if not moved:
+        console.print(f"{where}: no failed candidates of kinds {', '.join(kinds)}: nothing to retry")
+        return
+    mirror_states(store, client_for(cfg.tracking_uri), campaign_id=campaign_id)
+    console.print(f"{where}: {len(moved)} failed candidates moved back to approved")
+    for kind, n in sorted(Counter(kind_of[i] for i in moved).items()):
+        console.print(f"  {kind}: {n}")
+    console.print("`aloop submit` or `make round` labels them again")
+
+
 def parse_ids(text: str, option: str) -> list[int] | str:
     """``3,5,8`` -> ids, ``all`` -> ``"all"``; exit 2 on anything else."""
     if text.strip().lower() == "all":
@@ -237,8 +301,10 @@ def parse_ids(text: str, option: str) -> list[int] | str:
 
 
 @main.command("review")
-@click.option("--approve", default="", metavar="IDS", help="Candidate ids to approve: 3,5,8 or all.")
-@click.option("--reject", default="", metavar="IDS", help="Candidate ids to reject: 3,5,8 or all.")
+@click.option("--approve", default="", metavar="IDS",
+              help="Candidate ids to approve: 3,5,8, or all (every candidate whose tag is still pending).")
+@click.option("--reject", default="", metavar="IDS",
+              help="Candidate ids to reject: 3,5,8, or all (every candidate whose tag is still pending).")
 @config_option
 @set_option
 def review(approve: str, reject: str, config_path: Path, overrides: tuple[str, ...]) -> None:
@@ -263,7 +329,7 @@ def review(approve: str, reject: str, config_path: Path, overrides: tuple[str, .
     decisions: dict[int, str] = {}
     for decision, text, option in (("approved", approve, "--approve"), ("rejected", reject, "--reject")):
         ids = parse_ids(text, option)
-        decisions |= dict.fromkeys([c.id for c, _ in waiting] if ids == "all" else ids, decision)
+        decisions |= dict.fromkeys([c.id for c, tag in waiting if tag == "pending"] if ids == "all" else ids, decision)
     if decisions:
         try:
             set_reviews(store, client, campaign_id=campaign_id, decisions=decisions)
@@ -288,15 +354,90 @@ def review(approve: str, reject: str, config_path: Path, overrides: tuple[str, .
 @main.command("ui")
 @config_option
 @set_option
-@click.option("--port", default=5000, show_default=True, help="Port of the MLflow UI.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True,
+              help="Port of the MLflow UI.")
 def ui(config_path: Path, overrides: tuple[str, ...], port: int) -> None:
-    """Serve the MLflow UI on 127.0.0.1 for the campaign's tracking store."""
-    import os
+    """Serve the MLflow UI on 127.0.0.1 for the campaign's tracking store.
+
+    First prints the link to the latest round's candidate runs (formula, space group, review
+    tag, prediction, acquisition and novelty as columns), then serves until Ctrl-C.
+
+    Exit status 0: stopped by Ctrl-C (or SIGTERM); 1: the UI could not serve, the reason on
+    stderr (the port is taken, or the server stopped on its own, e.g. dying at start); 2: a
+    config, database or tracking-store error (nothing served).
+    """
+    import socket
 
     cfg = resolve_config(config_path, overrides)
-    click.echo(f"MLflow UI on http://127.0.0.1:{port} (tracking store {cfg.tracking_uri}); Ctrl-C stops it.")
-    os.execv(sys.executable, [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", cfg.tracking_uri,
-                              "--host", "127.0.0.1", "--port", str(port)])
+    try:
+        with socket.socket() as probe:  # the server binds the same way (SO_REUSEADDR)
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(("127.0.0.1", port))
+    except OSError as err:
+        click.echo(f"aloop: cannot serve the MLflow UI on 127.0.0.1:{port}: {err.strerror} (another `aloop ui` "
+                   "or server holds the port?); choose another with --port", err=True)
+        sys.exit(1)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        link = _review_link(cfg, port)
+    except MlflowException as err:
+        click.echo(f"aloop: tracking store {cfg.tracking_uri}: {err.message}", err=True)
+        sys.exit(2)
+    click.echo(f"MLflow UI on http://127.0.0.1:{port} (tracking store {cfg.tracking_uri}); Ctrl-C stops it.\n{link}")
+    sys.exit(_serve_mlflow_ui(cfg.tracking_uri, port))
+
+
+def _review_link(cfg: Config, port: int) -> str:
+    """Where reviewing starts: the latest round's candidate runs, else the experiment, else why there is none."""
+    from aloop.store import find_campaign, latest_round
+    from aloop.tracking import candidates_url, client_for, experiment_url, find_experiment
+
+    client = client_for(cfg.tracking_uri)
+    experiment_id = find_experiment(client, cfg.campaign)
+    if experiment_id is None:
+        return f"campaign {cfg.campaign!r} has no MLflow experiment yet: `make round` starts it"
+    store = open_configured_store(cfg)
+    try:
+        with store.session() as session:
+            campaign = find_campaign(session, cfg.campaign)
+            latest = None if campaign is None else latest_round(session, campaign)
+            number = None if latest is None else latest.number
+    finally:
+        store.close()
+    if number is None:
+        return f"campaign {cfg.campaign!r}, no round yet: {experiment_url(experiment_id, port=port)}"
+    return f"round {number}'s candidates: {candidates_url(client, experiment_id, round_number=number, port=port)}"
+
+
+def _serve_mlflow_ui(tracking_uri: str, port: int) -> int:
+    """Run ``mlflow ui`` in its own process group until a signal stops it; returns ``aloop ui``'s exit status.
+
+    SIGINT (Ctrl-C), SIGTERM and SIGHUP are passed on to the whole group (the server and its
+    workers), as a terminal's Ctrl-C would; the server ending without one is a failure.
+    """
+    import contextlib
+    import os
+    import signal
+    import subprocess
+
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
+                               "--host", "127.0.0.1", "--port", str(port)], process_group=0)
+    stopped: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        stopped.append(signum)
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
+            os.killpg(server.pid, signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+    status = server.wait()
+    if stopped:
+        return 0
+    click.echo(f"aloop: the MLflow UI server stopped on its own (exit status {status}); its log above says why",
+               err=True)
+    return 1
 
 
 @main.command("sample")

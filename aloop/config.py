@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
@@ -197,6 +197,17 @@ class GFNSettings(Section):
     threads: int = Field(1, ge=0)
     """Torch threads while training and sampling (0: torch's default); one is fastest for these small matrices."""
     device: str = "auto"
+    """Where the Crystal-GFN trains and samples: ``auto`` (CUDA when present, else CPU), ``cpu``, ``cuda`` or
+    ``cuda:N``; a GPU this machine lacks is an error here, at load time. The proxy and rewards run on CPU."""
+
+    @field_validator("device")
+    @classmethod
+    def _device_exists(cls, name: str) -> str:
+        if name not in ("auto", "cpu"):  # the common cases need no torch import
+            from aloop.hardware import resolve_device
+
+            resolve_device(name)
+        return name
 
 
 class SelectionSettings(Section):

@@ -51,7 +51,8 @@ def open_executor(*, kind: Literal["local", "dask"] = "local", scheduler_address
 
 
 def run_with_timeout(evaluate: Evaluate, item: OracleInput, *, timeout_s: float) -> Labelled | Failed:
-    """``evaluate(item)`` with exceptions, NaN values and overruns turned into ``Failed``.
+    """``evaluate(item)`` with exceptions (``oracle_error``), NaN values (``non_finite``) and
+    overruns (``timeout``) turned into ``Failed``.
 
     The evaluation runs on a daemon thread; past ``timeout_s`` seconds it is abandoned
     (it cannot be killed) and the caller's slot returns to the pool.
@@ -62,7 +63,7 @@ def run_with_timeout(evaluate: Evaluate, item: OracleInput, *, timeout_s: float)
     thread.start()
     thread.join(timeout_s)
     if not outcome:
-        return Failed(f"timed out after {timeout_s:g} s", {"timeout_s": timeout_s})
+        return Failed(f"timed out after {timeout_s:g} s", {"timeout_s": timeout_s}, kind="timeout")
     return outcome[0]
 
 
@@ -70,9 +71,11 @@ def _guarded(evaluate: Evaluate, item: OracleInput) -> Labelled | Failed:
     try:
         result = evaluate(item)
     except Exception as err:
-        return Failed(f"{type(err).__name__}: {err}", {"traceback": traceback.format_exc(limit=8)})
+        return Failed(f"{type(err).__name__}: {err}", {"traceback": traceback.format_exc(limit=8)},
+                      kind="oracle_error")
     if isinstance(result, Labelled) and (bad := result.non_finite()):
-        return Failed(f"non-finite values {bad}", {"values": {k: str(v) for k, v in result.properties.items()}})
+        return Failed(f"non-finite values {bad}", {"values": {k: str(v) for k, v in result.properties.items()}},
+                      kind="non_finite")
     return result
 
 
@@ -111,7 +114,7 @@ class JobPool:
         if not future.done():
             return Pending("running" if future.running() else "queued")
         if future.cancelled():
-            return Failed("cancelled by the executor")
+            return Failed("cancelled by the executor", kind="lost")
         if (err := future.exception()) is not None:
-            return Failed(f"executor error {type(err).__name__}: {err}")
+            return Failed(f"executor error {type(err).__name__}: {err}", kind="oracle_error")
         return future.result()

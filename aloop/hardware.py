@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 
+DEVICE_NAMES = ("auto", "cpu", "cuda", "cuda:N")
+"""The device names aloop accepts (``gfn.device``): ``auto`` is CUDA when present, else CPU."""
+
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; any other name is used as given."""
+    """The torch device of a name in ``DEVICE_NAMES``.
+
+    ``"auto"`` -> ``cuda`` when CUDA is available, else ``cpu``; ``"cpu"``; ``"cuda"`` or
+    ``"cuda:N"`` only when this machine has that GPU.
+
+    Raises:
+        ValueError: an unknown name, or a CUDA device this machine does not have (the
+            message says which and what to use instead).
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        raise ValueError(f"device {name!r} is not one of {list(DEVICE_NAMES)}")
+    if not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but CUDA is not available on this machine "
+                         "(torch.cuda.is_available() is False); use 'auto' (CUDA when present, else CPU) or 'cpu'")
+    count = torch.cuda.device_count()
+    if int(match[1] or 0) >= count:
+        raise ValueError(f"device {name!r} asked for, but this machine has {count} CUDA device(s): "
+                         f"{[f'cuda:{i}' for i in range(count)]}")
     return torch.device(name)
 
 

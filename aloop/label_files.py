@@ -6,7 +6,7 @@ A labels file has one label per row with these fields (CSV header or JSON keys):
 ``formula`` or ``cif``          the material: a formula, or a CIF (space group and lattice
                                 are then read from the structure)
 ``space_group``, ``a`` ... ``gamma``  optional, together: international number 1-230,
-                                lengths in Angstrom (> 0), angles in degrees (0-180)
+                                lengths in Angstrom (0.5-1000), angles in degrees (0-180)
 ``property``, ``value``         e.g. ``formation_energy_per_atom`` (eV/atom), ``band_gap`` (eV)
 ``uncertainty``                 optional, >= 0, same units as ``value``
 ``source``                      optional, stored as the label's oracle (default ``import``)
@@ -14,7 +14,12 @@ A labels file has one label per row with these fields (CSV header or JSON keys):
 ==============================  =============================================================
 
 Every row is checked; valid rows are stored in one transaction and each rejected row is
-reported as ``line N: reason`` (N as in an editor, the CSV header being line 1).
+reported as ``line N: reason`` (N as in an editor, the CSV header being line 1). A row's
+crystal gets the checks of the crystal space that hold in every space (``aloop.space``):
+a lattice that follows its group's lattice-system rule and makes a real cell, atom
+counts that fit the group's Wyckoff positions. Numbers beyond ``LENGTH_RANGE`` and
+``VALUE_BOUNDS``, and text longer than its database column, are rejected too, so the
+rows a round would drop or the database would refuse never reach it.
 
 Example:
     >>> report = import_labels(store, Path("labels.csv"), campaign="default")  # doctest: +SKIP
@@ -34,10 +39,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+import torch
 from pymatgen.core import Composition, Element, Structure
+from sqlalchemy import Column
 
+from aloop.config import CRYSTAL_LATTICE_SYSTEMS
+from aloop.space.composition import is_wyckoff_compatible
 from aloop.space.crystal import LATTICE_KEYS, Crystal
+from aloop.space.groups import space_group_table
+from aloop.space.lattice import MIN_VOLUME, expand_lattice, follows_system, is_real_cell
 from aloop.store import (
+    Label,
+    Material,
     Store,
     find_campaign,
     get_or_create_campaign,
@@ -52,6 +65,14 @@ DEFAULT_SOURCE = "import"
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 LATTICE_TOLERANCE = (0.01, 0.1)
 """How far (Angstrom, degrees) a row's lattice may differ from its CIF's."""
+LENGTH_RANGE = (0.5, 1000.0)
+"""Lattice lengths (Angstrom) of a conventional cell; outside, the number is a typo or in another unit."""
+VALUE_BOUNDS = {"formation_energy_per_atom": 50.0, "e_above_hull": 50.0, "energy_per_atom": 1000.0, "band_gap": 100.0}
+"""Largest |value| and uncertainty of the properties aloop uses (eV/atom; eV for ``band_gap``): tens of
+times what any crystal has (MP formation energies lie within about -5 to 5 eV/atom), so only a typo, another
+unit or a parsing error lands beyond them."""
+OTHER_VALUE_BOUND = 1e12
+"""Largest |value| and uncertainty of any other property, in its own unit."""
 
 
 class LabelsFileError(ValueError):
@@ -207,6 +228,8 @@ def parse_row(record: Mapping[str, Any], *, line: int) -> LabelRow:
     fidelity = _number(fields, "fidelity") if "fidelity" in fields else 1.0
     if not 0 < fidelity <= 1:
         raise ValueError(f"fidelity {fidelity} is outside (0, 1]")
+    prop = str(fields["property"]).strip()
+    _check_magnitude(prop, value=value, uncertainty=uncertainty)
     given = _given_crystal(fields)
     composition = _composition(str(fields["formula"])) if "formula" in fields else None
     cif = str(fields["cif"]) if "cif" in fields else None
@@ -221,9 +244,66 @@ def parse_row(record: Mapping[str, Any], *, line: int) -> LabelRow:
         crystal = Crystal(space_group, composition, lattice)  # type: ignore[arg-type]
     else:
         crystal = None
-    return LabelRow(line=line, composition=composition, crystal=crystal, cif=cif,  # type: ignore[arg-type]
-                    property=str(fields["property"]).strip(), value=value, uncertainty=uncertainty,
-                    source=str(fields.get("source", DEFAULT_SOURCE)).strip(), fidelity=fidelity)
+    if crystal is not None:
+        _check_crystal(crystal)
+    row = LabelRow(line=line, composition=composition, crystal=crystal, cif=cif,  # type: ignore[arg-type]
+                   property=prop, value=value, uncertainty=uncertainty,
+                   source=str(fields.get("source", DEFAULT_SOURCE)).strip(), fidelity=fidelity)
+    _check_storable(row)
+    return row
+
+
+def _check_crystal(crystal: Crystal) -> None:
+    """Check what every crystal space checks, whatever its elements and limits (``aloop.space``).
+
+    Raises:
+        ValueError: a lattice length outside ``LENGTH_RANGE``, a lattice that breaks its
+            group's lattice-system rule or makes no cell, or counts that do not fit the
+            group's Wyckoff positions.
+    """
+    shown = ", ".join(f"{x:g}" for x in crystal.lattice)
+    for key, length in zip(LATTICE_KEYS[:3], crystal.lattice[:3], strict=True):
+        if not LENGTH_RANGE[0] <= length <= LENGTH_RANGE[1]:
+            raise ValueError(f"lattice length {key}={length:g} is outside {LENGTH_RANGE[0]:g}-{LENGTH_RANGE[1]:g} "
+                             "Angstrom")
+    lattice = torch.tensor([crystal.lattice], dtype=torch.float64)  # (1, 6)
+    system = space_group_table().lattice_system[[crystal.space_group]]  # (1,)
+    if not bool(follows_system(system, lattice)[0]):
+        ruled = ", ".join(f"{x:g}" for x in expand_lattice(system, lattice)[0].tolist())
+        raise ValueError(f"lattice ({shown}) breaks the {CRYSTAL_LATTICE_SYSTEMS[int(system[0])]} rule of space group "
+                         f"{crystal.space_group}, which would make it ({ruled})")
+    if not bool(is_real_cell(lattice)[0]):
+        raise ValueError(f"lattice ({shown}) makes no cell of volume above {MIN_VOLUME} A^3")
+    counts = [int(n) for n in crystal.composition.values()]
+    if not is_wyckoff_compatible(crystal.space_group, counts):
+        raise ValueError(f"counts {sorted(counts, reverse=True)} of {crystal.formula} do not fit the Wyckoff "
+                         f"positions of space group {crystal.space_group}")
+
+
+def _check_magnitude(prop: str, *, value: float, uncertainty: float | None) -> None:
+    bound = VALUE_BOUNDS.get(prop, OTHER_VALUE_BOUND)
+    for key, number in (("value", value), ("uncertainty", uncertainty)):
+        if number is not None and abs(number) > bound:
+            raise ValueError(f"{key} {number:g} is absurd for {prop}: |{key}| above {bound:g} (a typo, another unit?)")
+
+
+def _check_storable(row: LabelRow) -> None:
+    """Every text of the row fits its database column (its length from ``aloop.store.models``, no NUL byte)."""
+    stored: list[tuple[str, str, Column]] = [
+        ("property", row.property, Label.__table__.c.property),
+        ("source", row.source, Label.__table__.c.oracle),
+        ("source", row.source, Material.__table__.c.source),
+        ("cell formula", row.composition.formula, Material.__table__.c.formula),
+        ("material key", material_key(row.composition, row.crystal), Material.__table__.c.key),
+        ("cif", row.cif or "", Material.__table__.c.cif),
+    ]
+    for name, text, column in stored:
+        if "\x00" in text:
+            raise ValueError(f"{name} contains a NUL character, which the database cannot store")
+        limit = column.type.length
+        if limit is not None and len(text) > limit:
+            raise ValueError(f"{name} is {len(text)} characters long; the database keeps at most {limit} "
+                             f"({column.table.name}.{column.name})")
 
 
 def _csv_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:
@@ -298,6 +378,8 @@ def _composition(formula: str) -> Composition:
     for species in composition:
         if not Element.is_valid_symbol(str(species.symbol)):
             raise ValueError(f"unknown element {species.symbol!r} in formula {formula!r}")
+    if not composition.num_atoms > 0:
+        raise ValueError(f"formula {formula!r} has no atoms")
     return composition
 
 
@@ -313,9 +395,6 @@ def _given_crystal(fields: Mapping[str, Any]) -> tuple[int, tuple[float, ...]] |
     if space_group != int(space_group) or not 1 <= space_group <= 230:
         raise ValueError(f"space_group {fields['space_group']!r} is not an integer in 1-230")
     lattice = tuple(_number(fields, k) for k in LATTICE_KEYS)
-    for key, length in zip(LATTICE_KEYS[:3], lattice[:3], strict=True):
-        if length <= 0:
-            raise ValueError(f"lattice length {key}={length} is not positive (Angstrom)")
     for key, angle in zip(LATTICE_KEYS[3:], lattice[3:], strict=True):
         if not 0 < angle < 180:
             raise ValueError(f"lattice angle {key}={angle} is outside (0, 180) degrees")

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from aloop.config import OracleSettings
 from aloop.data import MPQuery, load_cache
 from aloop.executor import open_executor
-from aloop.oracle import Failed, Labelled, Lost, Oracle, OracleInput, Result, ThermoOracle, load_oracle
+from aloop.oracle import Failed, FailureKind, Labelled, Lost, Oracle, OracleInput, Result, ThermoOracle, load_oracle
 from aloop.review import ReviewOutcome, apply_reviews, mirror_states
 from aloop.space.structure import StructureError, to_structure
 from aloop.store import (
@@ -93,28 +93,29 @@ class SubmitReport:
 
 
 def label_approved(store: Store, client: MlflowClient, *, campaign_id: int, settings: OracleSettings,
-                   hull: HullEntries = (), progress: bool = False) -> SubmitReport:
+                   hull: HullEntries = (), progress: bool = False, submit: bool = True) -> SubmitReport:
     """Apply the reviews left in MLflow, label the approved candidates (and collect pending jobs)
     with the configured oracle on its executor, and mirror the candidates' states to MLflow.
 
     Args:
         settings: ``oracle`` of the config: which oracle, its settings, executor and whether to wait.
         hull: known compounds for the hull (see ``label_candidates``).
+        submit: ``False`` only collects pending jobs (no reviews applied, nothing new submitted).
 
     Raises:
         OracleError: unknown oracle or bad ``oracle.settings``.
     """
-    reviews = apply_reviews(store, client, campaign_id=campaign_id)
+    reviews = apply_reviews(store, client, campaign_id=campaign_id) if submit else ReviewOutcome(0, 0, 0)
     with open_oracle(settings) as oracle:
-        report = label_candidates(store, campaign_id, oracle, wait=settings.wait,
+        report = label_candidates(store, campaign_id, oracle, wait=settings.wait, submit=submit,
                                   poll_interval_s=settings.poll_interval_s, progress=progress, hull=hull)
     mirror_states(store, client, campaign_id=campaign_id)
     return SubmitReport(reviews, report)
 
 
 def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bool = True,
-                     poll_interval_s: float = 1.0, progress: bool = False,
-                     hull: HullEntries = ()) -> LabellingReport:
+                     poll_interval_s: float = 1.0, progress: bool = False, hull: HullEntries = (),
+                     submit: bool = True) -> LabellingReport:
     """Label the campaign's approved candidates (and collect its pending jobs) with ``oracle``.
 
     Args:
@@ -126,10 +127,13 @@ def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bo
         progress: show a progress bar of finished jobs.
         hull: known compounds (e.g. ``mp_hull_entries``) that join the oracle's own labels
             on the hull, placed on the oracle's scale through its elemental references.
+        submit: also submit the approved candidates; ``False`` only collects pending jobs.
     """
-    failed = _prepare(store, campaign_id, oracle)
-    submitted, rejected = _submit(store, oracle, _approved(store, campaign_id))
-    failed += rejected
+    failed = submitted = 0
+    if submit:
+        failed = _prepare(store, campaign_id, oracle)
+        submitted, rejected = _submit(store, oracle, _approved(store, campaign_id))
+        failed += rejected
     if isinstance(oracle, ThermoOracle):
         _references(store, campaign_id, oracle, _pending_elements(store, campaign_id))
     labelled = resubmitted = 0
@@ -190,7 +194,7 @@ def _prepare(store: Store, campaign_id: int, oracle: Oracle) -> int:
                 candidate.cif = to_structure(candidate.crystal, seed=candidate.id).to(fmt="cif")
             except StructureError as err:
                 transition(candidate, "submitted")
-                _fail(session, candidate, oracle, f"atoms cannot be placed: {err}", job_id=None)
+                _fail(session, candidate, oracle, f"atoms cannot be placed: {err}", job_id=None, kind="placement")
                 failures += 1
     return failures
 
@@ -229,7 +233,7 @@ def _submit(store: Store, oracle: Oracle, inputs: list[OracleInput]) -> tuple[in
             if candidate.state == "approved":
                 transition(candidate, "submitted")
             if error is not None:
-                _fail(session, candidate, oracle, f"{oracle.name}.submit {error}", job_id=None)
+                _fail(session, candidate, oracle, f"{oracle.name}.submit {error}", job_id=None, kind="oracle_error")
             else:
                 record_job(session, candidate_id=candidate.id, oracle=oracle.name, job_id=job_ids[i])
     return len(inputs), 0 if error is None else len(inputs)
@@ -247,28 +251,31 @@ def _poll(oracle: Oracle, job_ids: list[str]) -> dict[str, Result]:
     try:
         results = oracle.poll(job_ids)
     except Exception as err:
-        return {j: Failed(f"{oracle.name}.poll raised {type(err).__name__}: {err}") for j in job_ids}
-    return {j: results.get(j, Failed(f"{oracle.name}.poll gave no answer for job {j}")) for j in job_ids}
+        return {j: Failed(f"{oracle.name}.poll raised {type(err).__name__}: {err}", kind="oracle_error")
+                for j in job_ids}
+    return {j: results.get(j, Failed(f"{oracle.name}.poll gave no answer for job {j}", kind="oracle_error"))
+            for j in job_ids}
 
 
 def _mark_lost(store: Store, oracle: Oracle, lost: dict[str, Lost], jobs: dict[str, int]) -> None:
     with store.session() as session:
         for job_id, result in lost.items():
             record_job(session, candidate_id=jobs[job_id], oracle=oracle.name, job_id=job_id, status="lost",
-                       reason=result.reason)
+                       reason=result.reason, kind="lost")
 
 
 def _store_result(store: Store, oracle: Oracle, candidate_id: int, job_id: str,
                   result: Labelled | Failed, hull: HullEntries) -> bool:
     """Store one finished job in one transaction; returns whether it gave labels."""
     if isinstance(result, Labelled) and (bad := result.non_finite()):
-        result = Failed(f"non-finite values {bad}", dict(result.metadata))
+        result = Failed(f"non-finite values {bad}", dict(result.metadata), kind="non_finite")
     with store.session() as session:
         candidate = session.get_one(Candidate, candidate_id)
         if isinstance(result, Failed):
             record_job(session, candidate_id=candidate_id, oracle=oracle.name, job_id=job_id, status="failed",
-                       reason=result.reason)
-            _fail(session, candidate, oracle, result.reason, job_id=job_id, metadata=dict(result.metadata))
+                       reason=result.reason, kind=result.kind)
+            _fail(session, candidate, oracle, result.reason, job_id=job_id, metadata=dict(result.metadata),
+                  kind=result.kind)
             return False
         values = dict(result.properties)
         metadata = dict(result.metadata)
@@ -290,9 +297,9 @@ def _store_result(store: Store, oracle: Oracle, candidate_id: int, job_id: str,
 
 
 def _fail(session: Session, candidate: Candidate, oracle: Oracle, reason: str, *, job_id: str | None,
-          metadata: dict | None = None) -> None:
+          kind: FailureKind, metadata: dict | None = None) -> None:
     upsert_label(session, candidate_id=candidate.id, oracle=oracle.name, fidelity=oracle.fidelity,
-                 property=FAILED_PROPERTY, value=None, status="failed", reason=reason, job_id=job_id,
+                 property=FAILED_PROPERTY, value=None, status="failed", reason=reason, kind=kind, job_id=job_id,
                  metadata=metadata)
     if candidate.state == "submitted":
         transition(candidate, "failed")

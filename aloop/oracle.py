@@ -2,16 +2,17 @@
 
 An oracle receives candidates (``OracleInput``: store id, crystal and the pyxtal structure
 built once by aloop), returns job ids from ``submit`` at once and answers ``poll`` with one
-result per job: ``Labelled``, ``Failed`` (a reason), ``Pending`` or ``Lost`` (the oracle has
-no record of the job: an in-process job whose process ended). A synchronous oracle is done
-on its first poll. Oracles are found by name in the ``aloop.oracles`` entry-point group,
-or by an import path ``package.module:Class``, and built from their own pydantic settings.
+result per job: ``Labelled``, ``Failed`` (a reason and a ``kind`` from ``FAILURE_KINDS``),
+``Pending`` or ``Lost`` (the oracle has no record of the job: an in-process job whose process
+ended). A synchronous oracle is done on its first poll. Oracles are found by name in the
+``aloop.oracles`` entry-point group, or by an import path ``package.module:Class``, and built
+from their own pydantic settings.
 
 Example:
     >>> oracle = load_oracle("lookup", {"table": "summary.csv.gz"})  # doctest: +SKIP
     >>> ids = oracle.submit([OracleInput("c1", crystal, structure)])  # doctest: +SKIP
     >>> oracle.poll(ids)  # doctest: +SKIP
-    {'lookup-c1': Labelled(energy_per_atom=None, properties={...}, ...)}
+    {'lookup-c1-5f3a9b2e': Labelled(energy_per_atom=None, properties={...}, ...)}
 """
 
 from __future__ import annotations
@@ -22,14 +23,36 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, get_args, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
-from pymatgen.core import Structure
 
-from aloop.space.crystal import Crystal
+if TYPE_CHECKING:  # annotations only: the command line reads FAILURE_KINDS without importing torch
+    from pymatgen.core import Structure
+
+    from aloop.space.crystal import Crystal
 
 ENTRY_POINT_GROUP = "aloop.oracles"
+
+FailureKind = Literal["placement", "not_converged", "too_close", "absurd_energy", "exploded", "timeout",
+                      "non_finite", "unsupported", "oracle_error", "lost"]
+"""Why an evaluation failed, for machines (``Failed.reason`` is for people):
+
+- ``placement``: pyxtal cannot place the atoms of the crystal (aloop, before any oracle);
+- ``not_converged``: the relaxation ran out of steps;
+- ``too_close``: the relaxed structure has atoms too close together or no volume;
+- ``absurd_energy``: a finite energy outside what any real crystal has;
+- ``exploded``: the cell blew up during the relaxation;
+- ``timeout``: past the oracle's or the queue's wall time;
+- ``non_finite``: NaN or infinite values (a broken calculation);
+- ``unsupported``: the oracle cannot evaluate this input (CHGNet refuses isolated atoms, MP2020
+  rejects the entry, the lookup table has no row for it);
+- ``oracle_error``: the oracle or its executor raised or crashed (the default);
+- ``lost``: the job was dropped where it ran (a node lost, a cancelled task).
+"""
+FAILURE_KINDS: tuple[FailureKind, ...] = get_args(FailureKind)
+TRANSIENT_KINDS: tuple[FailureKind, ...] = ("timeout", "lost", "oracle_error")
+"""Failures that may not happen again on a second try: what ``aloop retry`` sends again by default."""
 
 
 class OracleError(ValueError):
@@ -75,10 +98,27 @@ class Labelled:
 
 @dataclass(frozen=True)
 class Failed:
-    """An evaluation that will never give a label; ``reason`` says why in one line."""
+    """An evaluation that gave no label.
+
+    Args:
+        reason: why, in one line, for people.
+        metadata: JSON-serialisable details (traceback, steps, forces ...).
+        kind: why, for machines: one of ``FAILURE_KINDS`` (keyword only; ``oracle_error`` when
+            not given). ``aloop status`` counts failures by kind and ``aloop retry`` sends
+            the candidates of the chosen kinds to the oracle again.
+
+    Example:
+        >>> Failed("timed out after 600 s", kind="timeout").kind
+        'timeout'
+    """
 
     reason: str
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    kind: FailureKind = field(default="oracle_error", kw_only=True)
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAILURE_KINDS:
+            raise ValueError(f"Failed({self.reason!r}): kind={self.kind!r} is not one of {list(FAILURE_KINDS)}")
 
 
 @dataclass(frozen=True)
@@ -121,7 +161,9 @@ class Oracle(Protocol):
         """Start one job per input and return their ids at once, in input order.
 
         An oracle whose jobs outlive the process should return the existing job id when
-        it is given a candidate it already has (job ids derived from ``candidate_id``).
+        it is given a candidate whose job is still queued or running (job ids derived from
+        ``candidate_id``); a candidate whose job failed (sent again by ``aloop retry``) gets
+        a new job.
         """
         ...
 

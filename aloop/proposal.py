@@ -3,7 +3,9 @@ sample it, and choose a valid, novel, diverse batch high in acquisition.
 
 Pure functions of their inputs (no database, no MLflow): the round persists and logs
 around them, and the campaign benchmark's guided arms call the same two functions, so
-the benchmark measures the product.
+the benchmark measures the product. The generator trains and samples on the environment's
+device (``CrystalEnv.from_space(..., device=cfg.gfn.device)``); the proxy, the rewards and
+everything a ``Proposal`` holds are on CPU.
 
 Example:
     >>> reward = generator_reward(proxy, data, cfg.acquisition)  # doctest: +SKIP
@@ -112,7 +114,8 @@ def train_generator(env: CrystalEnv, reward: LogRewardFn, settings: GFNSettings,
     """Train the Crystal-GFN against ``reward``, from the policy at ``warm_start`` when it loads.
 
     A checkpoint of another space or architecture is not an error: training starts from a
-    fresh policy and ``start`` says why. Uses the global torch random state (seed it first).
+    fresh policy and ``start`` says why. The policy is on ``env.device``. Uses the global
+    torch random state (seed it first).
     """
     policy, start = build_policy(env, settings), "cold start"
     if warm_start is not None and warm_start.exists():
@@ -140,7 +143,7 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
         threads: torch threads while sampling (``gfn.threads``).
     """
     samples = sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")
-    log_reward = generator_reward(proxy, data, acquisition)(samples.to(env.device)).cpu()
+    log_reward = generator_reward(proxy, data, acquisition)(samples)  # the proxy runs on CPU
     valid = valid_mask(samples, env.space)
     candidates = samples[valid]
     scores = acquisition_values(proxy, acquisition, candidates, target=proxy.target,

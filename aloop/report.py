@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from aloop.store import Candidate, Label, Store
-from aloop.store.models import Round
+from aloop.store import Campaign, Candidate, Label, Round, Store, pending_jobs
+from aloop.tracking import candidates_url
 
 BEST_PROPERTY = "formation_energy_per_atom"
 
@@ -40,14 +40,23 @@ class RoundReport:
     experiment: str
     tracking_uri: str
     timings: dict[str, float]
+    pending_jobs: int = 0
+    """Oracle jobs of the campaign still running (queued DFT): the next round or ``aloop submit`` collects them."""
+    review_url: str = ""
+    """The round's candidate runs in the MLflow UI of ``make ui`` (``aloop.tracking.candidates_url``)."""
 
     @property
     def waiting_for_review(self) -> bool:
         return self.stage != "done" and self.candidates_by_state.get("proposed", 0) > 0
 
+    @property
+    def waiting_for_labels(self) -> bool:
+        """A cold start whose design is still with the oracle: no proxy can be fitted yet."""
+        return self.stage == "designed" and self.pending_jobs > 0
+
 
 def round_report(store: Store, client: MlflowClient, *, campaign_id: int, round_id: int, run_id: str,
-              timings: dict[str, float], tracking_uri: str, top: int = 5) -> RoundReport:
+                 timings: dict[str, float], tracking_uri: str, top: int = 5) -> RoundReport:
     """Read the round's outcome and the campaign's best labelled crystals from the store."""
     with store.session() as session:
         row = session.get_one(Round, round_id)
@@ -65,10 +74,13 @@ def round_report(store: Store, client: MlflowClient, *, campaign_id: int, round_
         best = [BestCrystal(c.formula, c.space_group, float(lab.value), hulls.get((c.id, lab.oracle)), lab.oracle, n)
                 for lab, c, n in best_rows]
         stage = row.stage
+        pending = len(pending_jobs(session, session.get_one(Campaign, campaign_id)))
     experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
+    review_url = candidates_url(client, client.get_run(run_id).info.experiment_id, round_number=row.number)
     return RoundReport(round=row.number, stage=stage, candidates_by_state=dict(states),
-                        labels_ok=statuses["ok"], labels_failed=statuses["failed"], best=best, run_id=run_id,
-                        experiment=experiment, tracking_uri=tracking_uri, timings=dict(timings))
+                       labels_ok=statuses["ok"], labels_failed=statuses["failed"], best=best, run_id=run_id,
+                       experiment=experiment, tracking_uri=tracking_uri, timings=dict(timings), pending_jobs=pending,
+                       review_url=review_url)
 
 
 def print_report(report: RoundReport, console: Console) -> None:
@@ -89,6 +101,15 @@ def print_report(report: RoundReport, console: Console) -> None:
         console.print(table)
     console.print(f"MLflow: `make ui`, experiment {report.experiment!r}, run round-{report.round} "
                   f"({report.run_id}) on {report.tracking_uri}")
+    if report.review_url:
+        console.print(f"candidates of round {report.round}: {report.review_url}", soft_wrap=True)
+    if report.waiting_for_labels:
+        console.print(f"[bold yellow]waiting for the oracle[/bold yellow]: {report.pending_jobs} jobs of the "
+                      "cold-start design are pending; the proxy needs their labels. Run `make round` again later: "
+                      "it collects them and goes on")
+    elif report.pending_jobs:
+        console.print(f"{report.pending_jobs} oracle jobs pending: the next `make round` (or `aloop submit`) "
+                      "collects them")
     if report.waiting_for_review:
         console.print("[bold yellow]waiting for review[/bold yellow]: set the tag aloop.review to approved or "
                       "rejected on the candidate runs, then run `make round` (or `aloop submit`) again")

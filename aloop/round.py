@@ -9,7 +9,10 @@ oracle -> report.
 
 Each stage's output is persisted (store rows, files in the round's folder, MLflow runs)
 and the last stage completed is recorded on the round row, so a killed round continues
-at the first unfinished stage, with the same seeds and no duplicated rows. The stages'
+at the first unfinished stage, with the same seeds and no duplicated rows. Oracle jobs
+still pending (queued oracles, ``oracle.wait: false``) are collected first by every run,
+whatever stage it resumes at; a cold start whose design is still queued stops after the
+design until its labels are in. The stages'
 work is done by the modules named after it (``aloop.data``, ``aloop.proxy``,
 ``aloop.proposal``, ``aloop.tracking``, ``aloop.review``, ``aloop.labelling``); this module
 runs them in order and persists around them.
@@ -46,7 +49,7 @@ from aloop.selection import KnownMaterials, nearest_distance
 from aloop.space import CrystalBatch, CrystalSpace, diversity_report, plot_diversity
 from aloop.space.features import featurize
 from aloop.store import (Campaign, NewCandidate, Round, RoundLock, Store, add_candidates, candidate_structures,
-                         get_or_create_campaign, latest_round, open_store, start_round)
+                         get_or_create_campaign, latest_round, open_store, pending_jobs, start_round)
 
 T = TypeVar("T")
 
@@ -114,11 +117,13 @@ def run_round(cfg: Config, *, progress: bool = True, console: Console | None = N
     store = open_store(cfg.db_url)
     with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s):
         ctx = open_round(cfg, store, space, console=console, progress=progress)
-        ctx.run("collected", lambda: collect(ctx), lambda: None)
+        ctx.run("collected", lambda: collect(ctx), lambda: collect_pending(ctx))
         assembly = ctx.run("designed", lambda: label_initial_design(ctx), lambda: None)
+        if design_pending(ctx):
+            return report(ctx)
         training = training_data(ctx, assembly)
         proxy = ctx.run("trained_proxy", lambda: train_proxy(ctx, training), lambda: Proxy.load(ctx.workdir / "proxy"))
-        env = CrystalEnv.from_space(space, cfg.gfn)
+        env = CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device)
         policy = ctx.run("trained_generator", lambda: train_gfn(ctx, env, proxy, training),
                          lambda: load_checkpoint(ctx.workdir / "gfn.pt", env, settings=cfg.gfn))
         proposal = ctx.run("sampled", lambda: propose(ctx, training, proxy, env, policy),
@@ -129,8 +134,7 @@ def run_round(cfg: Config, *, progress: bool = True, console: Console | None = N
         if not waiting_for_review(ctx):
             ctx.run("labelled", lambda: label(ctx), lambda: None)
             ctx.run("done", lambda: finish(ctx), lambda: None)
-        return round_report(ctx.store, ctx.client, campaign_id=ctx.campaign_id, round_id=ctx.round_id,
-                            run_id=ctx.run_id, timings=ctx.timings, tracking_uri=cfg.tracking_uri)
+        return report(ctx)
 
 
 def open_round(cfg: Config, store: Store, space: CrystalSpace, *, console: Console, progress: bool) -> RoundContext:
@@ -161,11 +165,18 @@ def open_round(cfg: Config, store: Store, space: CrystalSpace, *, console: Conso
 
 
 def collect(ctx: RoundContext) -> None:
-    """Act on reviews left in MLflow and store results of jobs still running from earlier rounds."""
+    """Act on reviews left in MLflow and store results of jobs still running from earlier runs."""
     reviews = label(ctx).reviews
     if reviews.approved or reviews.rejected:
         ctx.console.print(f"reviews read from MLflow: {reviews.approved} approved, {reviews.rejected} rejected, "
                           f"{reviews.pending} still pending")
+
+
+def collect_pending(ctx: RoundContext) -> None:
+    """A resumed round first stores what oracle jobs still pending have finished (its own cold-start
+    design, queued batches); reviews and new submissions wait for their own stages."""
+    label_approved(ctx.store, ctx.client, campaign_id=ctx.campaign_id, settings=ctx.cfg.oracle,
+                   progress=ctx.progress, submit=False)
 
 
 def label_initial_design(ctx: RoundContext) -> Assembly | None:
@@ -190,6 +201,17 @@ def label_initial_design(ctx: RoundContext) -> Assembly | None:
     approve_round(ctx.store, ctx.client, round_id=ctx.round_id)
     label(ctx)
     return None
+
+
+def design_pending(ctx: RoundContext) -> int:
+    """Oracle jobs of this round's cold-start design still running (queued oracles, ``oracle.wait: false``).
+
+    The proxy is fitted on the whole design: until its labels are in, the round stops here
+    and the next ``aloop round`` collects them and goes on.
+    """
+    with ctx.store.session() as session:
+        jobs = pending_jobs(session, session.get_one(Campaign, ctx.campaign_id))
+        return sum(job.candidate.round_id == ctx.round_id for job in jobs)
 
 
 def assemble(ctx: RoundContext) -> Assembly:
@@ -317,11 +339,14 @@ def review(ctx: RoundContext) -> None:
 
 
 def waiting_for_review(ctx: RoundContext) -> bool:
-    """True while a manual round has candidates nobody has reviewed yet."""
+    """True while nobody has reviewed any candidate of a manual round's batch (decisions left in
+    MLflow are applied first); once some are decided, the round labels those and the rest wait."""
     if ctx.cfg.review == "auto" or ctx.done("labelled"):
         return False
-    outcome = apply_reviews(ctx.store, ctx.client, campaign_id=ctx.campaign_id)
-    return outcome.pending > 0 and not outcome.approved and not outcome.rejected
+    apply_reviews(ctx.store, ctx.client, campaign_id=ctx.campaign_id)
+    with ctx.store.session() as session:
+        batch = [c.state for c in session.get_one(Round, ctx.round_id).candidates if c.proxy_mean is not None]
+    return bool(batch) and all(state == "proposed" for state in batch)
 
 
 def label(ctx: RoundContext) -> SubmitReport:
@@ -332,3 +357,8 @@ def label(ctx: RoundContext) -> SubmitReport:
 
 def finish(ctx: RoundContext) -> None:
     ctx.client.set_terminated(ctx.run_id)
+
+
+def report(ctx: RoundContext) -> RoundReport:
+    return round_report(ctx.store, ctx.client, campaign_id=ctx.campaign_id, round_id=ctx.round_id,
+                        run_id=ctx.run_id, timings=ctx.timings, tracking_uri=ctx.cfg.tracking_uri)

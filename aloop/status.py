@@ -1,4 +1,4 @@
-"""A campaign at a glance: rounds and their stage, candidates by state, labels by source.
+"""A campaign at a glance: rounds and their stage, candidates by state, labels by source, failures by kind.
 
 Example:
     >>> with store.session() as session:  # doctest: +SKIP
@@ -15,6 +15,7 @@ from rich.table import Table
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from aloop.oracle import TRANSIENT_KINDS
 from aloop.store import CANDIDATE_STATES, Candidate, Label, Material, Round, RoundLease, find_campaign
 
 
@@ -41,6 +42,18 @@ class LabelCount:
 
 
 @dataclass(frozen=True)
+class FailureCount:
+    """How many candidates one oracle failed for one reason (their failure stands: not retried).
+
+    ``kind`` is one of ``aloop.oracle.FAILURE_KINDS``, ``None`` for failures stored before kinds existed.
+    """
+
+    oracle: str
+    kind: str | None
+    count: int
+
+
+@dataclass(frozen=True)
 class CampaignStatus:
     """Everything ``aloop status`` shows; ``exists`` is false for a campaign never started."""
 
@@ -51,6 +64,7 @@ class CampaignStatus:
     labels: tuple[LabelCount, ...]
     lock_holder: str | None
     lock_expires_at: datetime | None
+    failures: tuple[FailureCount, ...] = ()
 
 
 def campaign_status(session: Session, name: str) -> CampaignStatus:
@@ -74,6 +88,11 @@ def campaign_status(session: Session, name: str) -> CampaignStatus:
     labels: dict[tuple[str, str], dict[str, int]] = {}
     for oracle, prop, status, n in label_counts:
         labels.setdefault((oracle, prop), {"ok": 0, "failed": 0})[status] = n
+    failures = session.execute(
+        select(Label.oracle, Label.failure_kind, func.count(Label.candidate_id.distinct()))
+        .join(Candidate, Label.candidate_id == Candidate.id)
+        .where(Candidate.campaign_id == campaign.id, Label.status == "failed")
+        .group_by(Label.oracle, Label.failure_kind)).tuples()
     return CampaignStatus(
         campaign=name, exists=True,
         rounds=tuple(RoundStatus(r.number, r.stage, r.started_at, r.finished_at, r.mlflow_run_id, int(n))
@@ -81,6 +100,7 @@ def campaign_status(session: Session, name: str) -> CampaignStatus:
         candidates_by_state={state: by_state.get(state, 0) for state in CANDIDATE_STATES},
         labels=tuple(LabelCount(o, p, c["ok"], c["failed"]) for (o, p), c in sorted(labels.items())),
         lock_holder=holder, lock_expires_at=expires,
+        failures=tuple(FailureCount(o, k, n) for o, k, n in sorted(failures, key=lambda row: (row[0], row[1] or ""))),
     )
 
 
@@ -106,3 +126,12 @@ def print_status(status: CampaignStatus, console: Console, *, database: str = ""
         labels.add_row(count.oracle, count.property, str(count.ok), str(count.failed))
     for table in (rounds, states, labels):
         console.print(table)
+    if status.failures:
+        failures = Table("oracle", "kind", "candidates", title="Failures")
+        for failure in status.failures:
+            failures.add_row(failure.oracle, failure.kind or "- (not recorded)", str(failure.count))
+        console.print(failures)
+        transient = sum(f.count for f in status.failures if f.kind in TRANSIENT_KINDS)
+        if transient:
+            console.print(f"{transient} of them transient ({', '.join(TRANSIENT_KINDS)}): `aloop retry` sends them "
+                          "to the oracle again")

@@ -15,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -60,6 +61,15 @@ PROXY_REQUIREMENTS = ("torch", "botorch", "gpytorch", "pymatgen", "pyxtal", "mlf
 """Packages the proxy model imports (and aloop itself, installed from its repository)."""
 PROXY_MODEL_CODE = "import mlflow\nfrom aloop.tracking import ProxyModel\n\nmlflow.models.set_model(ProxyModel())\n"
 """The model's code (MLflow's models from code: no pickle)."""
+UI_PORT = 5000
+"""Port of the MLflow UI that ``aloop ui`` (``make ui``) serves on 127.0.0.1 unless told ``--port``."""
+SHARED_VIEW_TAG = "mlflow.sharedViewState."
+"""Prefix of the experiment tags that hold the MLflow UI's shared views (opened by ``?viewStateShareKey=``)."""
+CANDIDATE_VIEW_KEY = "aloop-round-"
+"""Share key of a round's candidates view, without the round number."""
+CANDIDATE_VIEW_ROUNDS = 10
+"""Rounds whose candidates view stays saved on the experiment (the MLflow UI lets a person save
+views only while an experiment holds fewer than 40)."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +127,20 @@ def _copy_new(source: Path, target: Path) -> None:
             os.link(Path(tmp) / target.name, target)
 
 
+def experiment_name(campaign: str) -> str:
+    """The name of a campaign's MLflow experiment, e.g. ``aloop/default``."""
+    return f"aloop/{campaign}"
+
+
+def find_experiment(client: MlflowClient, campaign: str) -> str | None:
+    """The campaign's experiment id, ``None`` before its first round (nothing is created)."""
+    experiment = client.get_experiment_by_name(experiment_name(campaign))
+    return None if experiment is None else experiment.experiment_id
+
+
 def ensure_experiment(client: MlflowClient, campaign: str, *, artifact_location: str) -> str:
     """The campaign's experiment id, created on first use and set to the model-training view."""
-    name = f"aloop/{campaign}"
+    name = experiment_name(campaign)
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         location = Path(artifact_location).resolve().as_uri() if "://" not in artifact_location else artifact_location
@@ -128,6 +149,69 @@ def ensure_experiment(client: MlflowClient, campaign: str, *, artifact_location:
         experiment_id = experiment.experiment_id
     client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_VIEW)
     return experiment_id
+
+
+def experiment_url(experiment_id: str, *, port: int = UI_PORT, view: str | None = None) -> str:
+    """The experiment's runs table in the model-training view of the MLflow UI served by ``aloop ui``.
+
+    Args:
+        port: the UI's port on 127.0.0.1.
+        view: the key of a shared view saved on the experiment (``save_candidates_view``) to open.
+    """
+    query = {"workflowType": "machine_learning", **({"viewStateShareKey": view} if view else {})}
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?{urllib.parse.urlencode(query)}"
+
+
+def candidates_url(client: MlflowClient, experiment_id: str, *, round_number: int, port: int = UI_PORT) -> str:
+    """The link to a round's candidate runs in the MLflow UI, their review columns shown.
+
+    Saves the round's view on the experiment first (``save_candidates_view``).
+
+    Example:
+        >>> candidates_url(client, "1", round_number=3)  # doctest: +SKIP
+        'http://127.0.0.1:5000/#/experiments/1/runs?workflowType=machine_learning&viewStateShareKey=aloop-round-3'
+    """
+    return experiment_url(experiment_id, port=port,
+                          view=save_candidates_view(client, experiment_id, round_number=round_number))
+
+
+def save_candidates_view(client: MlflowClient, experiment_id: str, *, round_number: int) -> str:
+    """Save the MLflow UI view of a round's candidate runs on the experiment; returns its share key.
+
+    The view, a saved view of MLflow 3.17 (experiment tag ``mlflow.sharedViewState.aloop-round-<n>``,
+    listed under "Views" as "round <n> candidates"), lists the runs tagged ``aloop.kind =
+    candidate`` and ``aloop.round = <n>``, highest acquisition first, as a flat list (the UI
+    nests child runs under their round run only when sorted by creation time), with the columns
+    formula, space group, review tag, predicted mean and std, acquisition, feature distance to
+    the nearest known crystal and state. The UI takes columns only from such a view: URL
+    parameters set the filter and sort, not columns. The tag is written only when missing or
+    different; the views of rounds ``CANDIDATE_VIEW_ROUNDS`` or more before this one are deleted.
+    """
+    key = f"{CANDIDATE_VIEW_KEY}{round_number}"
+    columns = [_column("params", "formula"), _column("params", "space_group"), _column("tags", REVIEW_TAG),
+               _column("metrics", "pred_mean"), _column("metrics", "pred_std"), _column("metrics", "acquisition"),
+               _column("metrics", "nearest_known_feature_distance"), _column("tags", STATE_TAG)]
+    state = json.dumps({
+        "searchFilter": f"tags.`{ROUND_TAG}` = '{round_number}' AND tags.`{KIND_TAG}` = 'candidate'",
+        "orderByKey": _column("metrics", "acquisition"), "orderByAsc": False, "selectedColumns": columns,
+        "columnOrder": [_column("attributes", "Run Name"), *columns, "runDateAndNestInfo", "duration"]})
+    tags = client.get_experiment(experiment_id).tags
+    saved = tags.get(SHARED_VIEW_TAG + key)
+    if saved is None or json.loads(saved).get("state") != state:
+        now = _now_ms()
+        client.set_experiment_tag(experiment_id, SHARED_VIEW_TAG + key, json.dumps(
+            {"name": f"round {round_number} candidates", "createdAt": now, "updatedAt": now, "state": state}))
+    prefix = SHARED_VIEW_TAG + CANDIDATE_VIEW_KEY
+    for tag in tags:
+        view_round = tag[len(prefix):] if tag.startswith(prefix) else ""
+        if view_round.isdigit() and int(view_round) <= round_number - CANDIDATE_VIEW_ROUNDS:
+            client.delete_experiment_tag(experiment_id, tag)
+    return key
+
+
+def _column(kind: str, key: str) -> str:
+    """The MLflow UI's id of a runs-table column, e.g. ``params.`formula```."""
+    return f"{kind}.`{key}`"
 
 
 def start_round_run(client: MlflowClient, experiment_id: str, *, round_number: int, round_key: str,

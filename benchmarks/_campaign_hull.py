@@ -43,6 +43,8 @@ class KnownEntry:
     energy_per_atom: float | None
     relaxed: Structure | None
     reason: str = ""
+    kind: str | None = None
+    """The failure's ``FAILURE_KINDS`` entry; ``None`` when relaxed, or cached before kinds were recorded."""
 
 
 @dataclass(frozen=True)
@@ -115,12 +117,12 @@ def _relaxed_entry(material_id: str, structure: Structure, settings: CHGNetSetti
     if not path.exists():
         result = relax(OracleInput(material_id, Crystal.from_structure(structure), structure), settings)
         record = {"energy_per_atom": result.energy_per_atom, "relaxed_cif": result.structure.to(fmt="cif"),
-                  "reason": ""} if isinstance(result, Labelled) else \
-            {"energy_per_atom": None, "relaxed_cif": None, "reason": result.reason}
+                  "reason": "", "kind": None} if isinstance(result, Labelled) else \
+            {"energy_per_atom": None, "relaxed_cif": None, "reason": result.reason, "kind": result.kind}
         write_atomic(path, json.dumps(record | {"metadata": dict(result.metadata)}, default=str))
     record = json.loads(path.read_text())
     relaxed = Structure.from_str(record["relaxed_cif"], fmt="cif") if record["relaxed_cif"] else None
-    return KnownEntry(material_id, structure, record["energy_per_atom"], relaxed, record["reason"])
+    return KnownEntry(material_id, structure, record["energy_per_atom"], relaxed, record["reason"], record.get("kind"))
 
 
 def _references(elements: Sequence[str], settings: CHGNetSettings, folder: Path) -> dict[str, float]:

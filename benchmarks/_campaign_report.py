@@ -119,7 +119,7 @@ def _protocol(setup: Setup, hull: ReferenceHull, oracle: CHGNetSettings, matcher
               n_rounds: int) -> list[str]:
     cfg = setup.cfg
     relaxed = sum(e.energy_per_atom is not None for e in hull.entries)
-    failed = [f"{e.material_id} ({e.reason.split(':')[0]})" for e in hull.entries if e.energy_per_atom is None]
+    failed = [f"{e.material_id} ({e.kind or 'kind not recorded'})" for e in hull.entries if e.energy_per_atom is None]
     on_hull = sorted({e.name for e in hull.diagram.stable_entries})
     load = os.getloadavg()
     return [

@@ -78,8 +78,9 @@ def make_setup(cfg: Config, *, arms: list[str], oracle: CHGNetSettings) -> tuple
     print(f"starting data: {start.describe()}", flush=True)
     hull = build_hull(known_structures(data_dir, space.elements), space.elements, oracle, cache_dir=CACHE)
     pool = substitution_pool(space, data_dir, cache_dir=CACHE) if "substitution" in arms else []
-    setup = Setup(cfg=cfg, space=space, env=CrystalEnv.from_space(space, cfg.gfn), start=start.training,
-                  known=tuple(hull.known_structures), pool=tuple(pool), label_source=f"chgnet-{oracle.model}")
+    setup = Setup(cfg=cfg, space=space, env=CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device),
+                  start=start.training, known=tuple(hull.known_structures), pool=tuple(pool),
+                  label_source=f"chgnet-{oracle.model}")
     return setup, hull
 
 
@@ -192,7 +193,7 @@ def _label(setup: Setup, hull: ReferenceHull, oracle: CHGNetSettings, batch: Arm
                   "formation_energy_per_atom": hull.formation_energy(composition, result.energy_per_atom),
                   "e_above_hull": hull.e_above_hull(composition, result.energy_per_atom)}
     else:
-        label["reason"] = result.reason
+        label |= {"reason": result.reason, "kind": result.kind}
     write_atomic(path, json.dumps(label))
     return label
 

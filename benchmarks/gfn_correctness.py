@@ -53,16 +53,18 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=100_000)
     args = parser.parse_args()
     config = load_config(None, OVERRIDES)
-    env = CrystalEnv.from_space(CrystalSpace.from_settings(config.space), config.gfn)
-    group, composition, volume = discrete_pairs(env)
+    env = CrystalEnv.from_space(CrystalSpace.from_settings(config.space), config.gfn, device=config.gfn.device)
+    tables = env.to("cpu")  # the exact target is computed on CPU; the generator trains and samples on gfn.device
+    group, composition, volume = discrete_pairs(tables)
     log_reward_table = LOG_REWARD_SCALE * torch.randn(len(group), generator=torch.Generator().manual_seed(0))
     target = torch.softmax(log_reward_table + volume.log().float(), dim=0)
     key_of_pair = group * len(env.space.compositions) + composition
     order = torch.argsort(key_of_pair)
 
     def pair_index(batch) -> torch.Tensor:
-        row = env.space.group_row[batch.space_group]
-        key = _pair_keys(env, row, batch.counts)
+        batch = batch.to("cpu")
+        row = tables.space.group_row[batch.space_group]
+        key = _pair_keys(tables, row, batch.counts)
         return order[torch.searchsorted(key_of_pair[order], key)]
 
     def log_reward(batch) -> torch.Tensor:

@@ -63,7 +63,7 @@ def _sampling_row(name: str, n: int) -> tuple[dict, list[Crystal]]:
     config = load_config(CONFIG_DIR / f"{name}.yaml")
     start = time.perf_counter()
     space = CrystalSpace.from_settings(config.space)
-    env = CrystalEnv.from_space(space, config.gfn)
+    env = CrystalEnv.from_space(space, config.gfn, device=config.gfn.device)
     build_s = time.perf_counter() - start
     policy = build_policy(env, config.gfn)
     sample(env, policy, 100, seed=1, threads=config.gfn.threads)  # warm-up

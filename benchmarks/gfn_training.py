@@ -97,8 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     config = load_config()
     settings = config.gfn
-    env = CrystalEnv.from_space(CrystalSpace.from_settings(config.space), settings)
-    p_star, log_z_star = _targets(env)
+    env = CrystalEnv.from_space(CrystalSpace.from_settings(config.space), settings, device=settings.device)
+    p_star, log_z_star = _targets(env.to("cpu"))
 
     def log_reward(batch: CrystalBatch) -> torch.Tensor:
         return torch.where(_in_region(batch, env), 0.0, -KAPPA)

@@ -11,6 +11,7 @@ default CHGNet settings (FIRE, fmax 0.1 eV/A, at most 500 steps, one torch threa
 
 Prints a table and writes ``benchmarks/results/oracle_chgnet.md``; every relaxation is
 appended to ``oracle_chgnet.jsonl`` as it finishes, so a killed run continues where it stopped.
+Failures are counted by their kind (``aloop.oracle.FAILURE_KINDS``), as the oracle reports it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import time
 from collections import Counter
 
@@ -61,28 +61,23 @@ def _composition(elements: tuple[str, ...], counts: list[int]):
 
 
 def relax(crystal: Crystal, index: int, settings: CHGNetSettings) -> dict:
-    """One candidate placed by pyxtal and relaxed: seconds, steps and the failure reason, if any."""
+    """One candidate placed by pyxtal and relaxed: seconds, steps and the failure reason and kind, if any."""
     try:
         structure = to_structure(crystal, seed=index)
-    except StructureError:
-        return {"seconds": None, "steps": 0, "failure": "atoms cannot be placed"}
+    except StructureError as err:
+        return {"seconds": None, "steps": 0, "failure": f"atoms cannot be placed: {err}", "kind": "placement"}
     start = time.perf_counter()
     result = relax_candidate(OracleInput(str(index), crystal, structure), settings=settings)
-    failure = result.reason if isinstance(result, Failed) else None
-    return {"seconds": time.perf_counter() - start, "steps": result.metadata.get("steps", 0), "failure": failure}
-
-
-def failure_kind(reason: str) -> str:
-    """The reason without its numbers: ``not converged after 500 steps: ...`` -> ``not converged``."""
-    words = re.match(r"[A-Za-z ]*", reason).group().strip()
-    return re.sub(r" (after|at step)$", "", words) or reason
+    failed = isinstance(result, Failed)
+    return {"seconds": time.perf_counter() - start, "steps": result.metadata.get("steps", 0),
+            "failure": result.reason if failed else None, "kind": result.kind if failed else None}
 
 
 def run(sizes: list[int], per_size: int, settings: CHGNetSettings) -> list[dict]:
     """Per-candidate records, appended to ``RUNS`` as they finish; a rerun skips the recorded ones."""
     key = json.dumps(settings.model_dump(), sort_keys=True)
     done = {(r["atoms"], r["index"]): r for r in map(json.loads, RUNS.read_text().splitlines())
-            if r["settings"] == key} if RUNS.exists() else {}
+            if r["settings"] == key and "kind" in r} if RUNS.exists() else {}  # a record without a kind is redone
     space = CrystalSpace.from_settings(SPACE)
     records = []
     for n_atoms in sizes:
@@ -98,17 +93,17 @@ def run(sizes: list[int], per_size: int, settings: CHGNetSettings) -> list[dict]
 
 
 def summary(records: list[dict]) -> list[dict]:
-    """One row per cell size: median/mean seconds, steps, failure rate and reasons."""
+    """One row per cell size: median/mean seconds, steps, failure rate and failures by kind."""
     rows = []
     for n_atoms in sorted({r["atoms"] for r in records}):
         runs = [r for r in records if r["atoms"] == n_atoms]
         seconds = [r["seconds"] for r in runs if r["seconds"] is not None]
-        reasons = Counter(failure_kind(r["failure"]) for r in runs if r["failure"])
+        kinds = Counter(r["kind"] for r in runs if r["kind"])
         rows.append({"atoms": n_atoms, "candidates": len(runs), "relaxed": len(seconds),
                      "median s": np.median(seconds), "mean s": np.mean(seconds),
                      "median steps": np.median([r["steps"] for r in runs]),
-                     "failure rate": sum(reasons.values()) / len(runs),
-                     "failures": ", ".join(f"{k}: {v}" for k, v in reasons.most_common()) or "-"})
+                     "failure rate": sum(kinds.values()) / len(runs),
+                     "failures": ", ".join(f"{k}: {v}" for k, v in kinds.most_common()) or "-"})
     return rows
 
 

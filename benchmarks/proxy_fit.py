@@ -78,7 +78,7 @@ def fit_once(size: int | str | None, overrides: dict, threads: int, figure: bool
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     load = os.getloadavg()[0]
     result = calibration(proxy, heldout)
-    env = CrystalEnv.from_space(space, cfg.gfn)
+    env = CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device)
     states = sample(env, build_policy(env, cfg.gfn), GFN_STATES, seed=0)
     latent_std = {name: float(proxy.predict(batch, observation_noise=False).std.median())
                   for name, batch in (("heldout", heldout.crystals), ("gfn", states))}

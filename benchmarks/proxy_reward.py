@@ -58,8 +58,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config()
     torch.set_num_threads(1)
-    env = CrystalEnv.from_space(CrystalSpace.from_settings(cfg.space), cfg.gfn)
-    crystals = sample(env, build_policy(env, cfg.gfn), 100_000, seed=0)
+    env = CrystalEnv.from_space(CrystalSpace.from_settings(cfg.space), cfg.gfn, device=cfg.gfn.device)
+    crystals = sample(env, build_policy(env, cfg.gfn), 100_000, seed=0).to("cpu")  # featurised and scored on CPU
 
     feature_rows = []
     for n in (1_000, 10_000, 100_000):

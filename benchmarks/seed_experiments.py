@@ -123,7 +123,7 @@ def best_f(train_set: TrainingSet, cfg: Config) -> float:
 def train_and_sample(name: str, cfg: Config, proxy: Proxy, best: float, *, steps: int, n: int, seed: int) -> Run:
     """Sample the untrained generator, train it on the proxy's reward for ``steps``, sample it again."""
     space = CrystalSpace.from_settings(cfg.space)
-    env = CrystalEnv.from_space(space, cfg.gfn)
+    env = CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device)
     reward = log_reward_fn(proxy, cfg.acquisition, target=proxy.target, best_f=best)
     torch.manual_seed(seed)
     policy = build_policy(env, cfg.gfn)

@@ -138,9 +138,9 @@ def parse_task_document(doc: Mapping[str, Any], *, correction: str) -> Labelled 
             (its run type, U values and POTCARs come from the document's ``entry``).
     """
     if doc.get("state") not in (None, "successful"):
-        return Failed(f"task state {doc['state']!r}")
+        return Failed(f"task state {doc['state']!r}", kind="oracle_error")
     if doc.get("is_force_converged") is False:
-        return Failed("relaxation did not converge (is_force_converged is false)")
+        return Failed("relaxation did not converge (is_force_converged is false)", kind="not_converged")
     structure = Structure.from_dict(doc["structure"])
     output = doc["output"]
     energy = float(output["energy"])
@@ -153,9 +153,9 @@ def parse_task_document(doc: Mapping[str, Any], *, correction: str) -> Labelled 
         try:
             corrected = MaterialsProject2020Compatibility().process_entry(entry, on_error="raise")
         except Exception as err:
-            return Failed(f"MP2020 compatibility rejected the entry: {err}", meta)
+            return Failed(f"MP2020 compatibility rejected the entry: {err}", meta, kind="unsupported")
         if corrected is None:
-            return Failed("MP2020 compatibility rejected the entry", meta)
+            return Failed("MP2020 compatibility rejected the entry", meta, kind="unsupported")
         energy = corrected.energy
         meta |= {"correction_per_atom": corrected.correction_per_atom, "run_type": parameters.get("run_type")}
     properties = {"band_gap": float(output["bandgap"])} if output.get("bandgap") is not None else {}
@@ -217,7 +217,7 @@ class Atomate2Oracle:
         if future is None:
             return Lost(f"flow {job_id} has no result in {self._root} and is not running in this process")
         if future.done() and (err := future.exception()) is not None:
-            return Failed(f"flow runner crashed: {type(err).__name__}: {err}")
+            return Failed(f"flow runner crashed: {type(err).__name__}: {err}", kind="oracle_error")
         return Pending("running" if future.running() else "queued")
 
     def _fireworks_state(self, job_id: str) -> Result:
@@ -227,7 +227,8 @@ class Atomate2Oracle:
         if workflow is None:
             return Lost(f"flow {job_id} is not on the LaunchPad")
         if workflow["state"] in FIREWORKS_FAILED:
-            return Failed(f"FireWorks workflow {workflow['state'].lower()}: {self._fizzle_reason(workflow['nodes'])}")
+            return Failed(f"FireWorks workflow {workflow['state'].lower()}: {self._fizzle_reason(workflow['nodes'])}",
+                          kind="oracle_error")
         if workflow["state"] != "COMPLETED":
             return Pending(workflow["state"].lower())
         return self._read_output(self._root / job_id, workflow["metadata"]["aloop_output"])
@@ -247,7 +248,7 @@ class Atomate2Oracle:
             return None
         status = json.loads((folder / STATUS_FILE).read_text())
         if status["state"] != "COMPLETED":
-            return Failed(status["reason"], {"traceback": status.get("traceback", "")})
+            return Failed(status["reason"], {"traceback": status.get("traceback", "")}, kind="oracle_error")
         return self._read_output(folder, status["output_uuid"])
 
     def _read_output(self, folder: Path, output_uuid: str) -> Labelled | Failed:

@@ -38,7 +38,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from threadpoolctl import threadpool_limits
 
 from aloop.executor import JobPool
-from aloop.oracle import Failed, Labelled, OracleInput, Result
+from aloop.oracle import Failed, FailureKind, Labelled, OracleInput, Result
 from aloop.space.structure import MIN_DISTANCE, has_close_atoms, min_distance
 from oracles.references import reference_structures
 
@@ -77,7 +77,11 @@ class CHGNetSettings(BaseModel):
 
 
 class _Stop(Exception):
-    """Ends a relaxation early with a reason."""
+    """Ends a relaxation early with a reason and its failure ``kind``."""
+
+    def __init__(self, reason: str, *, kind: FailureKind) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 @functools.lru_cache(maxsize=4)
@@ -134,16 +138,17 @@ def relax_atoms(atoms: Atoms, settings: CHGNetSettings, *, fmax: float | None = 
 
     def watch() -> None:
         if time.monotonic() - start > settings.timeout_s:
-            raise _Stop(f"timed out after {settings.timeout_s:g} s at step {optimizer.nsteps}")
+            raise _Stop(f"timed out after {settings.timeout_s:g} s at step {optimizer.nsteps}", kind="timeout")
         if atoms.get_volume() > MAX_VOLUME_RATIO * volume0:
             raise _Stop(f"cell exploded: volume {atoms.get_volume():.1f} A^3 from {volume0:.1f} A^3 "
-                        f"at step {optimizer.nsteps}")
+                        f"at step {optimizer.nsteps}", kind="exploded")
 
     optimizer.attach(watch)
     try:
         converged = bool(optimizer.run(fmax=fmax or settings.fmax, steps=max_steps or settings.max_steps))
     except ValueError as error:  # CHGNet's graph refuses a cell whose atoms drifted apart (isolated atoms)
-        raise _Stop(f"CHGNet cannot evaluate the structure at step {optimizer.nsteps}: {error}") from error
+        raise _Stop(f"CHGNet cannot evaluate the structure at step {optimizer.nsteps}: {error}",
+                    kind="unsupported") from error
     forces = target.get_forces()
     return {
         "energy_per_atom": float(atoms.get_potential_energy()) / len(atoms),
@@ -155,25 +160,28 @@ def relax_atoms(atoms: Atoms, settings: CHGNetSettings, *, fmax: float | None = 
 
 
 def relax_candidate(item: OracleInput, *, settings: CHGNetSettings) -> Labelled | Failed:
-    """Relax one candidate and check the result; every failure is a ``Failed`` with its reason."""
+    """Relax one candidate and check the result; every failure is a ``Failed`` with its reason and kind."""
     atoms = AseAtomsAdaptor.get_atoms(item.structure)
     meta = {"model": f"chgnet-{settings.model}", "optimizer": settings.optimizer, "fmax": settings.fmax,
             "max_steps": settings.max_steps, "n_atoms": len(atoms), "worker": f"{socket.gethostname()}:{os.getpid()}"}
     try:
         run = relax_atoms(atoms, settings)
     except _Stop as stop:
-        return Failed(str(stop), meta)
+        return Failed(str(stop), meta, kind=stop.kind)
     meta |= run
     energy = run["energy_per_atom"]
-    if not math.isfinite(energy) or not ENERGY_RANGE[0] <= energy <= ENERGY_RANGE[1]:
-        return Failed(f"absurd energy {energy} eV/atom (expected within {ENERGY_RANGE})", meta)
+    if not math.isfinite(energy):
+        return Failed(f"non-finite energy {energy} eV/atom", meta, kind="non_finite")
+    if not ENERGY_RANGE[0] <= energy <= ENERGY_RANGE[1]:
+        return Failed(f"absurd energy {energy} eV/atom (expected within {ENERGY_RANGE})", meta, kind="absurd_energy")
     if not run["converged"]:
         return Failed(f"not converged after {run['steps']} steps: max force {run['max_force']:.3f} "
-                      f"eV/A > fmax {settings.fmax}", meta)
+                      f"eV/A > fmax {settings.fmax}", meta, kind="not_converged")
     structure = AseAtomsAdaptor.get_structure(atoms)
     if structure.volume < 0.1 or has_close_atoms(structure):
         return Failed(f"invalid relaxed structure: atoms closer than {MIN_DISTANCE} A "
-                      f"(min {min_distance(structure):.2f} A) or volume {structure.volume:.2f} A^3", meta)
+                      f"(min {min_distance(structure):.2f} A) or volume {structure.volume:.2f} A^3", meta,
+                      kind="too_close")
     return Labelled(energy_per_atom=energy, structure=structure, metadata=meta)
 
 

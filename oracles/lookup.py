@@ -2,7 +2,9 @@
 
 A candidate matches a row with the same reduced composition and space group; with several
 matching rows (polymorphs in one space group) the one lowest in ``prefer_lowest`` wins.
-No match is a ``Failed`` label saying so. Synchronous: answers are ready at ``submit``.
+No match is a ``Failed`` label saying so (kind ``unsupported``). Synchronous: answers are
+ready at ``submit``; each submission is a new job ``lookup-{candidate id}-{8 hex}``, so a
+candidate sent again (``aloop retry``) keeps its earlier job as history.
 
 Example:
     >>> oracle = LookupOracle(LookupSettings(table="../shared/data/mp_cgcnn36k/summary.csv.gz"),
@@ -12,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import math
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -64,7 +67,7 @@ class LookupOracle:
     def submit(self, inputs: Sequence[OracleInput]) -> list[str]:
         job_ids = []
         for item in inputs:
-            job_id = f"lookup-{item.candidate_id}"
+            job_id = f"lookup-{item.candidate_id}-{uuid.uuid4().hex[:8]}"
             self._results[job_id] = self._answer(item)
             job_ids.append(job_id)
         return job_ids
@@ -77,7 +80,8 @@ class LookupOracle:
         key = (item.crystal.composition.reduced_formula, item.crystal.space_group)
         row = self._index.get(key)
         if row is None:
-            return Failed(f"no row of {self.settings.table} with formula {key[0]} in space group {key[1]}")
+            return Failed(f"no row of {self.settings.table} with formula {key[0]} in space group {key[1]}",
+                          kind="unsupported")
         values = {p: float(row[p]) for p in self.settings.properties if not math.isnan(float(row[p]))}
         source = {"table": self.settings.table}
         if self.settings.id_column:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def slow(item: OracleInput) -> Labelled:
 def test_an_evaluation_past_its_timeout_fails_and_frees_the_caller():
     start = time.monotonic()
     result = run_with_timeout(slow, item("30"), timeout_s=0.2)
-    assert isinstance(result, Failed) and result.reason == "timed out after 0.2 s"
+    assert isinstance(result, Failed) and result.reason == "timed out after 0.2 s" and result.kind == "timeout"
     assert time.monotonic() - start < 5
 
 
@@ -40,10 +41,11 @@ def test_exceptions_and_nan_become_failures_with_their_reason():
 
     raised = run_with_timeout(boom, item(), timeout_s=5)
     assert isinstance(raised, Failed) and raised.reason == "ZeroDivisionError: no atoms"
+    assert raised.kind == "oracle_error"
     assert "Traceback" in raised.metadata["traceback"]
     nan = run_with_timeout(lambda _: Labelled(energy_per_atom=math.nan, properties={"band_gap": 1.0}),
                            item(), timeout_s=5)
-    assert isinstance(nan, Failed) and "['energy_per_atom']" in nan.reason
+    assert isinstance(nan, Failed) and "['energy_per_atom']" in nan.reason and nan.kind == "non_finite"
 
 
 def test_a_job_pool_reports_queued_running_done_and_lost_jobs():
@@ -57,6 +59,16 @@ def test_a_job_pool_reports_queued_running_done_and_lost_jobs():
         while isinstance(pool.poll([second])[second], Pending):
             time.sleep(0.05)
         assert pool.poll([first, second]) == {first: Labelled(-1.0), second: Labelled(-1.0)}
+
+
+def test_a_job_the_executor_cancelled_is_lost():
+    executor = ThreadPoolExecutor(max_workers=1)
+    pool = JobPool(slow, executor=executor, prefix="slow", timeout_s=10)
+    running, queued = pool.submit([item("0.3"), item("0")])
+    executor.shutdown(wait=True, cancel_futures=True)  # a cluster going away drops what it had not started
+    states = pool.poll([running, queued])
+    assert states[running] == Labelled(-1.0)
+    assert states[queued] == Failed("cancelled by the executor", kind="lost")
 
 
 def test_dask_needs_a_scheduler_address():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from pymatgen.core import Composition, Lattice, Structure
+from pymatgen.core import Composition, Element, Lattice, Structure
 from sqlalchemy import func, select
 
 from aloop.cli import main
@@ -79,7 +79,7 @@ MIXED = [
 REJECTED = {
     5: "value 'abc' is not a number",
     6: "unknown element 'Xx' in formula 'Xx2O'",
-    7: "lattice length a=-4.2 is not positive",
+    7: "lattice length a=-4.2 is outside 0.5-1000 Angstrom",
     8: "duplicate of line 3 (same material, source 'lab' and property 'band_gap')",
     9: "lattice angle gamma=180.0 is outside (0, 180)",
     10: "space_group and a, b, c, alpha, beta, gamma go together; missing a, b, c, alpha, beta, gamma",
@@ -226,3 +226,80 @@ def test_read_labels_accepts_unknown_suffix_by_content(tmp_path: Path) -> None:
     rows, errors = read_labels(path)
     assert errors == [] and [(r.composition, r.source, r.fidelity) for r in rows] == [(Composition("NaCl"),
                                                                                        "import", 1.0)]
+
+
+ROCK_SALT = "5.64,5.64,5.64,90,90,90"
+LONG_FORMULA = "".join(f"{el.symbol}{n}" for n, el in enumerate(
+    [el for el in Element if not el.is_noble_gas][:40], start=101))
+"""40 elements with three-digit counts: a cell formula of over 200 characters (``material.formula``)."""
+PHYSICS = [
+    row("Na4Cl4", sg="225", lattice=ROCK_SALT),                                     # 2: kept
+    row("Na4Cl4", sg="225", lattice="3,4,5,80,90,100"),                             # 3
+    row("Na3Cl4", sg="225", lattice=ROCK_SALT),                                     # 4
+    row("NaCl", sg="1", lattice="5,5,5,10,10,170"),                                 # 5
+    row("Na4Cl4", sg="225", lattice="0.3,0.3,0.3,90,90,90"),                        # 6
+    row("Na4Cl4", sg="225", lattice="2000,2000,2000,90,90,90"),                     # 7
+    row("NaCl", value="1e308"),                                                     # 8
+    row("NaCl", prop="formation_energy_per_atom", value="-2", unc="1e300"),         # 9
+    row("NaCl", prop="ewald_energy", value="1e6"),                                  # 10: kept (own bound)
+    row("NaCl", source="x" * 101),                                                  # 11
+    row("NaCl", prop="p" * 101),                                                    # 12
+    row(LONG_FORMULA),                                                              # 13
+    row("NaCl", sg="1", lattice="50,50,50,90,90,90", source="big-cell"),            # 14: kept, group 1 hosts any counts
+    row("Na300Cl300", sg="1", lattice="50,50,50,90,90,90"),                         # 15: kept, beyond every space
+    row("Na0"),                                                                     # 16
+]
+PHYSICS_REJECTED = {
+    3: "lattice (3, 4, 5, 80, 90, 100) breaks the cubic rule of space group 225, which would make it "
+       "(3, 3, 3, 90, 90, 90)",
+    4: "counts [4, 3] of Na3 Cl4 do not fit the Wyckoff positions of space group 225",
+    5: "lattice (5, 5, 5, 10, 10, 170) makes no cell of volume above 0.1 A^3",
+    6: "lattice length a=0.3 is outside 0.5-1000 Angstrom",
+    7: "lattice length a=2000 is outside 0.5-1000 Angstrom",
+    8: "value 1e+308 is absurd for band_gap: |value| above 100 (a typo, another unit?)",
+    9: "uncertainty 1e+300 is absurd for formation_energy_per_atom: |uncertainty| above 50",
+    11: "source is 101 characters long; the database keeps at most 100 (label.oracle)",
+    12: "property is 101 characters long; the database keeps at most 100 (label.property)",
+    13: "cell formula is 2",
+    16: "formula 'Na0' has no atoms",
+}
+
+
+def test_rows_a_round_would_drop_or_the_database_refuse_are_rejected_by_line(store: Store, tmp_path: Path) -> None:
+    report = import_labels(store, write_csv(tmp_path / "labels.csv", PHYSICS), campaign="test")
+    errors = {e.line: e.reason for e in report.rejected}
+    assert sorted(errors) == sorted(PHYSICS_REJECTED), errors
+    for line, reason in PHYSICS_REJECTED.items():
+        assert errors[line].startswith(reason), errors[line]
+    assert "characters long; the database keeps at most 200 (material.formula)" in errors[13]
+    assert (report.stored, report.exit_code) == (4, 1)
+    with store.session() as session:
+        stored = sorted((p.composition.formula, p.property, p.oracle) for p in
+                        labelled_data(session, find_campaign(session, "test")))
+    assert stored == [("Na1 Cl1", "band_gap", "big-cell"), ("Na1 Cl1", "ewald_energy", "import"),
+                      ("Na300 Cl300", "band_gap", "import"), ("Na4 Cl4", "band_gap", "import")]
+
+
+def test_a_nul_character_is_a_rejected_row_not_a_lost_file(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "labels.jsonl"
+    path.write_text("\n".join(json.dumps({"formula": "NaCl", "property": "band_gap", "value": 8.5, "source": source})
+                              for source in ("lab", "lab\x00two")) + "\n")
+    report = import_labels(store, path, campaign="test")
+    assert report.stored == 1
+    assert [str(e) for e in report.rejected] == [
+        "line 2: source contains a NUL character, which the database cannot store"]
+
+
+def test_a_too_long_field_keeps_the_other_rows_on_every_backend(store_url: str, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """PostgreSQL refuses text longer than its column (StringDataRightTruncation): the row is rejected first."""
+    monkeypatch.delenv("ALOOP_DB_URL", raising=False)
+    labels = write_csv(tmp_path / "labels.csv", [row("NaCl", source="s" * 150), row("MgO", value="7.8")])
+    result = CliRunner().invoke(main, ["labels", "import", str(labels), "--set", f"store.url={store_url}"])
+    assert result.exit_code == 1, result.output
+    assert "line 2: source is 150 characters long; the database keeps at most 100" in result.output
+    assert "stored 1 labels, rejected 1 rows" in result.output and "Traceback" not in result.output
+    store = open_store(store_url)
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(Label)) == 1
+    store.close()

@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from aloop.executor import JobPool, open_executor
 from aloop.config import OracleSettings
 from aloop.labelling import FAILED_PROPERTY, REFERENCE_PROPERTY, label_candidates, open_oracle
-from aloop.oracle import Labelled, OracleInput, Result, load_oracle
+from aloop.oracle import Failed, Labelled, OracleInput, Result, load_oracle
 from aloop.space import Crystal
 from aloop.store import (
     Candidate,
@@ -91,6 +91,7 @@ def test_labels_each_approved_candidate_once_and_records_failures(store, table):
     assert stored[(ids[0], "formation_energy_per_atom")].value == pytest.approx(-2.105)
     assert stored[(ids[1], "band_gap")].value == pytest.approx(4.4)
     assert "no row" in stored[(ids[2], FAILED_PROPERTY)].reason
+    assert stored[(ids[2], FAILED_PROPERTY)].failure_kind == "unsupported"
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(OracleJob)) == 3
         assert {c.cif is not None for c in session.scalars(select(Candidate))} == {True}
@@ -124,8 +125,8 @@ def test_a_crash_between_submit_and_poll_loses_nothing_and_labels_once(store, ta
     assert states(store, ids) == ["labelled", "labelled"]
     with store.session() as session:
         jobs = session.scalars(select(OracleJob).order_by(OracleJob.id)).all()
-    assert [j.status for j in jobs] == ["done", "done"]  # lookup job ids are per candidate: same rows
-    assert {row.job_id for row in labels(store).values()} == {j.job_id for j in jobs}
+    assert [(j.status, j.failure_kind) for j in jobs] == [("lost", "lost")] * 2 + [("done", None)] * 2
+    assert {row.job_id for row in labels(store).values()} == {j.job_id for j in jobs if j.status == "done"}
 
 
 class BrokenSettings(BaseModel):
@@ -179,6 +180,11 @@ def test_a_broken_oracle_leaves_failed_labels_and_the_batch_goes_on(store):
     assert "timed out after 1 s" in reasons[1]
     assert "non-finite" in reasons[2] and "energy_per_atom" in reasons[2]
     assert stored[(ids[3], "band_gap")].value == 1.0
+    kinds = ["oracle_error", "timeout", "non_finite"]
+    assert [stored[(i, FAILED_PROPERTY)].failure_kind for i in ids[:3]] == kinds
+    with store.session() as session:
+        jobs = {j.candidate_id: (j.status, j.failure_kind) for j in session.scalars(select(OracleJob))}
+    assert [jobs[i] for i in ids] == [("failed", k) for k in kinds] + [("done", None)]
 
 
 def test_an_oracle_whose_submit_raises_fails_the_candidates(store):
@@ -187,14 +193,42 @@ def test_an_oracle_whose_submit_raises_fails_the_candidates(store):
         report = label_candidates(store, campaign_id(store), RaisingOracle(BrokenSettings(), executor=executor))
     assert states(store, ids) == ["failed"]
     assert report.failed == 1
-    assert "ConnectionError: queue unreachable" in labels(store)[(ids[0], FAILED_PROPERTY)].reason
+    failure = labels(store)[(ids[0], FAILED_PROPERTY)]
+    assert "ConnectionError: queue unreachable" in failure.reason and failure.failure_kind == "oracle_error"
 
 
 def test_a_crystal_pyxtal_cannot_fill_fails_before_the_oracle(store, table):
     ids = approve(store, [cubic("Na3Cl1", 5.69)])  # 3 Na cannot fill the 4/8-fold sites of Fm-3m
     report = label_candidates(store, campaign_id(store), load_oracle("lookup", {"table": table}, executor=None))
     assert report.failed == 1 and report.submitted == 0
-    assert "cannot be placed" in labels(store)[(ids[0], FAILED_PROPERTY)].reason
+    failure = labels(store)[(ids[0], FAILED_PROPERTY)]
+    assert "cannot be placed" in failure.reason and failure.failure_kind == "placement"
+
+
+class AnsweringOracle:
+    """Answers NaN for Li-Cl, nothing for Mg-O, an exploded cell for K-Cl: what a hand-written plug-in may do."""
+
+    name, fidelity, cost = "answering", 0.1, 1.0
+
+    def submit(self, inputs: Sequence[OracleInput]) -> list[str]:
+        return [f"answering-{item.crystal.chemical_system}" for item in inputs]
+
+    def poll(self, job_ids: Sequence[str]) -> dict[str, Result]:
+        answers = {"answering-Cl-Li": Labelled(None, {"band_gap": math.nan}),
+                   "answering-Cl-K": Failed("cell exploded at step 3", kind="exploded")}
+        return {j: answers[j] for j in job_ids if j in answers}
+
+
+def test_failure_kinds_of_answers_aloop_checks_are_stored_with_label_and_job(store):
+    ids = approve(store, [cubic("Li4Cl4", 5.13), cubic("Mg4O4", 4.21), cubic("K4Cl4", 6.3)])
+    report = label_candidates(store, campaign_id(store), AnsweringOracle())
+    assert report.failed == 3 and states(store, ids) == ["failed"] * 3
+    stored = labels(store)
+    assert [stored[(i, FAILED_PROPERTY)].failure_kind for i in ids] == ["non_finite", "oracle_error", "exploded"]
+    assert "gave no answer" in stored[(ids[1], FAILED_PROPERTY)].reason
+    with store.session() as session:
+        jobs = {j.candidate_id: j.failure_kind for j in session.scalars(select(OracleJob))}
+    assert [jobs[i] for i in ids] == ["non_finite", "oracle_error", "exploded"]
 
 
 @pytest.fixture

@@ -10,7 +10,17 @@ from pathlib import Path
 import pytest
 from pymatgen.core import Lattice, Structure
 
-from aloop.oracle import Failed, Labelled, Oracle, OracleError, OracleInput, installed_oracles, load_oracle
+from aloop.oracle import (
+    FAILURE_KINDS,
+    TRANSIENT_KINDS,
+    Failed,
+    Labelled,
+    Oracle,
+    OracleError,
+    OracleInput,
+    installed_oracles,
+    load_oracle,
+)
 from aloop.space import Crystal
 
 PLUGIN = Path(__file__).resolve().parent / "plugin"
@@ -19,6 +29,22 @@ PLUGIN = Path(__file__).resolve().parent / "plugin"
 def nacl() -> OracleInput:
     structure = Structure.from_spacegroup(225, Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     return OracleInput("7", Crystal.from_structure(structure), structure)
+
+
+def test_a_failure_has_a_kind_oracle_error_unless_told():
+    assert Failed("segfault").kind == "oracle_error"  # a third-party plug-in written before kinds
+    assert Failed("walltime", {"queue": "short"}, kind="timeout") == Failed("walltime", {"queue": "short"},
+                                                                           kind="timeout")
+    with pytest.raises(TypeError):
+        Failed("walltime", {}, "timeout")  # keyword only: never mistaken for metadata
+    with pytest.raises(ValueError, match=r"kind='timed_out' is not one of \['placement', .*'lost'\]"):
+        Failed("walltime", kind="timed_out")
+
+
+def test_transient_kinds_are_failure_kinds():
+    assert {"placement", "not_converged", "too_close", "absurd_energy", "exploded", "timeout", "non_finite",
+            "oracle_error", "lost"} <= set(FAILURE_KINDS)
+    assert set(TRANSIENT_KINDS) == {"timeout", "lost", "oracle_error"}
 
 
 def test_shipped_oracles_are_installed_entry_points():
@@ -82,7 +108,8 @@ def test_the_plugin_fails_a_candidate_without_balanced_charges(plugin_path, monk
     structure = Structure(Lattice.cubic(3.0), ["Na", "Na"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     item = OracleInput("8", Crystal.from_structure(structure), structure)
     oracle = load_oracle("ewald", {}, executor=None)
-    assert isinstance(oracle.poll(oracle.submit([item]))["ewald-8"], Failed)
+    result = oracle.poll(oracle.submit([item]))["ewald-8"]
+    assert isinstance(result, Failed) and result.kind == "unsupported"
 
 
 def test_a_plugin_that_fails_to_import_names_its_entry_point(tmp_path, monkeypatch):

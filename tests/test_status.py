@@ -8,7 +8,7 @@ from pymatgen.core import Composition
 
 from aloop.cli import main
 from aloop.space import Crystal
-from aloop.status import LabelCount, campaign_status
+from aloop.status import FailureCount, LabelCount, campaign_status
 from aloop.store import (
     NewCandidate,
     RoundLock,
@@ -63,6 +63,7 @@ def test_status_counts_only_the_campaign(store: Store) -> None:
     assert status.labels == (LabelCount("chgnet", "formation_energy_per_atom", ok=1, failed=1),
                               LabelCount("lab", "band_gap", ok=1, failed=0))
     assert status.lock_holder is None
+    assert status.failures == (FailureCount("chgnet", None, 1),)  # stored without a kind
 
 
 def test_unknown_campaign_is_empty_and_not_created(store: Store) -> None:
@@ -88,5 +89,32 @@ def test_cli_status_prints_rounds_states_labels_and_lock(store_url: str, monkeyp
     assert any("│ 1 " in line and "labelled" in line and "run-1" in line for line in lines)
     assert any("│ rejected " in line and "│ 1 " in line for line in lines)
     assert any("chgnet" in line and "formation_energy_per_atom" in line and "│ 1  │ 1 " in line for line in lines)
+    assert any("Failures" in line for line in lines)
+    assert any("chgnet" in line and "not recorded" in line and "│ 1 " in line for line in lines)
+    assert "aloop retry" not in result.output  # no transient failure to retry
     empty = CliRunner().invoke(main, ["status", "--set", "campaign=nobody"])
     assert "campaign nobody" in empty.output and "no rounds and no labels yet" in empty.output
+
+
+def test_cli_status_shows_failures_by_kind_and_says_transient_ones_can_be_retried(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = open_store(store_url)
+    with store.session() as session:
+        round_ = start_round(session, get_or_create_campaign(session, "lab"), config={}, seed=0)
+        added = add_candidates(session, round_, [cubic("SrTiO3", a) for a in (3.9, 4.0, 4.1)])
+        for candidate, (oracle, kind) in zip(added, [("chgnet", "timeout"), ("chgnet", "timeout"),
+                                                     ("chgnet", "not_converged")], strict=True):
+            transition(candidate, "approved")
+            transition(candidate, "submitted")
+            transition(candidate, "failed")
+            upsert_label(session, candidate_id=candidate.id, oracle=oracle, fidelity=0.5, property="*", value=None,
+                         status="failed", reason=kind, kind=kind)
+    store.close()
+    monkeypatch.setenv("ALOOP_DB_URL", store_url)
+    monkeypatch.setenv("COLUMNS", "160")
+    result = CliRunner().invoke(main, ["status", "--set", "campaign=lab"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any("chgnet" in line and "│ timeout " in line and "│ 2 " in line for line in lines), result.output
+    assert any("chgnet" in line and "│ not_converged " in line and "│ 1 " in line for line in lines)
+    assert "2 of them transient" in result.output and "`aloop retry`" in result.output

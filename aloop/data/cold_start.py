@@ -26,9 +26,10 @@ def initial_design(space: CrystalSpace, settings: GFNSettings, size: int, *, see
                    ) -> list[tuple[Crystal, Structure]]:
     """Up to ``size`` valid, spread-out crystals of ``space`` with their atoms placed (pyxtal).
 
-    The same ``seed`` gives the same design.
+    The same ``seed`` gives the same design on the same device: the draw runs on
+    ``settings.device``, the selection on CPU.
     """
-    env = CrystalEnv.from_space(space, settings)
+    env = CrystalEnv.from_space(space, settings, device=settings.device)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         pool = sample(env, build_policy(env, settings), max(50 * size, MIN_POOL), seed=seed).to("cpu")

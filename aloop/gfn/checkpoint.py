@@ -55,7 +55,7 @@ def load_checkpoint(path: str | Path, env: CrystalEnv, *, settings: GFNSettings)
     """
     path = Path(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path, map_location=env.device, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"{path}: cannot read Crystal-GFN checkpoint ({err})") from err
     if not isinstance(data, dict) or data.get("format") != FORMAT:

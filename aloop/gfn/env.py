@@ -28,6 +28,7 @@ from aloop.config import GFNSettings
 from aloop.gfn.cell import CellMap
 from aloop.gfn.states import Trajectories
 from aloop.gfn.trie import CompositionTrie
+from aloop.hardware import resolve_device
 from aloop.space.crystal import CrystalBatch
 from aloop.space.groups import N_LATTICE_SYSTEMS, N_POINT_SYMMETRIES
 from aloop.space.lattice import follows_system
@@ -63,11 +64,17 @@ class CrystalEnv:
     max_atoms: int
 
     @classmethod
-    def from_space(cls, space: CrystalSpace, settings: GFNSettings) -> CrystalEnv:
-        """Build the tables (about 2 s for the default space) on the CPU.
+    def from_space(cls, space: CrystalSpace, settings: GFNSettings, *, device: torch.device | str = "cpu"
+                   ) -> CrystalEnv:
+        """Build the tables (about 2 s for the default space) and put them on ``device``.
 
         Only the lattice prior (``min_volume_per_atom``, ``min_length_fraction``) is read
         from ``settings``.
+
+        Args:
+            device: a torch device or a name of ``aloop.hardware.DEVICE_NAMES``; pass
+                ``settings.device`` to train and sample where the config says (``auto``:
+                CUDA when present). Policies built for the environment follow it.
         """
         system = space.lattice_system.long()
         symmetry = space.point_symmetry.long()
@@ -86,7 +93,7 @@ class CrystalEnv:
             cell=CellMap(tuple(space.length_range), tuple(space.angle_range), settings.min_volume_per_atom,
                          settings.min_length_fraction),
             max_atoms=int(space.compositions.sum(dim=1).max()),
-        )
+        ).to(resolve_device(str(device)))
 
     def to(self, device: torch.device | str) -> CrystalEnv:
         return CrystalEnv(

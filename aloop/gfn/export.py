@@ -17,7 +17,6 @@ from aloop.data.table import crystal_table
 from aloop.gfn.checkpoint import load_checkpoint
 from aloop.gfn.env import CrystalEnv
 from aloop.gfn.trainer import build_policy, estimated_log_reward, sample
-from aloop.hardware import resolve_device
 from aloop.space.space import CrystalSpace
 
 
@@ -28,10 +27,9 @@ def sample_table(config: Config, *, n: int, checkpoint: str | Path | None = None
     The untrained generator is uniform over the allowed action at every step. With a
     checkpoint the table gets a ``log_reward`` column: the generator's own estimate
     ``log Z + log P_F`` (``estimated_log_reward``), equal to the training log reward
-    where trajectory balance is met.
+    where trajectory balance is met. Sampling runs on ``gfn.device``; the table is built on CPU.
     """
-    device = resolve_device(config.gfn.device)
-    env = CrystalEnv.from_space(CrystalSpace.from_settings(config.space), config.gfn).to(device)
+    env = CrystalEnv.from_space(CrystalSpace.from_settings(config.space), config.gfn, device=config.gfn.device)
     if checkpoint is None:
         policy = build_policy(env, config.gfn)
     else:

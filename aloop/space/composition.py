@@ -118,8 +118,12 @@ def multiset(counts: Iterable[int]) -> tuple[int, ...]:
 
 @cache
 def _representable(free: tuple[int, ...], n: int) -> bool:
-    """``n`` is a sum of the reusable multiplicities ``free`` (coin problem)."""
-    return n == 0 or any(n >= f and _representable(free, n - f) for f in free)
+    """``n`` is a sum of the reusable multiplicities ``free`` (coin problem, by dynamic programming:
+    a recursion ran out of stack at a few hundred atoms of an element)."""
+    reachable = [True] + [False] * n
+    for total in range(1, n + 1):
+        reachable[total] = any(total >= f and reachable[total - f] for f in free)
+    return reachable[n]
 
 
 @cache

@@ -3,8 +3,9 @@
     proposed -> approved | rejected
     approved -> submitted
     submitted -> labelled | failed
+    failed -> approved            (``aloop retry``: sent to the oracle again)
 
-``rejected``, ``labelled`` and ``failed`` are final. A review decision (``approved`` or
+``rejected`` and ``labelled`` are final. A review decision (``approved`` or
 ``rejected``) is mirrored into ``Candidate.review``, the value shown in MLflow.
 """
 
@@ -18,7 +19,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     "rejected": frozenset(),
     "submitted": frozenset({"labelled", "failed"}),
     "labelled": frozenset(),
-    "failed": frozenset(),
+    "failed": frozenset({"approved"}),
 }
 
 

@@ -33,7 +33,8 @@ from aloop.space.crystal import Crystal
 
 CANDIDATE_STATES = ("proposed", "approved", "rejected", "submitted", "labelled", "failed")
 REVIEW_STATES = ("pending", "approved", "rejected")
-LABEL_STATUSES = ("ok", "failed")
+LABEL_STATUSES = ("ok", "failed", "superseded")
+"""``superseded``: a failure whose candidate ``aloop retry`` sent to the oracle again (kept as history)."""
 JOB_STATUSES = ("pending", "done", "failed", "lost")
 
 
@@ -207,7 +208,8 @@ class Label(Base):
     """One oracle's answer for one property of a candidate or of a material.
 
     Keyed by (candidate or material, oracle, property): storing it again updates the row.
-    A failed evaluation has ``status='failed'``, a ``reason`` and no value.
+    A failed evaluation has ``status='failed'``, a ``reason``, a ``failure_kind`` and no value;
+    once its candidate is retried the failure stays as history with ``status='superseded'``.
     """
 
     __tablename__ = "label"
@@ -216,7 +218,7 @@ class Label(Base):
         UniqueConstraint("material_id", "oracle", "property"),
         CheckConstraint("(candidate_id IS NULL) <> (material_id IS NULL)", name="one_subject"),
         CheckConstraint(_in("status", LABEL_STATUSES), name="status"),
-        CheckConstraint("status = 'failed' OR value IS NOT NULL", name="ok_has_value"),
+        CheckConstraint("status <> 'ok' OR value IS NOT NULL", name="ok_has_value"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -233,6 +235,9 @@ class Label(Base):
     """Raw oracle metadata (JSON): model version, steps, convergence, provenance."""
     status: Mapped[str] = mapped_column(String(16), default="ok")
     reason: Mapped[str | None] = mapped_column(Text)
+    failure_kind: Mapped[str | None] = mapped_column(String(32))
+    """Why a failed evaluation failed, one of ``aloop.oracle.FAILURE_KINDS`` (``None`` when ok, or
+    for failures stored before revision 0002)."""
     job_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -256,6 +261,8 @@ class OracleJob(Base):
     job_id: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
     reason: Mapped[str | None] = mapped_column(Text)
+    failure_kind: Mapped[str | None] = mapped_column(String(32))
+    """The ``FAILURE_KINDS`` entry of a ``failed`` (or ``lost``) job; kept when its candidate is retried."""
     submitted_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -16,6 +16,7 @@ from pymatgen.core import Composition, Structure
 from sqlalchemy import Table, func, or_, select
 from sqlalchemy.orm import Session
 
+from aloop.oracle import FAILURE_KINDS
 from aloop.space.crystal import Crystal
 from aloop.store.engine import dialect_insert
 from aloop.store.models import (
@@ -178,13 +179,14 @@ def upsert_label(session: Session, *, candidate_id: int | None = None, material_
                  oracle: str, fidelity: float, property: str, value: float | None,
                  uncertainty: float | None = None, structure: str | None = None,
                  metadata: Mapping[str, Any] | None = None, status: str = "ok",
-                 reason: str | None = None, job_id: str | None = None) -> int:
+                 reason: str | None = None, kind: str | None = None, job_id: str | None = None) -> int:
     """Store one label for a candidate or a material (exactly one), keyed by (subject, oracle, property).
 
     Storing the same key again updates the row in place, except that a failure never
-    replaces an ``ok`` label: a result once obtained is not lost. A failed evaluation has
-    ``status='failed'``, ``value=None`` and a ``reason``; when it concerns every property,
-    record it under ``property='*'``.
+    replaces an ``ok`` label: a result once obtained is not lost (a failure does replace
+    a ``superseded`` one, the failure of an earlier try). A failed evaluation has
+    ``status='failed'``, ``value=None``, a ``reason`` and a ``kind``; when it concerns every
+    property, record it under ``property='*'``.
 
     Args:
         oracle: the label source (oracle name, or ``import``/the file's ``source``).
@@ -192,6 +194,7 @@ def upsert_label(session: Session, *, candidate_id: int | None = None, material_
         value, uncertainty: in the property's units (eV/atom, eV).
         structure: the relaxed structure as CIF or pymatgen JSON.
         metadata: JSON-serialisable raw oracle output and provenance.
+        kind: why a failed evaluation failed, one of ``aloop.oracle.FAILURE_KINDS`` (failures only).
         job_id: the oracle job that produced it.
 
     Returns:
@@ -203,17 +206,19 @@ def upsert_label(session: Session, *, candidate_id: int | None = None, material_
     if status not in ("ok", "failed") or (status == "ok" and value is None):
         raise ValueError(f"label {oracle}/{property}: status={status!r} value={value!r}; expected status "
                          "'ok' with a value or 'failed' with a reason")
+    _check_kind(f"label {oracle}/{property}", kind, failure=status == "failed")
     now = utcnow()
     table: Table = Label.__table__  # type: ignore[assignment]
     updated = {"fidelity": fidelity, "value": value, "uncertainty": uncertainty, "structure": structure,
-               "metadata": dict(metadata or {}), "status": status, "reason": reason, "job_id": job_id}
+               "metadata": dict(metadata or {}), "status": status, "reason": reason, "failure_kind": kind,
+               "job_id": job_id}
     statement = dialect_insert(session, table).values(candidate_id=candidate_id, material_id=material_id, oracle=oracle,
                                                property=property, created_at=now, updated_at=now, **updated)
     subject = "candidate_id" if candidate_id is not None else "material_id"
     statement = statement.on_conflict_do_update(
         index_elements=[subject, "oracle", "property"],
         set_={**{name: statement.excluded[name] for name in updated}, "updated_at": now},
-        where=or_(table.c.status == "failed", statement.excluded.status == "ok"),
+        where=or_(table.c.status != "ok", statement.excluded.status == "ok"),
     ).returning(table.c.id)
     label_id = session.scalar(statement)
     if label_id is None:  # an ok label was kept against a failure
@@ -224,17 +229,29 @@ def upsert_label(session: Session, *, candidate_id: int | None = None, material_
 
 
 def record_job(session: Session, *, candidate_id: int, oracle: str, job_id: str, status: str = "pending",
-               reason: str | None = None) -> OracleJob:
-    """Record a submission (``pending``) or its outcome (``done``, ``failed``, ``lost``), keyed by (oracle, job_id)."""
+               reason: str | None = None, kind: str | None = None) -> OracleJob:
+    """Record a submission (``pending``) or its outcome (``done``, ``failed``, ``lost``), keyed by (oracle, job_id).
+
+    ``kind`` is the ``aloop.oracle.FAILURE_KINDS`` entry of a ``failed`` or ``lost`` job.
+    """
     if status not in JOB_STATUSES:
         raise ValueError(f"job {job_id}: status {status!r} is not one of {list(JOB_STATUSES)}")
+    _check_kind(f"job {job_id}", kind, failure=status in ("failed", "lost"))
     now = utcnow()
-    statement = dialect_insert(session, OracleJob.__table__).values(candidate_id=candidate_id, oracle=oracle, job_id=job_id,
-                                                   status=status, reason=reason, submitted_at=now, updated_at=now)
+    statement = dialect_insert(session, OracleJob.__table__).values(
+        candidate_id=candidate_id, oracle=oracle, job_id=job_id, status=status, reason=reason, failure_kind=kind,
+        submitted_at=now, updated_at=now)
     session.execute(statement.on_conflict_do_update(
-        index_elements=["oracle", "job_id"], set_={"status": status, "reason": reason, "updated_at": now}))
+        index_elements=["oracle", "job_id"],
+        set_={"status": status, "reason": reason, "failure_kind": kind, "updated_at": now}))
     return session.scalars(select(OracleJob).where(OracleJob.oracle == oracle, OracleJob.job_id == job_id)
                            .execution_options(populate_existing=True)).one()
+
+
+def _check_kind(what: str, kind: str | None, *, failure: bool) -> None:
+    """A failure kind only on a failure, and one of ``FAILURE_KINDS``."""
+    if kind is not None and not (failure and kind in FAILURE_KINDS):
+        raise ValueError(f"{what}: kind={kind!r}; only a failure has a kind, one of {list(FAILURE_KINDS)}")
 
 
 def pending_jobs(session: Session, campaign: Campaign, *, oracle: str | None = None) -> list[OracleJob]:

@@ -44,7 +44,7 @@ def test_an_unconverged_force_field_relaxation_is_a_failed_label(executor, setti
     item.structure.perturb(0.2)  # off the symmetric sites, so atoms feel forces
     [job_id] = oracle.submit([item])
     result = wait_for(oracle, [job_id])[job_id]
-    assert isinstance(result, Failed) and "did not converge" in result.reason
+    assert isinstance(result, Failed) and "did not converge" in result.reason and result.kind == "not_converged"
 
 
 def test_references_relaxed_with_the_same_maker(executor, settings):
@@ -87,7 +87,14 @@ def test_vasp_output_gets_mp2020_corrections_and_band_gap():
 
 def test_a_failed_vasp_task_is_a_failed_label():
     result = parse_task_document(hematite_task(state="failed"), correction="mp2020")
-    assert isinstance(result, Failed) and "failed" in result.reason
+    assert isinstance(result, Failed) and "failed" in result.reason and result.kind == "oracle_error"
+
+
+def test_an_entry_mp2020_cannot_correct_is_an_unsupported_failure():
+    doc = hematite_task()
+    doc["entry"]["parameters"]["run_type"] = "r2SCAN"  # MP2020 corrects GGA and GGA+U only
+    result = parse_task_document(doc, correction="mp2020")
+    assert isinstance(result, Failed) and "invalid run type r2SCAN" in result.reason and result.kind == "unsupported"
 
 
 def test_maker_settings_are_checked_against_the_maker_fields():
@@ -130,4 +137,5 @@ def test_fireworks_workers_run_the_handed_flows_and_fizzles_are_failed_labels(fi
     assert after[job_ids[0]].energy_per_atom == pytest.approx(-6.31, abs=0.03)
     assert isinstance(after[job_ids[1]], Failed) and after[job_ids[1]].reason.startswith("FireWorks workflow fizzled: RuntimeError")
     assert isinstance(after[job_ids[2]], Failed) and "defused" in after[job_ids[2]].reason
+    assert after[job_ids[1]].kind == after[job_ids[2]].kind == "oracle_error"
     assert isinstance(after["0000-not-a-flow"], Lost)

@@ -47,15 +47,16 @@ def test_a_compressed_cell_relaxes_to_the_same_energy(chgnet, rock_salt, wait_fo
     assert results[next(iter(results))].structure.volume != pytest.approx(near.structure.volume, rel=1e-6)
 
 
-@pytest.mark.parametrize(("settings", "reason"), [
-    ({"max_steps": 1, "fmax": 0.001}, "not converged after 1 steps"),
-    ({"timeout_s": 1e-6}, "timed out"),
+@pytest.mark.parametrize(("settings", "reason", "kind"), [
+    ({"max_steps": 1, "fmax": 0.001}, "not converged after 1 steps", "not_converged"),
+    ({"timeout_s": 1e-6}, "timed out", "timeout"),
 ])
-def test_a_relaxation_that_fails_is_a_failed_result_with_its_reason(executor, settings, reason, rock_salt, wait_for):
+def test_a_relaxation_that_fails_is_a_failed_result_with_its_reason(executor, settings, reason, kind, rock_salt,
+                                                                    wait_for):
     oracle = load_oracle("chgnet", settings, executor=executor)
     [job_id] = oracle.submit([rock_salt("Mg", "O", 4.0)])
     result = wait_for(oracle, [job_id])[job_id]
-    assert isinstance(result, Failed) and reason in result.reason, result
+    assert isinstance(result, Failed) and reason in result.reason and result.kind == kind, result
 
 
 def test_an_isolated_atom_fails_instead_of_crashing(chgnet, wait_for):
@@ -63,7 +64,7 @@ def test_an_isolated_atom_fails_instead_of_crashing(chgnet, wait_for):
     item = OracleInput("lonely", Crystal(221, lonely.composition, (12.0, 12.0, 12.0, 90.0, 90.0, 90.0)), lonely)
     [job_id] = chgnet.submit([item])
     result = wait_for(chgnet, [job_id])[job_id]
-    assert isinstance(result, Failed) and "isolated" in result.reason.lower()
+    assert isinstance(result, Failed) and "isolated" in result.reason.lower() and result.kind == "unsupported"
     direct = relax_candidate(item, settings=chgnet.settings)  # benchmarks call it outside the job pool
     assert isinstance(direct, Failed) and "isolated" in direct.reason and "at step 0" in direct.reason
 

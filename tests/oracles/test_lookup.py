@@ -35,7 +35,15 @@ def test_no_match_is_a_failed_label(table, rock_salt):
     other_group = type(item)(item.candidate_id, Crystal(221, Composition("NaCl"), item.crystal.lattice), item.structure)
     [job_id] = oracle.submit([other_group])
     result = oracle.poll([job_id])[job_id]
-    assert isinstance(result, Failed) and "NaCl in space group 221" in result.reason
+    assert isinstance(result, Failed) and "NaCl in space group 221" in result.reason and result.kind == "unsupported"
+
+
+def test_each_submission_is_a_new_job(table, rock_salt):
+    oracle = load_oracle("lookup", {"table": table}, executor=None)
+    item = rock_salt("Mg", "O", 4.21)
+    first, again = oracle.submit([item]) + oracle.submit([item])  # a retried candidate keeps its first job
+    assert first != again and first.startswith(f"lookup-{item.candidate_id}-")
+    assert oracle.poll([first, again]) == {first: oracle.poll([first])[first], again: oracle.poll([first])[first]}
 
 
 def test_missing_table_or_column_is_a_clear_error(table, tmp_path):

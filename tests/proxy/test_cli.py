@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
 
 from aloop.cli import main
+from aloop.space.composition import is_wyckoff_compatible
 
 from .conftest import random_crystals, truth
 
@@ -18,7 +20,11 @@ FAST = ["--set", "proxy.min_steps=150", "--set", "proxy.hidden_dims=[32]", "--se
 
 
 def write_csv(path: Path, *, seed: int, n: int) -> Path:
-    batch = random_crystals(n, seed=seed)
+    """``n`` synthetic crystals whose counts fit their group's Wyckoff positions (the CSV reader checks that)."""
+    batch = random_crystals(8 * n, seed=seed)
+    fits = [i for i, c in enumerate(batch.to_crystals())
+            if is_wyckoff_compatible(c.space_group, [int(x) for x in c.composition.values()])]
+    batch = batch[torch.tensor(fits[:n])]
     crystals = batch.to_crystals()
     pd.DataFrame({
         "material_id": [f"syn-{seed}-{i}" for i in range(n)],

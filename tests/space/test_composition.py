@@ -82,6 +82,8 @@ def test_wyckoff_compatibility_agrees_with_pyxtal_check_compatible():
     (229, (3,), False),      # Im-3m has no 3-fold position
     (221, (1, 1, 3), True),  # perovskite ABX3: 1a, 1b, 3c/3d
     (1, (7, 5, 3), True),    # P1 hosts anything
+    (1, (5000,), True),      # a large cell: no recursion limit
+    (229, (4001,), False),   # 2a, 6b, 8c, ... are all even
 ])
 def test_is_wyckoff_compatible(number, counts, fits):
     assert is_wyckoff_compatible(number, counts) is fits

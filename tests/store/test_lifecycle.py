@@ -31,7 +31,7 @@ PATH_TO = {
     "failed": ["approved", "submitted", "failed"],
 }
 LEGAL = {("proposed", "approved"), ("proposed", "rejected"), ("approved", "submitted"),
-         ("submitted", "labelled"), ("submitted", "failed")}
+         ("submitted", "labelled"), ("submitted", "failed"), ("failed", "approved")}
 
 
 def candidate_in(state: str) -> Candidate:

@@ -113,6 +113,27 @@ def test_failure_never_replaces_an_ok_label(store: Store, campaign_round: tuple[
         assert (session.get(Label, failed).status, session.get(Label, failed).value) == ("ok", 0.8)
 
 
+def test_a_failure_keeps_its_kind_and_replaces_a_superseded_one(store: Store,
+                                                                campaign_round: tuple[Campaign, Round]) -> None:
+    _, round_ = campaign_round
+    key = dict(oracle="dft", fidelity=1.0, property="*", value=None, status="failed")
+    with store.session() as session:
+        [candidate] = add_candidates(session, round_, [NewCandidate(rock_salt(5.6))])
+        label_id = upsert_label(session, candidate_id=candidate.id, reason="walltime", kind="timeout", **key)
+        assert session.get(Label, label_id).failure_kind == "timeout"
+        session.get(Label, label_id).status = "superseded"  # what `aloop retry` does
+    with store.session() as session:
+        assert upsert_label(session, candidate_id=candidate.id, reason="SCF", kind="not_converged", **key) == label_id
+    with store.session() as session:
+        label = session.get(Label, label_id)
+        assert (label.status, label.reason, label.failure_kind) == ("failed", "SCF", "not_converged")
+        with pytest.raises(ValueError, match=r"label dft/\*: kind='walltime'; only a failure has a kind, one of"):
+            upsert_label(session, candidate_id=candidate.id, reason="x", kind="walltime", **key)
+        with pytest.raises(ValueError, match="kind='timeout'; only a failure has a kind"):
+            upsert_label(session, candidate_id=candidate.id, oracle="dft", fidelity=1.0, property="band_gap",
+                         value=1.0, kind="timeout")
+
+
 def test_label_needs_exactly_one_subject_and_a_value(store: Store) -> None:
     with store.session() as session:
         with pytest.raises(ValueError, match="exactly one of candidate_id=None and material_id=None"):
@@ -150,11 +171,14 @@ def test_jobs_are_recorded_once_and_pending_ones_listed(store: Store,
     with store.session() as session:
         assert [(j.oracle, j.job_id) for j in pending_jobs(session, campaign)] == [
             ("dft", "j-a"), ("dft", "j-b"), ("chgnet", "j-b")]
-        done = record_job(session, candidate_id=b.id, oracle="dft", job_id="j-b", status="failed", reason="walltime")
-        assert (done.status, done.reason) == ("failed", "walltime")
+        done = record_job(session, candidate_id=b.id, oracle="dft", job_id="j-b", status="failed", reason="walltime",
+                          kind="timeout")
+        assert (done.status, done.reason, done.failure_kind) == ("failed", "walltime", "timeout")
         assert [j.job_id for j in pending_jobs(session, campaign, oracle="dft")] == ["j-a"]
         with pytest.raises(ValueError, match="status 'queued' is not one of"):
             record_job(session, candidate_id=a.id, oracle="dft", job_id="j-a", status="queued")
+        with pytest.raises(ValueError, match="j-a: kind='timeout'; only a failure has a kind"):
+            record_job(session, candidate_id=a.id, oracle="dft", job_id="j-a", status="done", kind="timeout")
 
 
 N_CONCURRENT = 30

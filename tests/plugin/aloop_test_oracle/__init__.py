@@ -48,11 +48,11 @@ class EwaldOracle:
 
     def _evaluate(self, item: OracleInput) -> Labelled | Failed:
         if len(item.structure) > self.settings.max_sites:
-            return Failed(f"{len(item.structure)} sites > max_sites {self.settings.max_sites}")
+            return Failed(f"{len(item.structure)} sites > max_sites {self.settings.max_sites}", kind="unsupported")
         structure = item.structure.copy()
         structure.add_oxidation_state_by_guess()
         if all(site.specie.oxi_state == 0 for site in structure):
-            return Failed(f"no charge-balanced oxidation states for {structure.formula}")
+            return Failed(f"no charge-balanced oxidation states for {structure.formula}", kind="unsupported")
         energy = EwaldSummation(structure, acc_factor=self.settings.accuracy).total_energy / len(structure)
         return Labelled(energy_per_atom=None, properties={"ewald_energy_per_atom": energy},
                         metadata={"oxidation_states": structure.composition.oxi_state_guesses()[:1]})
