@@ -175,6 +175,7 @@ def collect(ctx: RoundContext) -> None:
 def collect_pending(ctx: RoundContext) -> None:
     """A resumed round first stores what oracle jobs still pending have finished (its own cold-start
     design, queued batches); reviews and new submissions wait for their own stages."""
+    ctx.console.print(f"[bold]round {ctx.number}[/bold] · collecting pending jobs")
     label_approved(ctx.store, ctx.client, campaign_id=ctx.campaign_id, settings=ctx.cfg.oracle,
                    progress=ctx.progress, submit=False)
 

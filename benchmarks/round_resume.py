@@ -6,6 +6,9 @@ a fresh folder: `aloop round` starts as a child process; the round prints
 ``round 1 · <stage>`` when a stage starts, and the child is killed with SIGKILL either at
 once (``boundary``: the previous stage is recorded, this one has just begun) or after half
 the stage's reference duration (``middle``). The same command is then run again to the end.
+One more point kills twice: in the middle of ``labelled`` (jobs of the killed process are
+lost), then in the middle of the resumed round's collection of those pending jobs
+(``round 1 · collecting pending jobs``), before the run to the end.
 Both stores are compared: candidates (canonical hash and state) and labels (hash,
 property, status) must be the same as the reference's. Duplicates counted: candidates
 with the same hash, labels with the same (candidate, oracle, property), candidates with
@@ -144,6 +147,28 @@ def counts(outcome: Outcome) -> str:
     return f"{len(outcome.candidates)} ({states['labelled']} labelled) / {ok} ok labels"
 
 
+def row(stage: str, kind: str, killed: Run, at_kill: str | None, rerun: Run, outcome: Outcome,
+        reference: Outcome) -> tuple[str, ...]:
+    """One line of the table: the kill, the rerun, and the rerun's store against the reference's."""
+    same = outcome.candidates == reference.candidates and outcome.labels == reference.labels
+    dup = {k: v for k, v in outcome.duplicates.items() if v}
+    return (stage, kind, f"{killed.seconds:.1f}", "killed" if killed.code == -signal.SIGKILL else f"exit {killed.code}",
+            at_kill or "none", f"{rerun.code}", f"{rerun.seconds:.1f}", counts(outcome), "yes" if same else "**no**",
+            ", ".join(f"{k} {v}" for k, v in dup.items()) or "none", str(outcome.resubmitted))
+
+
+def double_kill(config: Path, root: Path, reference: Outcome, *, delay: float) -> tuple[str, ...]:
+    """Kill in the middle of ``labelled``, then in the middle of the next run's collection of its pending jobs."""
+    folder = root / "collecting-pending-jobs"
+    folder.mkdir()
+    launch(config, folder, kill_at=("labelled", delay))
+    killed = launch(config, folder, kill_at=("collecting_pending_jobs", delay))
+    at_kill = inspect(folder).stage
+    rerun = launch(config, folder)
+    return row("collecting pending jobs", "middle, after labelled-middle", killed, at_kill, rerun, inspect(folder),
+               reference)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "smoke.yaml")
@@ -171,14 +196,10 @@ def main() -> None:
         killed = launch(config, folder, kill_at=(stage, 0.0 if kind == "boundary" else duration[stage] / 2))
         at_kill = inspect(folder).stage
         rerun = launch(config, folder)
-        outcome = inspect(folder)
-        same = outcome.candidates == reference.candidates and outcome.labels == reference.labels
-        dup = {k: v for k, v in outcome.duplicates.items() if v}
-        rows.append((stage, kind, f"{killed.seconds:.1f}", "killed" if killed.code == -signal.SIGKILL else
-                     f"exit {killed.code}", at_kill or "none", f"{rerun.code}", f"{rerun.seconds:.1f}",
-                     counts(outcome), "yes" if same else "**no**", ", ".join(f"{k} {v}" for k, v in dup.items())
-                     or "none", str(outcome.resubmitted)))
+        rows.append(row(stage, kind, killed, at_kill, rerun, inspect(folder), reference))
         print(" | ".join(rows[-1]), flush=True)
+    rows.append(double_kill(config, root, reference, delay=duration["labelled"] / 2))
+    print(" | ".join(rows[-1]), flush=True)
 
     header = ("stage", "kill point", "killed after (s)", "child", "stage recorded at kill", "rerun exit",
               "rerun (s)", "candidates / labels", "same as uninterrupted", "duplicates", "jobs lost and resubmitted")
