@@ -96,8 +96,14 @@ def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str,
 
     def log_reward(batch: CrystalBatch) -> torch.Tensor:
         with torch.no_grad():
-            value = acqf(proxy.inputs(batch).unsqueeze(-2)) / settings.temperature
-        value = torch.nan_to_num(value, nan=settings.log_reward_min, neginf=settings.log_reward_min)
-        return value.clamp(min=settings.log_reward_min).to(batch.space_group.device, torch.float32)
+            value = acqf(proxy.inputs(batch).unsqueeze(-2))
+        return to_log_reward(value, settings).to(batch.space_group.device)
 
     return log_reward
+
+
+def to_log_reward(acquisition: torch.Tensor, settings: AcquisitionSettings) -> torch.Tensor:
+    """``(N,)`` acquisition values -> ``(N,)`` float32 log rewards: / temperature, floored, always finite."""
+    value = torch.nan_to_num(acquisition / settings.temperature, nan=settings.log_reward_min,
+                             neginf=settings.log_reward_min)
+    return value.clamp(min=settings.log_reward_min).to(torch.float32)

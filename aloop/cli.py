@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -83,6 +85,28 @@ def open_configured_store(cfg: Config) -> Store:
     except StoreError as err:
         click.echo(f"aloop: {err}", err=True)
         sys.exit(2)
+
+
+def campaign_id_of(store: Store, name: str) -> int | None:
+    """The id of campaign ``name`` in ``store``; ``None`` when it was never started (nothing is created)."""
+    from aloop.store import find_campaign
+
+    with store.session() as session:
+        campaign = find_campaign(session, name)
+        return None if campaign is None else campaign.id
+
+
+@contextmanager
+def campaign_lock(store: Store, cfg: Config) -> Iterator[None]:
+    """Hold the campaign's round lock for the block, or exit with status 3 saying who holds it."""
+    from aloop.store import LockHeld, RoundLock
+
+    try:
+        with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s):
+            yield
+    except LockHeld as err:
+        click.echo(f"aloop: another round is running: {err}", err=True)
+        sys.exit(3)
 
 
 @main.group("db")
@@ -209,25 +233,18 @@ def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
     from rich.console import Console
 
     from aloop.labelling import label_approved
-    from aloop.store import LockHeld, RoundLock, find_campaign
     from aloop.tracking import client_for
 
     cfg = resolve_config(config_path, overrides, oracle=True)
     store = open_configured_store(cfg)
-    with store.session() as session:
-        campaign = find_campaign(session, cfg.campaign)
-        campaign_id = None if campaign is None else campaign.id
+    campaign_id = campaign_id_of(store, cfg.campaign)
     console = Console()
     if campaign_id is None:
         console.print(f"campaign {cfg.campaign!r} has no candidates in {store.display_url}: nothing to label")
         return
-    try:
-        with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s):
-            report = label_approved(store, client_for(cfg.tracking_uri), campaign_id=campaign_id,
-                                    settings=cfg.oracle, progress=not quiet)
-    except LockHeld as err:
-        click.echo(f"aloop: another round is running: {err}", err=True)
-        sys.exit(3)
+    with campaign_lock(store, cfg):
+        report = label_approved(store, client_for(cfg.tracking_uri), campaign_id=campaign_id, settings=cfg.oracle,
+                                progress=not quiet)
     reviews, labelling = report.reviews, report.labelling
     console.print(f"reviews: {reviews.approved} approved, {reviews.rejected} rejected, {reviews.pending} pending")
     if not (labelling.submitted or labelling.labelled or labelling.failed or labelling.pending):
@@ -257,26 +274,19 @@ def retry(kinds: tuple[str, ...], round_number: int | None, config_path: Path, o
 
     from aloop.retry import current_failures, retry_failed
     from aloop.review import mirror_states
-    from aloop.store import LockHeld, RoundLock, find_campaign
     from aloop.tracking import client_for
 
     cfg = resolve_config(config_path, overrides)
     kinds = kinds or TRANSIENT_KINDS
     store = open_configured_store(cfg)
-    with store.session() as session:
-        campaign = find_campaign(session, cfg.campaign)
-        campaign_id = None if campaign is None else campaign.id
+    campaign_id = campaign_id_of(store, cfg.campaign)
     moved: list[int] = []
     if campaign_id is not None:
-        try:
-            with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s):
-                with store.session() as session:
-                    kind_of = {f.candidate_id: f.kind for f in current_failures(session, campaign_id,
-                                                                                round_number=round_number)}
-                moved = retry_failed(store, campaign_id, kinds=kinds, round_number=round_number)
-        except LockHeld as err:
-            click.echo(f"aloop: another round is running: {err}", err=True)
-            sys.exit(3)
+        with campaign_lock(store, cfg):
+            with store.session() as session:
+                kind_of = {f.candidate_id: f.kind for f in current_failures(session, campaign_id,
+                                                                            round_number=round_number)}
+            moved = retry_failed(store, campaign_id, kinds=kinds, round_number=round_number)
     console = Console()
     where = f"campaign {cfg.campaign!r}" + (f" round {round_number}" if round_number else "")
     if not moved:

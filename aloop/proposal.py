@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from pymatgen.core import Structure
 
-from aloop.acquisition import acquisition_values, best_observed, log_reward_fn
+from aloop.acquisition import acquisition_values, best_observed, log_reward_fn, to_log_reward
 from aloop.config import AcquisitionSettings, GFNSettings, SelectionSettings
 from aloop.data import TrainingSet
 from aloop.files import write_atomic
@@ -143,14 +143,13 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
         threads: torch threads while sampling (``gfn.threads``).
     """
     samples = sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")
-    log_reward = generator_reward(proxy, data, acquisition)(samples)  # the proxy runs on CPU
+    everything = acquisition_values(proxy, acquisition, samples, target=proxy.target,  # the proxy runs on CPU
+                                    best_f=best_observed(data.values, acquisition, target=proxy.target))
     valid = valid_mask(samples, env.space)
-    candidates = samples[valid]
-    scores = acquisition_values(proxy, acquisition, candidates, target=proxy.target,
-                                best_f=best_observed(data.values, acquisition, target=proxy.target))
+    candidates, scores = samples[valid], everything[valid]
     choice = select_diverse(candidates.to_crystals(), scores.numpy(), size=selection.batch_size, known=known,
                             to_structure=placed_structure, chemsys_penalty=selection.chemsys_penalty,
                             space_group_penalty=selection.space_group_penalty)
-    return Proposal(samples=samples, log_reward=log_reward, valid=valid, acquisition=scores,
-                    prediction=proxy.predict(candidates, observation_noise=False), chosen=tuple(choice.indices),
-                    structures=tuple(choice.structures), skipped=choice.skipped)
+    return Proposal(samples=samples, log_reward=to_log_reward(everything, acquisition), valid=valid,
+                    acquisition=scores, prediction=proxy.predict(candidates, observation_noise=False),
+                    chosen=tuple(choice.indices), structures=tuple(choice.structures), skipped=choice.skipped)
