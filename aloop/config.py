@@ -36,6 +36,13 @@ CRYSTAL_LATTICE_SYSTEMS = (
 """The 8 crystal-lattice systems: trigonal groups split by their lattice (R vs P)."""
 POINT_SYMMETRIES = ("centrosymmetric", "non_centrosymmetric_polar", "non_centrosymmetric_non_polar")
 """Point-symmetry classes: with inversion; without inversion but polar; neither."""
+OXIDATION_STATE_RULES = ("per_atom_common", "per_atom_icsd")
+"""Charge rules: some per-atom assignment of the element's states sums to zero; pymatgen's common
+states, or common and ICSD states together (``aloop.space.composition.oxidation_states``)."""
+CHARGE_EXEMPTIONS = ("alloys", "intermetallics")
+"""Compositions valid without a charge check: metals only (alloys), or metals with metalloids and at
+least one metal (intermetallics, a superset of alloys)."""
+ChargeRuleName = Literal["per_atom_common", "per_atom_icsd", "alloys", "intermetallics"]
 
 
 class ConfigError(ValueError):
@@ -64,7 +71,7 @@ class Range(Section):
 class LatticeSettings(Section):
     """Allowed ranges of the lattice parameters (Angstrom, degrees)."""
 
-    length: Range = Range(min=2.0, max=15.0)
+    length: Range = Range(min=2.0, max=20.0)
     angle: Range = Range(min=60.0, max=140.0)
 
 
@@ -85,10 +92,29 @@ class SpaceSettings(Section):
     max_elements: int = Field(3, gt=0, le=8)
     min_elements: int = Field(2, gt=0, le=8)
     """At least this many distinct elements: 2 leaves out elemental crystals (their E_f is 0 by definition)."""
+    charge_rule: tuple[ChargeRuleName, ...] = ("per_atom_icsd", "intermetallics")
+    """Charge neutrality: one of ``OXIDATION_STATE_RULES``, plus optionally one of ``CHARGE_EXEMPTIONS``;
+    a single name or a list, e.g. ``[per_atom_icsd, alloys]``. The default was chosen by
+    ``python -m benchmarks.space_recall`` (README: the charge rules)."""
     lattice_systems: list[Literal[CRYSTAL_LATTICE_SYSTEMS]] | None = None  # type: ignore[valid-type]
     point_symmetries: list[Literal[POINT_SYMMETRIES]] | None = None  # type: ignore[valid-type]
     space_groups: list[int] | None = None
     lattice: LatticeSettings = LatticeSettings()
+
+    @field_validator("charge_rule", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("charge_rule")
+    @classmethod
+    def _one_state_rule(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        states = [v for v in value if v in OXIDATION_STATE_RULES]
+        exemptions = [v for v in value if v in CHARGE_EXEMPTIONS]
+        if len(states) != 1 or len(exemptions) > 1:
+            raise ValueError(f"{list(value)}: name one of {list(OXIDATION_STATE_RULES)}, optionally with one of "
+                             f"{list(CHARGE_EXEMPTIONS)}, e.g. [per_atom_icsd, alloys]")
+        return (states[0], *exemptions)
 
     @model_validator(mode="after")
     def _check(self) -> SpaceSettings:
@@ -190,9 +216,9 @@ class GFNSettings(Section):
     temperature: float = Field(1.0, gt=0)
     replay_size: int = Field(1000, ge=0)
     replay_fraction: float = Field(0.25, ge=0, le=1)
-    min_volume_per_atom: float = Field(8.0, ge=0)
+    min_volume_per_atom: float = Field(7.5, ge=0)
     """Lattice prior: cell volume at least this many Angstrom^3 per atom (0: any valid cell)."""
-    min_length_fraction: float = Field(0.7, ge=0, le=1)
+    min_length_fraction: float = Field(0.5, ge=0, le=1)
     """Lattice prior: each length at least this times the cube root of that minimum volume."""
     threads: int = Field(1, ge=0)
     """Torch threads while training and sampling (0: torch's default); one is fastest for these small matrices."""

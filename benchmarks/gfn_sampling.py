@@ -109,11 +109,12 @@ def main() -> None:
         placement.append({"config": name, "n": len(jobs), **counts, "ok_share": counts["ok"] / len(jobs),
                           "seconds": time.perf_counter() - start})
         print(placement[-1], flush=True)
+    gfn = load_config(CONFIG_DIR / "default.yaml").gfn
     header = (f"Command: `python -m benchmarks.gfn_sampling {' '.join(sys.argv[1:])}`\n\n"
               f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, `gfn.threads` = 1 (torch threads), "
               f"load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (the machine is "
-              "shared). Untrained (uniform) generator, default `gfn` settings (lattice prior 8 A^3/atom, length "
-              "fraction 0.7). `sample_s`: one `sample` call of n crystals after a warm-up call of 100.\n\n")
+              f"shared). Untrained (uniform) generator, default `gfn` settings (lattice prior "
+              f"{gfn.min_volume_per_atom} A^3/atom, length fraction {gfn.min_length_fraction}). `sample_s`: one `sample` call of n crystals after a warm-up call of 100.\n\n")
     text = header + _markdown(f"Validity and speed ({args.n} samples per space)", sampling,
                               {"trie_MB": ".1f", "build_s": ".1f", "sample_s": ".2f", "valid": ".4f"})
     if placement:

@@ -64,7 +64,7 @@ def _checks(cache_dir: str, n: int = 10_000) -> dict[str, float]:
                          expand_lattice(space.lattice_system[rows], free))
     timings: dict[str, float] = {"valid_fraction": float(valid_mask(batch, space).float().mean())}
     for label, call in (("valid_mask_10k_s", lambda: valid_mask(batch, space)),
-                        ("charge_neutral_10k_s", lambda: charge_neutral(batch.counts, space.elements)),
+                        ("charge_neutral_10k_s", lambda: charge_neutral(batch.counts, space.elements, space.settings.charge_rule)),
                         ("diversity_report_10k_s", lambda: diversity_report(batch, space))):
         start = time.perf_counter()
         call()

@@ -242,9 +242,10 @@ class Campaign:
 
 @pytest.fixture(scope="session")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> Campaign:
-    """``aloop round --set review=manual`` on the default config, smoke-sized and in the smoke space."""
+    """``aloop round --set review=manual`` on the default config, smoke-sized and in the smoke space,
+    with relaxations cut at 30 steps so that some stop unconverged (``aloop retry`` has work to do)."""
     root = tmp_path_factory.mktemp("campaign")
-    overrides = (*smoke_overrides(root), *TINY, *SMOKE_SPACE)
+    overrides = (*smoke_overrides(root), *TINY, *SMOKE_SPACE, "oracle.settings={fmax: 0.3, max_steps: 30}")
     round_ = invoke(["round", "--quiet", *(arg for o in (*overrides, "review=manual") for arg in ("--set", o))])
     assert round_.exit_code == 0 and "waiting for review" in round_.output, round_.output[-3000:]
     return Campaign(root, overrides)

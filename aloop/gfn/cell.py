@@ -16,11 +16,11 @@ nothing is rejected:
   ``hi - LENGTH_SLACK * (hi - lo)`` so the interval never vanishes.
 
 The length bounds are a physical prior, not validity: cells with room for the atoms,
-where pyxtal can place them without clashes. Measured on the Materials Project entries
-of ``mp_cgcnn36k`` with at most 20 atoms in the conventional cell, the defaults (8 A^3,
-0.7) keep 96% of them reachable (99.6% have 8 A^3/atom or more; 1% of R entries have
-c < 1.2 a), while samples of the untrained sampler become clash-free pyxtal structures
-(see ``benchmarks/gfn_sampling.py``). Setting both to 0 reaches every valid cell.
+where pyxtal can place them without clashes. The defaults (7.5 A^3, 0.5) leave every
+stable Materials Project entry of the default space that passes the other constraints
+reachable (``benchmarks/space_recall.py``; 8 A^3 and 0.7 lost 6% of them, mostly layered
+cells with a short a axis), while samples of the untrained sampler become clash-free pyxtal
+structures (``benchmarks/gfn_sampling.py``). Setting both to 0 reaches every valid cell.
 
 Tied parameters follow ``aloop.space.lattice`` (``SOURCE``/``FIXED``). The map is a
 bijection between the unit box and the reachable cells; its log Jacobian, per unit of

@@ -1,11 +1,15 @@
 """Compositions: atom counts per element in the conventional cell, and their two constraints.
 
-**Charge neutrality.** A count vector is neutral when each atom can be given one of its
-element's oxidation states so that the charges sum to zero. Atoms of one element may
-carry different states (mixed valence: Fe3O4 = 2 Fe(3+) + Fe(2+) + 4 O(2-) is neutral).
-The states per element are those pymatgen's ``Composition.oxi_state_guesses`` uses by
-default (``Element.icsd_oxidation_states``, else ``common_oxidation_states``), so the
-rule agrees with pymatgen exactly, but runs on a whole batch of count vectors at once.
+**Charge neutrality** (``space.charge_rule``). A count vector is neutral when each atom
+can be given one of its element's oxidation states so that the charges sum to zero.
+Atoms of one element may carry different states (mixed valence: Fe3O4 = 2 Fe(3+) + Fe(2+)
++ 4 O(2-) is neutral). The states are pymatgen's ``common_oxidation_states``
+(``per_atom_common``) or those together with ``icsd_oxidation_states`` (``per_atom_icsd``);
+the test is pymatgen's ``Composition.oxi_state_guesses`` with those states, but runs on a
+whole batch of count vectors at once. With ``alloys`` compositions of metals only are
+neutral without a check (the CDVAE/MatterGen compositional-validity convention); with
+``intermetallics`` also those of metals and metalloids with at least one metal (silicides
+such as the Heusler phase TiFe2Si).
 
 **Wyckoff compatibility.** Whether the counts can be placed on the Wyckoff positions
 of a space group, decided as ``pyxtal.symmetry.Group(sg).check_compatible`` decides it:
@@ -29,25 +33,44 @@ import torch
 from pymatgen.core.periodic_table import Element
 from tqdm import tqdm
 
+from aloop.config import CHARGE_EXEMPTIONS, OXIDATION_STATE_RULES
 from aloop.space.groups import N_SPACE_GROUPS, space_group
 
 _CHUNK = 16_384
 
 
 @cache
-def oxidation_states(symbol: str) -> tuple[int, ...]:
-    """Oxidation states of an element as pymatgen's ``oxi_state_guesses`` uses them by default."""
+def oxidation_states(symbol: str, rule: str = "per_atom_icsd") -> tuple[int, ...]:
+    """The oxidation states an atom of ``symbol`` may take under ``rule`` (one of ``OXIDATION_STATE_RULES``)."""
+    if rule not in OXIDATION_STATE_RULES:
+        raise ValueError(f"unknown oxidation-state rule {rule!r}, expected one of {list(OXIDATION_STATE_RULES)}")
     element = Element(symbol)
-    return tuple(int(s) for s in (element.icsd_oxidation_states or element.common_oxidation_states))
+    states = set(element.common_oxidation_states)
+    if rule == "per_atom_icsd":
+        states |= set(element.icsd_oxidation_states)
+    return tuple(sorted(int(s) for s in states))
 
 
-def _charge_sets(elements: Sequence[str], max_count: int) -> tuple[torch.Tensor, torch.Tensor]:
+def exempt_from_charge(counts: torch.Tensor, elements: Sequence[str], exemption: str | None) -> torch.Tensor:
+    """``(N, E)`` counts -> ``(N,)`` bool: the composition needs no charge check under ``exemption``
+    (``alloys``: metals only; ``intermetallics``: metals and metalloids, at least one metal; None: none)."""
+    present = counts > 0
+    if exemption is None:
+        return torch.zeros(counts.shape[0], dtype=torch.bool)
+    if exemption not in CHARGE_EXEMPTIONS:
+        raise ValueError(f"unknown charge exemption {exemption!r}, expected one of {list(CHARGE_EXEMPTIONS)}")
+    metal = torch.tensor([Element(e).is_metal for e in elements], dtype=torch.bool)
+    allowed = metal | torch.tensor([exemption == "intermetallics" and Element(e).is_metalloid for e in elements])
+    return (present & metal).any(dim=1) & ~(present & ~allowed).any(dim=1)
+
+
+def _charge_sets(elements: Sequence[str], max_count: int, rule: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Reachable total charges of n atoms of each element, as 0/1 polynomials.
 
     Returns ``low (E, max_count+1)`` the lowest total charge of n atoms and ``poly
     (E, max_count+1, T)`` with ``poly[e, n, t] = 1`` when charge ``low[e, n] + t`` is reachable.
     """
-    states = [oxidation_states(el) for el in elements]
+    states = [oxidation_states(el, rule) for el in elements]
     span = max((max(s) - min(s) for s in states if s), default=0)
     poly = torch.zeros(len(elements), max_count + 1, max_count * span + 1, dtype=torch.float64)
     low = torch.zeros(len(elements), max_count + 1, dtype=torch.long)
@@ -63,20 +86,28 @@ def _charge_sets(elements: Sequence[str], max_count: int) -> tuple[torch.Tensor,
     return low, poly
 
 
-def charge_neutral(counts: torch.Tensor, elements: Sequence[str]) -> torch.Tensor:
-    """``(N, E)`` long counts over ``elements`` -> ``(N,)`` bool, some assignment sums to zero.
+def charge_neutral(counts: torch.Tensor, elements: Sequence[str], rule: Sequence[str]) -> torch.Tensor:
+    """``(N, E)`` long counts over ``elements`` -> ``(N,)`` bool, neutral under ``rule`` (``space.charge_rule``).
 
     A single element is neutral (oxidation state 0), as in pymatgen; an all-zero row is
-    not. Each row is reduced to its K non-zero (element, count) pairs; the reachable
-    charges of the first K - 1 pairs are built once per distinct prefix (by FFT products
-    of 0/1 polynomials), and the last pair is matched against them with one gather.
+    not; an exempt composition (``exempt_from_charge``) is. Each row is reduced to its K
+    non-zero (element, count) pairs; the reachable charges of the first K - 1 pairs are
+    built once per distinct prefix (by FFT products of 0/1 polynomials), and the last
+    pair is matched against them with one gather.
     """
+    states = next(r for r in rule if r in OXIDATION_STATE_RULES)
+    exemption = next((r for r in rule if r in CHARGE_EXEMPTIONS), None)
     counts = counts.to("cpu", torch.long)
+    return _balanced(counts, elements, states) | exempt_from_charge(counts, elements, exemption)
+
+
+def _balanced(counts: torch.Tensor, elements: Sequence[str], rule: str) -> torch.Tensor:
+    """``(N,)`` bool: some per-atom assignment of the states of ``rule`` sums to zero."""
     n_rows = counts.shape[0]
     n_nonzero = (counts > 0).sum(dim=1)
     if n_rows == 0 or int(n_nonzero.max()) < 2:
         return n_nonzero == 1
-    low, poly = _charge_sets(elements, int(counts.max()))
+    low, poly = _charge_sets(elements, int(counts.max()), rule)
     n, column = counts.topk(int(n_nonzero.max()), dim=1)  # (N, K): non-zero counts first
     pair = column * low.shape[1] + n  # (N, K) index of (element, count)
     low, poly = low.flatten(), poly.flatten(0, 1)  # (P,), (P, T)

@@ -160,7 +160,7 @@ class CrystalSpace:
         return sizes
 
 
-_TABLES_VERSION = 1
+_TABLES_VERSION = 2
 """Bump when the way the tables are built changes, to invalidate cached spaces."""
 
 
@@ -175,9 +175,10 @@ def _build_arrays(settings: SpaceSettings) -> dict[str, np.ndarray]:
     counts = enumerate_counts(len(settings.elements), max_per_element=settings.max_atoms_per_element,
                               max_atoms=settings.max_atoms, max_elements=settings.max_elements,
                               min_elements=settings.min_elements)
-    counts = counts[charge_neutral(counts, settings.elements)]
+    counts = counts[charge_neutral(counts, settings.elements, settings.charge_rule)]
     if counts.shape[0] == 0:
-        raise SpaceError(f"no charge-neutral composition of space.elements={settings.elements} with "
+        raise SpaceError(f"no charge-neutral composition (space.charge_rule={list(settings.charge_rule)}) of "
+                         f"space.elements={settings.elements} with "
                          f"space.max_atoms_per_element={settings.max_atoms_per_element}, "
                          f"space.max_atoms={settings.max_atoms}, space.max_elements={settings.max_elements}, "
                          f"space.min_elements={settings.min_elements}")

@@ -73,7 +73,7 @@ def broken_constraints(batch: CrystalBatch, space: CrystalSpace) -> dict[Constra
     composition = torch.where((counts[:, ~known] > 0).any(dim=1), -1, composition)
     listed = composition >= 0
     neutral = listed.clone()
-    neutral[~listed] = charge_neutral(counts[~listed], batch.elements)
+    neutral[~listed] = charge_neutral(counts[~listed], batch.elements, settings.charge_rule)
     lattice_system = space_group_table().lattice_system[sg_safe]
     has_atoms = counts.sum(dim=1) > 0
     return {
@@ -133,7 +133,8 @@ def _message(constraint: Constraint, crystal: Crystal, space: CrystalSpace, extr
         Constraint.TOO_MANY_ATOMS: f"{sum(counts.values())} atoms exceed space.max_atoms={s.max_atoms}",
         Constraint.TOO_MANY_ELEMENTS: f"{len(counts)} elements exceed space.max_elements={s.max_elements}",
         Constraint.TOO_FEW_ELEMENTS: f"{len(counts)} element(s), fewer than space.min_elements={s.min_elements}",
-        Constraint.NOT_CHARGE_NEUTRAL: f"{crystal.formula}: no assignment of oxidation states sums to zero",
+        Constraint.NOT_CHARGE_NEUTRAL: f"{crystal.formula}: no assignment of oxidation states sums to zero under "
+                                       f"space.charge_rule={list(s.charge_rule)}",
         Constraint.SPACE_GROUP_NOT_ALLOWED: f"space group {crystal.space_group} is not among the "
                                             f"{len(space.space_groups)} allowed by the space's restrictions",
         Constraint.WYCKOFF_INCOMPATIBLE: f"counts {sorted(counts.values(), reverse=True)} of {crystal.formula} do not "

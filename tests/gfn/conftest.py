@@ -14,8 +14,9 @@ from aloop.space.space import CrystalSpace
 PRESETS = ("default", "fe-o", "li-mn-o", "cubic", "lattice-range")
 SMALL = GFNSettings(hidden_dim=32, n_layers=2, n_beta_components=2, batch_size=64, replay_size=64)
 """A small network: fast tests, same code paths."""
-TINY_SPACE = ["space.elements=[Na, Cl]", "space.max_atoms_per_element=4", "space.space_groups=[221, 225]"]
-"""Pm-3m hosts NaCl, Na3Cl3, Na4Cl4; Fm-3m only Na4Cl4: probabilities computable by hand."""
+TINY_SPACE = ["space.elements=[Na, F]", "space.max_atoms_per_element=4", "space.space_groups=[221, 225]"]
+"""Pm-3m hosts NaF, Na3F3, Na4F4; Fm-3m only Na4F4: probabilities computable by hand (F takes -1 only
+under every charge rule; Cl's positive states would let Na1Cl3 in)."""
 SMALL_SPACE = ["space.elements=[Fe, O]", "space.max_atoms_per_element=4", "space.lattice_systems=[cubic]",
                "space.point_symmetries=[centrosymmetric]"]
 """Small enough to enumerate every discrete trajectory."""

@@ -23,7 +23,7 @@ def test_loading_into_another_space_or_shape_fails_clearly(small_env, tiny_env, 
     path = save_checkpoint(tmp_path / "gfn.pt", small_env, build_policy(small_env, SMALL), SMALL)
     with pytest.raises(CheckpointError, match="another crystal space") as err:
         load_checkpoint(path, tiny_env, settings=SMALL)
-    assert "['Na', 'Cl']" in str(err.value) and "['Fe', 'O']" in str(err.value)  # both spaces described
+    assert "['Na', 'F']" in str(err.value) and "['Fe', 'O']" in str(err.value)  # both spaces described
     with pytest.raises(CheckpointError, match=r"gfn.hidden_dim=64 \(checkpoint: 32\)"):
         load_checkpoint(path, small_env, settings=SMALL.model_copy(update={"hidden_dim": 64}))
     garbage = tmp_path / "garbage.pt"

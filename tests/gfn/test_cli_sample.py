@@ -16,7 +16,7 @@ COLUMNS = ["formula", "space_group", "a", "b", "c", "alpha", "beta", "gamma"]
 def _config(tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({
-        "space": {"elements": ["Na", "Cl"], "max_atoms_per_element": 4, "space_groups": [221, 225]},
+        "space": {"elements": ["Na", "F"], "max_atoms_per_element": 4, "space_groups": [221, 225]},
         "gfn": SMALL.model_dump(mode="json"),
     }))
     assert load_config(path).space == load_config(None, TINY_SPACE).space
@@ -29,8 +29,8 @@ def test_sample_without_checkpoint_writes_the_columns(tmp_path):
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     assert list(table.columns) == COLUMNS and len(table) == 40
-    assert set(table.formula) <= {"Na1 Cl1", "Na3 Cl3", "Na4 Cl4"} and set(table.space_group) <= {221, 225}
-    assert (table[table.space_group == 225].formula == "Na4 Cl4").all()
+    assert set(table.formula) <= {"Na1 F1", "Na3 F3", "Na4 F4"} and set(table.space_group) <= {221, 225}
+    assert (table[table.space_group == 225].formula == "Na4 F4").all()
     assert (table.a == table.c).all() and (table.alpha == 90).all()
 
 

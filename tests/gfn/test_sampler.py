@@ -96,19 +96,19 @@ def test_exploration_draws_a_share_of_whole_trajectories_from_the_uniform_policy
 
 
 def test_trajectory_balance_on_the_tiny_space_matches_hand_computation(tiny_env):
-    # Space: Pm-3m (221) hosts NaCl, Na3Cl3, Na4Cl4; Fm-3m (225) only Na4Cl4; both cubic and
+    # Space: Pm-3m (221) hosts NaF, Na3F3, Na4F4; Fm-3m (225) only Na4F4; both cubic and
     # centrosymmetric. The untrained policy is uniform over allowed actions: group 1/2, then in
-    # 221 the Na count 1/3 (Cl is forced), in 225 everything forced. Cubic a is uniform on
-    # [max(2, (8 A^3 * n)^(1/3)), 15] A; its density per unit of the 2-15 A range is 13 / width.
+    # 221 the Na count 1/3 (F is forced), in 225 everything forced. Cubic a is uniform on
+    # [max(2, (7.5 A^3 * n)^(1/3)), 20] A; its density per unit of the 2-20 A range is 18 / width.
     env = tiny_env
     policy = build_policy(env, SMALL)
-    crystals = [Crystal(225, Composition("Na4Cl4"), (7.3,) * 3 + (90.0,) * 3),
-                Crystal(221, Composition("NaCl"), (3.1,) * 3 + (90.0,) * 3)]
+    crystals = [Crystal(225, Composition("Na4F4"), (7.3,) * 3 + (90.0,) * 3),
+                Crystal(221, Composition("NaF"), (3.1,) * 3 + (90.0,) * 3)]
     trajectories, inside = env.from_batch(CrystalBatch.from_crystals(crystals, env.space.elements))
     assert inside.all()
-    low = torch.tensor([64.0, 16.0]) ** (1 / 3)
-    assert torch.allclose(trajectories.unit[:, 0], (torch.tensor([7.3, 3.1]) - low) / (15.0 - low))
-    expected = torch.log(torch.tensor([0.5, 0.5 / 3])) + torch.log(13.0 / (15.0 - low))
+    low = torch.tensor([60.0, 15.0]) ** (1 / 3)
+    assert torch.allclose(trajectories.unit[:, 0], (torch.tensor([7.3, 3.1]) - low) / (20.0 - low))
+    expected = torch.log(torch.tensor([0.5, 0.5 / 3])) + torch.log(18.0 / (20.0 - low))
     log_pf = log_prob(env, policy, trajectories)
     assert torch.allclose(log_pf, expected, atol=1e-5)
     loss = trajectory_balance_loss(policy.log_z, log_pf, torch.tensor([-1.0, 0.5]))

@@ -3,8 +3,16 @@
 import pytest
 import torch
 
-from aloop.config import CONFIG_DIR, CRYSTAL_LATTICE_SYSTEMS, SpaceSettings, load_config
-from aloop.space.composition import charge_neutral, unique_rows
+from aloop.config import CONFIG_DIR, CRYSTAL_LATTICE_SYSTEMS, GFNSettings, SpaceSettings, load_config
+from aloop.gfn import CrystalEnv, build_policy, sample
+from aloop.space.composition import (
+    charge_neutral,
+    enumerate_counts,
+    multiset_index,
+    unique_rows,
+    wyckoff_compatibility,
+)
+from aloop.space.validity import valid_mask
 from aloop.space.groups import space_group_table
 from aloop.space.space import CrystalSpace, SpaceError
 
@@ -24,7 +32,7 @@ def test_tables_are_consistent_and_dead_end_free(spaces, name):
     counts = space.compositions
     assert (counts <= settings.max_atoms_per_element).all() and (counts.sum(1) <= settings.max_atoms).all()
     assert ((counts > 0).sum(1) <= settings.max_elements).all() and (counts.sum(1) > 0).all()
-    assert charge_neutral(counts, space.elements).all()
+    assert charge_neutral(counts, space.elements, settings.charge_rule).all()
     assert len(unique_rows(counts)[0]) == m  # no duplicates
     table = space_group_table()
     assert torch.equal(space.lattice_system, table.lattice_system[space.space_groups])
@@ -93,3 +101,34 @@ def test_composition_index_without_packed_keys():
                                                      max_elements=2), use_cache=False)
     probe = torch.cat([space.compositions[[3, 1]], torch.zeros(1, 30, dtype=torch.long)])
     assert space.composition_index(probe).tolist() == [3, 1, -1]
+
+
+@pytest.mark.parametrize("rule", [["per_atom_common"], ["per_atom_icsd"], ["per_atom_common", "alloys"],
+                                  ["per_atom_icsd", "intermetallics"]])
+def test_each_charge_rule_gives_exactly_its_compositions_and_no_dead_end(rule):
+    settings = SpaceSettings(elements=["Li", "Mg", "Cu", "Si", "O"], max_atoms_per_element=4, max_atoms=8,
+                             charge_rule=rule)
+    space = CrystalSpace.from_settings(settings, use_cache=False)
+    assert space.compatible.any(dim=1).all() and space.compatible.any(dim=0).all()
+    every = enumerate_counts(5, max_per_element=4, max_atoms=8, max_elements=3, min_elements=2)
+    hosted = wyckoff_compatibility(multiset_index(every)[0])[multiset_index(every)[1]][:, space.space_groups].any(1)
+    expected = every[charge_neutral(every, settings.elements, rule) & hosted]
+    assert {tuple(r) for r in space.compositions.tolist()} == {tuple(r) for r in expected.tolist()}
+    rows = {tuple(r) for r in space.compositions.tolist()}  # counts of Li, Mg, Cu, Si, O
+    assert ((0, 0, 2, 0, 1) in rows) == (rule[0] == "per_atom_icsd")  # Cu2O: Cu(+) is an ICSD state only
+    assert ((0, 1, 2, 0, 0) in rows) == (len(rule) == 2)  # MgCu2, a Laves phase: exempt metals only
+    assert (0, 2, 0, 1, 0) in rows  # Mg2Si, Zintl: Mg(2+), Si(4-) under every rule
+    assert ((0, 0, 1, 1, 0) in rows) == (rule[-1] == "intermetallics")  # CuSi: a metal and a metalloid
+    env = CrystalEnv.from_space(space, GFNSettings())
+    batch = sample(env, build_policy(env, GFNSettings()), 2000, seed=0)
+    assert valid_mask(batch, space).all()  # the masks reach no composition outside the rule
+
+
+def test_charge_rule_is_one_state_rule_and_at_most_one_exemption():
+    assert SpaceSettings(charge_rule="per_atom_common").charge_rule == ("per_atom_common",)
+    assert SpaceSettings(charge_rule=["alloys", "per_atom_icsd"]).charge_rule == ("per_atom_icsd", "alloys")
+    for bad in (["alloys"], ["per_atom_common", "per_atom_icsd"], ["per_atom_icsd", "alloys", "intermetallics"]):
+        with pytest.raises(ValueError, match="name one of"):
+            SpaceSettings(charge_rule=bad)
+    with pytest.raises(ValueError, match="charge_rule"):
+        load_config(CONFIG_DIR / "fe-o.yaml", ["space.charge_rule=ionic"])

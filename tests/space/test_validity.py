@@ -35,7 +35,7 @@ BROKEN = [
     (crystal(231, "Fe4O4"), Constraint.SPACE_GROUP_NOT_ALLOWED, "space group 231"),
     (crystal(225, "Fe2O2"), Constraint.WYCKOFF_INCOMPATIBLE, "space group 225"),
     (crystal(225, "Fe4O4", (4.3, 4.4, 4.3, 90, 90, 90)), Constraint.LATTICE_SYSTEM_RULE, "cubic rule"),
-    (crystal(225, "Fe4O4", (16.0, 16.0, 16.0, 90, 90, 90)), Constraint.LATTICE_OUT_OF_RANGE, "(2.0, 15.0)"),
+    (crystal(225, "Fe4O4", (21.0, 21.0, 21.0, 90, 90, 90)), Constraint.LATTICE_OUT_OF_RANGE, "(2.0, 20.0)"),
     (crystal(1, "FeO", (4.0, 4.0, 4.0, 60, 60, 130)), Constraint.NOT_A_CELL, "no cell"),
 ]
 
