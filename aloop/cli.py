@@ -232,7 +232,8 @@ def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
     """
     from rich.console import Console
 
-    from aloop.labelling import label_approved
+    from aloop.hull import known_phases
+    from aloop.labelling import label_approved, print_hull
     from aloop.tracking import client_for
 
     cfg = resolve_config(config_path, overrides, oracle=True)
@@ -244,7 +245,7 @@ def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
         return
     with campaign_lock(store, cfg):
         report = label_approved(store, client_for(cfg.tracking_uri), campaign_id=campaign_id, settings=cfg.oracle,
-                                progress=not quiet)
+                                known=known_phases(cfg.space, cfg.data, cfg.hull), progress=not quiet)
     reviews, labelling = report.reviews, report.labelling
     console.print(f"reviews: {reviews.approved} approved, {reviews.rejected} rejected, {reviews.pending} pending")
     if not (labelling.submitted or labelling.labelled or labelling.failed or labelling.pending):
@@ -253,6 +254,7 @@ def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
     console.print(f"{cfg.oracle.name}: {labelling.submitted} submitted, {labelling.labelled} labelled, "
                   f"{labelling.failed} failed, {labelling.pending} still pending"
                   + (f", {labelling.resubmitted} resubmitted" if labelling.resubmitted else ""))
+    print_hull(console, labelling)
 
 
 @main.command("retry")

@@ -283,6 +283,17 @@ class TrackingSettings(Section):
     artifact_location: str = "mlartifacts"
 
 
+class HullSettings(Section):
+    """The reference hull of E_hull: known phases of the space's chemical systems, relaxed once by the oracle."""
+
+    known_phases: bool = True
+    """False: the hull holds the oracle's elemental references and the campaign's labels only."""
+    max_e_above_hull: float = Field(0.05, ge=0)
+    """Known phases at most this far above their own data set's hull (eV/atom): the rest cannot be on it."""
+    max_sites: int = Field(20, gt=0)
+    """Known phases with at most this many sites in their stored cell (relaxation time grows with size)."""
+
+
 class Config(Section):
     """The whole configuration of a campaign."""
 
@@ -298,6 +309,7 @@ class Config(Section):
     gfn: GFNSettings = GFNSettings()
     selection: SelectionSettings = SelectionSettings()
     oracle: OracleSettings = OracleSettings()
+    hull: HullSettings = HullSettings()
     store: StoreSettings = StoreSettings()
     tracking: TrackingSettings = TrackingSettings()
 

@@ -49,6 +49,7 @@ from aloop.space.crystal import LATTICE_KEYS, Crystal
 from aloop.space.groups import space_group_table
 from aloop.space.lattice import MIN_VOLUME, expand_lattice, follows_system, is_real_cell
 from aloop.store import (
+    REFERENCE_SOURCE,
     Label,
     Material,
     Store,
@@ -188,14 +189,17 @@ def export_labels(store: Store, out: TextIO, *, campaign: str) -> int:
     """Write the campaign's ``ok`` labels as CSV (the import format); returns the row count.
 
     Candidates are written by their three-stage parameters, materials with their CIF
-    when they have one; ``source`` is the label's oracle.
+    when they have one; ``source`` is the label's oracle. The hull's reference labels
+    (elemental references, known phases) are the oracle's internals and stay out.
     """
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(("formula", "space_group", *LATTICE_KEYS, "cif", "property", "value", "uncertainty",
                      "source", "fidelity"))
     with store.session() as session:
         owner = find_campaign(session, campaign)
-        rows = label_rows(session, owner) if owner is not None else []
+        rows = [(label, candidate, material) for label, candidate, material in
+                (label_rows(session, owner) if owner is not None else [])
+                if material is None or material.source != REFERENCE_SOURCE]
         for label, candidate, material in rows:
             subject: Any = candidate if candidate is not None else material
             lattice = [subject.a, subject.b, subject.c, subject.alpha, subject.beta, subject.gamma]

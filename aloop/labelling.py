@@ -14,6 +14,11 @@ losing or repeating a label:
    energy and hull for energy oracles, job status, lifecycle). A ``Lost`` job (an
    in-process job whose process ended) is submitted again under a new id.
 
+An energy oracle (``ThermoOracle``) first relaxes the known phases it has not relaxed yet
+(``aloop.hull``), so E_hull is measured against the known phases of each chemical system on
+the oracle's own scale; after the batch, every stored E_hull is brought up to date with the
+hull (``refresh_e_above_hull``).
+
 Labels are keyed by (candidate, oracle, property), so storing one twice keeps one row.
 
 ``label_approved`` is what the round and ``aloop submit`` call: it applies the reviews left
@@ -28,31 +33,36 @@ Example:
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+from rich.console import Console
 from pymatgen.core import Composition, Structure
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from aloop.config import OracleSettings
-from aloop.data import MPQuery, load_cache
 from aloop.executor import open_executor
+from aloop.hull import (
+    REFERENCE_PROPERTY,
+    REFERENCE_SOURCE,
+    KnownPhase,
+    describe_hull,
+    hull_entries,
+    references,
+    refresh_e_above_hull,
+    relax_known_phases,
+)
 from aloop.oracle import Failed, FailureKind, Labelled, Lost, Oracle, OracleInput, Result, ThermoOracle, load_oracle
 from aloop.review import ReviewOutcome, apply_reviews, mirror_states
 from aloop.space.structure import StructureError, to_structure
 from aloop.store import (
     Campaign,
     Candidate,
-    Label,
-    Material,
     Store,
     candidates,
     get_or_create_material,
@@ -65,23 +75,20 @@ from aloop.thermo import e_above_hull, formation_energy_per_atom
 
 FAILED_PROPERTY = "*"
 """Property of the label recording a failure of the whole evaluation."""
-REFERENCE_PROPERTY = "reference_energy_per_atom"
-"""Property under which an oracle's elemental reference energies are cached (eV/atom)."""
-REFERENCE_SOURCE = "reference"
-
-HullEntries = Sequence[tuple[Composition, float]]
-"""Known compounds for the hull: (composition, formation energy per atom in eV/atom)."""
 
 
 @dataclass(frozen=True)
 class LabellingReport:
-    """What one call did: candidates submitted, results stored, jobs left running."""
+    """What one call did: candidates submitted, results stored, jobs left running, and the hull
+    its E_hull values are measured against (``hull``: one line, ``known_relaxed``: phases relaxed now)."""
 
     submitted: int
     labelled: int
     failed: int
     pending: int
     resubmitted: int
+    hull: str = ""
+    known_relaxed: int = 0
 
 
 @dataclass(frozen=True)
@@ -93,13 +100,13 @@ class SubmitReport:
 
 
 def label_approved(store: Store, client: MlflowClient, *, campaign_id: int, settings: OracleSettings,
-                   hull: HullEntries = (), progress: bool = False, submit: bool = True) -> SubmitReport:
+                   known: Sequence[KnownPhase] = (), progress: bool = False, submit: bool = True) -> SubmitReport:
     """Apply the reviews left in MLflow, label the approved candidates (and collect pending jobs)
     with the configured oracle on its executor, and mirror the candidates' states to MLflow.
 
     Args:
         settings: ``oracle`` of the config: which oracle, its settings, executor and whether to wait.
-        hull: known compounds for the hull (see ``label_candidates``).
+        known: known phases for the hull (``aloop.hull.known_phases``; see ``label_candidates``).
         submit: ``False`` only collects pending jobs (no reviews applied, nothing new submitted).
 
     Raises:
@@ -108,13 +115,13 @@ def label_approved(store: Store, client: MlflowClient, *, campaign_id: int, sett
     reviews = apply_reviews(store, client, campaign_id=campaign_id) if submit else ReviewOutcome(0, 0, 0)
     with open_oracle(settings) as oracle:
         report = label_candidates(store, campaign_id, oracle, wait=settings.wait, submit=submit,
-                                  poll_interval_s=settings.poll_interval_s, progress=progress, hull=hull)
+                                  poll_interval_s=settings.poll_interval_s, progress=progress, known=known)
     mirror_states(store, client, campaign_id=campaign_id)
     return SubmitReport(reviews, report)
 
 
 def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bool = True,
-                     poll_interval_s: float = 1.0, progress: bool = False, hull: HullEntries = (),
+                     poll_interval_s: float = 1.0, progress: bool = False, known: Sequence[KnownPhase] = (),
                      submit: bool = True) -> LabellingReport:
     """Label the campaign's approved candidates (and collect its pending jobs) with ``oracle``.
 
@@ -125,8 +132,9 @@ def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bo
         wait: poll until no job is pending; ``False`` polls once (queued DFT).
         poll_interval_s: pause between polls that found nothing new.
         progress: show a progress bar of finished jobs.
-        hull: known compounds (e.g. ``mp_hull_entries``) that join the oracle's own labels
-            on the hull, placed on the oracle's scale through its elemental references.
+        known: known phases of the space's chemical systems; a ``ThermoOracle`` that is waited
+            for relaxes those it has not relaxed in this campaign before anything else, and they
+            join its elemental references and labels on the hull.
         submit: also submit the approved candidates; ``False`` only collects pending jobs.
     """
     failed = submitted = 0
@@ -134,8 +142,12 @@ def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bo
         failed = _prepare(store, campaign_id, oracle)
         submitted, rejected = _submit(store, oracle, _approved(store, campaign_id))
         failed += rejected
+    known_relaxed = 0
     if isinstance(oracle, ThermoOracle):
-        _references(store, campaign_id, oracle, _pending_elements(store, campaign_id))
+        elements = _pending_elements(store, campaign_id) | {el.symbol for p in known for el in p.structure.composition}
+        _references(store, campaign_id, oracle, elements)
+        if wait:
+            known_relaxed = relax_known_phases(store, campaign_id, oracle, known, progress=progress)
     labelled = resubmitted = 0
     bar = tqdm(desc=f"labelling with {oracle.name}", unit="job", disable=not progress)
     while jobs := _pending(store, campaign_id, oracle):
@@ -143,7 +155,7 @@ def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bo
         lost = {j: r for j, r in results.items() if isinstance(r, Lost)}
         done = {j: r for j, r in results.items() if isinstance(r, Labelled | Failed)}
         for job_id, result in done.items():
-            ok = _store_result(store, oracle, jobs[job_id], job_id, result, hull)
+            ok = _store_result(store, oracle, jobs[job_id], job_id, result)
             labelled, failed = labelled + ok, failed + (not ok)
         _mark_lost(store, oracle, lost, jobs)
         again, rejected = _submit(store, oracle, _inputs(store, [jobs[j] for j in lost]))
@@ -154,21 +166,13 @@ def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bo
         if not done and not lost:
             time.sleep(poll_interval_s)
     bar.close()
-    return LabellingReport(submitted, labelled, failed, len(_pending(store, campaign_id, oracle)), resubmitted)
-
-
-def mp_hull_entries(query: MPQuery, *, cache_dir: Path) -> list[tuple[Composition, float]]:
-    """Materials Project compounds of the mp-api cache as hull entries (MP2020 formation energies).
-
-    Only the fresh mp-api data: CHGNet learned MP2020-corrected energies, so its formation
-    energies and these share a scale; legacy (pre-MP2020) local dumps do not and stay out.
-    """
-    entries = load_cache(query, cache_dir=cache_dir)
-    if entries is None:
-        return []
-    energies = entries.properties["formation_energy_per_atom"]
-    return [(crystal.composition, float(e)) for crystal, e in zip(entries.crystals.to_crystals(), energies)
-            if math.isfinite(e) and len(crystal.composition.elements) > 1]
+    if isinstance(oracle, ThermoOracle):
+        refresh_e_above_hull(store, campaign_id, oracle.name)
+        hull = describe_hull(store, campaign_id, oracle.name).describe()
+    else:
+        hull = f"no hull: {oracle.name} has no reference energies (not a ThermoOracle)"
+    return LabellingReport(submitted, labelled, failed, len(_pending(store, campaign_id, oracle)), resubmitted,
+                           hull, known_relaxed)
 
 
 @contextmanager
@@ -181,6 +185,12 @@ def open_oracle(settings: OracleSettings) -> Iterator[Oracle]:
     with open_executor(kind=settings.executor, scheduler_address=settings.scheduler_address,
                        max_workers=settings.workers) as executor:
         yield load_oracle(settings.name, settings.settings, executor=executor)
+
+
+def print_hull(console: Console, report: LabellingReport) -> None:
+    """One line: what E_hull is measured against, and the known phases relaxed for it now."""
+    relaxed = f" ({report.known_relaxed} known phases relaxed now, kept for later rounds)" if report.known_relaxed else ""
+    console.print(f"E_hull against: {report.hull}{relaxed}")
 
 
 def _prepare(store: Store, campaign_id: int, oracle: Oracle) -> int:
@@ -264,8 +274,7 @@ def _mark_lost(store: Store, oracle: Oracle, lost: dict[str, Lost], jobs: dict[s
                        reason=result.reason, kind="lost")
 
 
-def _store_result(store: Store, oracle: Oracle, candidate_id: int, job_id: str,
-                  result: Labelled | Failed, hull: HullEntries) -> bool:
+def _store_result(store: Store, oracle: Oracle, candidate_id: int, job_id: str, result: Labelled | Failed) -> bool:
     """Store one finished job in one transaction; returns whether it gave labels."""
     if isinstance(result, Labelled) and (bad := result.non_finite()):
         result = Failed(f"non-finite values {bad}", dict(result.metadata), kind="non_finite")
@@ -282,10 +291,9 @@ def _store_result(store: Store, oracle: Oracle, candidate_id: int, job_id: str,
         if result.energy_per_atom is not None:
             values["energy_per_atom"] = result.energy_per_atom
             if isinstance(oracle, ThermoOracle):
-                values |= _thermo(session, oracle, candidate, result.energy_per_atom, hull)
-                metadata["hull"] = (f"{oracle.name} elemental references + {oracle.name} labels of "
-                                    f"{candidate.round.campaign.name}"
-                                    + (f" + {len(hull)} Materials Project formation energies" if hull else ""))
+                values |= _thermo(session, oracle, candidate, result.energy_per_atom)
+                metadata["hull"] = (f"{oracle.name} elemental references, known phases and labels of "
+                                    f"{candidate.round.campaign.name}")
         cif = result.structure.to(fmt="cif") if result.structure is not None else None
         for name, value in values.items():
             upsert_label(session, candidate_id=candidate_id, oracle=oracle.name, fidelity=oracle.fidelity,
@@ -305,22 +313,15 @@ def _fail(session: Session, candidate: Candidate, oracle: Oracle, reason: str, *
         transition(candidate, "failed")
 
 
-def _thermo(session: Session, oracle: ThermoOracle, candidate: Candidate, energy_per_atom: float,
-            hull: HullEntries) -> dict[str, float]:
-    """Formation energy and energy above the hull of the oracle's references, labels and ``hull`` (eV/atom)."""
+def _thermo(session: Session, oracle: ThermoOracle, candidate: Candidate, energy_per_atom: float) -> dict[str, float]:
+    """Formation energy and energy above the hull of the oracle's references, known phases and labels (eV/atom)."""
     composition = candidate.crystal.composition
-    references = _cached_references(session, candidate.campaign_id, oracle)
-    if any(el.symbol not in references for el in composition.elements):
+    refs = references(session, candidate.campaign_id, oracle.name)
+    if any(el.symbol not in refs for el in composition.elements):
         return {}
-    known = [(Composition(formula), value) for formula, value in session.execute(
-        select(Candidate.formula, Label.value).join(Label, Label.candidate_id == Candidate.id).where(
-            Candidate.campaign_id == candidate.campaign_id, Candidate.id != candidate.id,
-            Label.oracle == oracle.name, Label.property == "energy_per_atom", Label.status == "ok"))]
-    system = {el.symbol for el in composition.elements}
-    known += [(c, formation + sum(x * references[el.symbol] for el, x in c.fractional_composition.items()))
-              for c, formation in hull if {el.symbol for el in c.elements} <= system]
-    return {"formation_energy_per_atom": formation_energy_per_atom(composition, energy_per_atom, references),
-            "e_above_hull": e_above_hull(composition, energy_per_atom, references=references, known=known)}
+    known = [(c, e) for c, e, i in hull_entries(session, candidate.campaign_id, oracle.name) if i != candidate.id]
+    return {"formation_energy_per_atom": formation_energy_per_atom(composition, energy_per_atom, refs),
+            "e_above_hull": e_above_hull(composition, energy_per_atom, references=refs, known=known)}
 
 
 def _pending_elements(store: Store, campaign_id: int) -> set[str]:
@@ -329,16 +330,10 @@ def _pending_elements(store: Store, campaign_id: int) -> set[str]:
         return {el.symbol for c in rows for el in Composition(c.formula).elements}
 
 
-def _cached_references(session: Session, campaign_id: int, oracle: Oracle) -> dict[str, float]:
-    rows = session.execute(select(Material.formula, Label.value).join(Label, Label.material_id == Material.id).where(
-        Material.campaign_id == campaign_id, Label.oracle == oracle.name, Label.property == REFERENCE_PROPERTY))
-    return {Composition(formula).elements[0].symbol: value for formula, value in rows}
-
-
 def _references(store: Store, campaign_id: int, oracle: ThermoOracle, elements: set[str]) -> None:
     """Compute (once per campaign and oracle) and cache the missing elemental references."""
     with store.session() as session:
-        missing = sorted(elements - set(_cached_references(session, campaign_id, oracle)))
+        missing = sorted(elements - set(references(session, campaign_id, oracle.name)))
     if not missing:
         return
     try:

@@ -38,7 +38,8 @@ from aloop.data import TrainingSet
 from aloop.data.assembly import Assembly, assemble_training_set
 from aloop.data.cold_start import initial_design
 from aloop.gfn import CrystalEnv, CrystalPolicy, load_checkpoint, save_checkpoint
-from aloop.labelling import SubmitReport, label_approved
+from aloop.hull import known_phases
+from aloop.labelling import SubmitReport, label_approved, print_hull
 from aloop.oracle import validate_settings
 from aloop.plots import plot_predicted_distribution, plot_reward_histogram, plot_training_curves
 from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
@@ -351,9 +352,13 @@ def waiting_for_review(ctx: RoundContext) -> bool:
 
 
 def label(ctx: RoundContext) -> SubmitReport:
-    """Send approved candidates to the oracle, store the labels, mirror states to MLflow (``label_approved``)."""
-    return label_approved(ctx.store, ctx.client, campaign_id=ctx.campaign_id, settings=ctx.cfg.oracle,
-                          progress=ctx.progress)
+    """Send approved candidates to the oracle, store the labels, mirror states to MLflow (``label_approved``);
+    an energy oracle first relaxes the known phases of the space it has not relaxed yet (``aloop.hull``)."""
+    report = label_approved(ctx.store, ctx.client, campaign_id=ctx.campaign_id, settings=ctx.cfg.oracle,
+                            known=known_phases(ctx.cfg.space, ctx.cfg.data, ctx.cfg.hull), progress=ctx.progress)
+    print_hull(ctx.console, report.labelling)
+    ctx.client.set_tag(ctx.run_id, "hull", report.labelling.hull)
+    return report
 
 
 def finish(ctx: RoundContext) -> None:

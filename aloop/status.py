@@ -16,7 +16,16 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from aloop.oracle import TRANSIENT_KINDS
-from aloop.store import CANDIDATE_STATES, Candidate, Label, Material, Round, RoundLease, find_campaign
+from aloop.store import (
+    CANDIDATE_STATES,
+    REFERENCE_SOURCE,
+    Candidate,
+    Label,
+    Material,
+    Round,
+    RoundLease,
+    find_campaign,
+)
 
 
 @dataclass(frozen=True)
@@ -83,7 +92,8 @@ def campaign_status(session: Session, name: str) -> CampaignStatus:
     label_counts = session.execute(
         select(Label.oracle, Label.property, Label.status, func.count())
         .outerjoin(Candidate, Label.candidate_id == Candidate.id).outerjoin(Material, Label.material_id == Material.id)
-        .where(or_(Candidate.campaign_id == campaign.id, Material.campaign_id == campaign.id))
+        .where(or_(Candidate.campaign_id == campaign.id, Material.campaign_id == campaign.id),
+               or_(Material.id.is_(None), Material.source != REFERENCE_SOURCE))
         .group_by(Label.oracle, Label.property, Label.status)).tuples()
     labels: dict[tuple[str, str], dict[str, int]] = {}
     for oracle, prop, status, n in label_counts:

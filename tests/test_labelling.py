@@ -21,7 +21,8 @@ from sqlalchemy import func, select
 
 from aloop.executor import JobPool, open_executor
 from aloop.config import OracleSettings
-from aloop.labelling import FAILED_PROPERTY, REFERENCE_PROPERTY, label_candidates, open_oracle
+from aloop.hull import REFERENCE_PROPERTY
+from aloop.labelling import FAILED_PROPERTY, label_candidates, open_oracle
 from aloop.oracle import Failed, Labelled, OracleInput, Result, load_oracle
 from aloop.space import Crystal
 from aloop.store import (
@@ -254,19 +255,6 @@ def test_chgnet_labels_carry_formation_energy_and_hull_of_the_same_oracle(sqlite
     with sqlite_store.session() as session:
         cached = session.scalars(select(Label).where(Label.property == REFERENCE_PROPERTY)).all()
     assert sorted(label.meta["element"] for label in cached) == ["Cl", "Na"]
-
-
-def test_known_compounds_join_the_hull_on_the_oracle_scale(sqlite_store):
-    [salt] = approve(sqlite_store, [cubic("Na4Cl4", 5.69)])
-    known = [(Composition("NaCl"), -2.5), (Composition("Na2Cl"), 0.5), (Composition("MgO"), -3.0)]
-    with open_executor() as executor:
-        oracle = load_oracle("chgnet", {"max_steps": 150}, executor=executor)
-        label_candidates(sqlite_store, campaign_id(sqlite_store), oracle, poll_interval_s=0.1, hull=known)
-    stored = labels(sqlite_store)
-    formation = stored[(salt, "formation_energy_per_atom")].value
-    assert -2.3 < formation < -1.9  # CHGNet's own, above the (made-up) -2.5 of the known NaCl
-    assert stored[(salt, "e_above_hull")].value == pytest.approx(formation + 2.5, abs=1e-6)
-    assert "3 Materials Project formation energies" in stored[(salt, "energy_per_atom")].meta["hull"]
 
 
 CHILD = textwrap.dedent("""

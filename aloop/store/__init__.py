@@ -23,6 +23,7 @@ from aloop.store.models import (
     RoundLease,
 )
 from aloop.store.records import (
+    REFERENCE_SOURCE,
     LabelledPoint,
     NewCandidate,
     add_candidates,
@@ -42,7 +43,7 @@ from aloop.store.records import (
 )
 
 __all__ = [
-    "CANDIDATE_STATES", "TRANSITIONS", "Campaign", "Candidate", "Label", "LabelledPoint", "LifecycleError",
+    "CANDIDATE_STATES", "REFERENCE_SOURCE", "TRANSITIONS", "Campaign", "Candidate", "Label", "LabelledPoint", "LifecycleError",
     "LockHeld", "LockLost", "Material", "NewCandidate", "OracleJob", "Round", "RoundLease", "RoundLock",
     "Store", "StoreError", "add_candidates", "candidate_structures", "candidates", "find_campaign",
     "get_or_create_campaign", "get_or_create_material", "label_rows", "labelled_data", "latest_round", "material_key",

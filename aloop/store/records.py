@@ -69,6 +69,10 @@ class LabelledPoint:
     fidelity: float
 
 
+REFERENCE_SOURCE = "reference"
+"""Material source of the hull's references (elemental ground states, known phases): never training data."""
+
+
 def get_or_create_campaign(session: Session, name: str) -> Campaign:
     """The campaign called ``name``, created on first use (safe against a concurrent create)."""
     session.execute(dialect_insert(session, Campaign.__table__).values(name=name, created_at=utcnow())
@@ -157,7 +161,7 @@ def material_key(composition: Composition, crystal: Crystal | None) -> str:
 
 def get_or_create_material(session: Session, campaign: Campaign, *, composition: Composition,
                            crystal: Crystal | None = None, cif: str | None = None,
-                           source: str) -> Material:
+                           source: str, key: str | None = None) -> Material:
     """The campaign's material with this crystal (or bare composition), created if new.
 
     Args:
@@ -165,8 +169,9 @@ def get_or_create_material(session: Session, campaign: Campaign, *, composition:
         crystal: space group and lattice, when known.
         cif: the structure it came from, when known.
         source: where it came from (``mp``, ``import``, a lab's name); kept from the first.
+        key: its identity when not the crystal's (a known phase: ``known:mp-1234``).
     """
-    key = material_key(composition, crystal)
+    key = key or material_key(composition, crystal)
     lattice = dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), crystal.lattice, strict=True)) if crystal else {}
     values = dict(campaign_id=campaign.id, key=key, formula=composition.formula, cif=cif, source=source,
                   space_group=crystal.space_group if crystal else None, created_at=utcnow(), **lattice)
@@ -278,9 +283,12 @@ def label_rows(session: Session, campaign: Campaign, *, status: str | None = "ok
 
 
 def labelled_data(session: Session, campaign: Campaign, *, property: str | None = None) -> list[LabelledPoint]:
-    """Every ``ok`` label of the campaign's candidates and materials, as training examples."""
+    """Every ``ok`` label of the campaign's candidates and materials, as training examples; the hull's
+    reference labels (materials of source ``REFERENCE_SOURCE``) are not examples and stay out."""
     points = []
     for label, candidate, material in label_rows(session, campaign, property=property):
+        if material is not None and material.source == REFERENCE_SOURCE:
+            continue
         crystal = candidate.crystal if candidate is not None else material.crystal  # type: ignore[union-attr]
         composition = crystal.composition if crystal is not None else Composition(material.formula)  # type: ignore[union-attr]
         points.append(LabelledPoint(crystal, composition, label.property, float(label.value),  # type: ignore[arg-type]

@@ -147,14 +147,20 @@ def test_an_unreadable_cache_is_reported(tmp_path: Path) -> None:
         load_cache(query, cache_dir=tmp_path)
 
 
-def test_cached_compounds_become_hull_entries_with_their_mp2020_formation_energies(
+def test_cached_compounds_near_their_hull_become_known_phases_of_the_space(
         fake_mp: FakeMaterialsProject, key: str, tmp_path: Path) -> None:
-    from aloop.labelling import mp_hull_entries
+    from aloop.config import DataSettings, HullSettings
+    from aloop.hull import known_phases
 
-    assert mp_hull_entries(query_for(fake_mp.url), cache_dir=tmp_path) == []  # never pulled: no entries
+    space = SpaceSettings(elements=ELEMENTS, max_elements=3)
+    data = DataSettings(mp=MPSettings(endpoint=fake_mp.url, cache_dir=str(tmp_path)))
+    assert known_phases(space, data, HullSettings()) == []  # never pulled: no known phases
     pull(query_for(fake_mp.url), cache_dir=tmp_path, progress=False)
     entries = load_cache(query_for(fake_mp.url), cache_dir=tmp_path)
-    hull = dict((c.reduced_formula, e) for c, e in mp_hull_entries(query_for(fake_mp.url), cache_dir=tmp_path))
-    formation = dict(zip(entries.ids, entries.properties["formation_energy_per_atom"], strict=True))
-    assert "Si" not in hull  # an element is a reference, not a compound
-    assert hull["NaCl"] == pytest.approx(formation["mp-22862"]) and hull["Fe2O3"] == pytest.approx(formation["mp-19770"])
+    phases = {p.material_id: p for p in known_phases(space, data, HullSettings())}
+    compounds = {i for i, c in zip(entries.ids, entries.crystals.to_crystals(), strict=True)
+                 if len(c.composition.elements) > 1}
+    assert set(phases) == compounds  # every cached compound sits on its hull (E_hull 0); elements are references
+    assert phases["mp-22862"].structure.composition.reduced_formula == "NaCl"
+    assert known_phases(space, data, HullSettings(max_sites=1)) == []
+    assert known_phases(space, data, HullSettings(known_phases=False)) == []
