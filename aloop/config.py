@@ -190,6 +190,11 @@ class ProxySettings(Section):
     """Torch threads while fitting (0: torch's default); on a shared 2-core machine two threads ran 10x slower."""
 
 
+def label_property(target: str) -> str:
+    """The label a proxy of ``proxy.target`` learns: formation energy for ``stability`` (E_hull = E_f - hull)."""
+    return "formation_energy_per_atom" if target == "stability" else target
+
+
 class AcquisitionSettings(Section):
     """Acquisition function and its mapping to a positive GFlowNet reward."""
 

@@ -4,7 +4,9 @@
 the sparse variational GP of ``aloop.proxy.model`` by minibatch Adam on the ELBO.
 ``Proxy.posterior(batch)`` returns botorch's ``GPyTorchPosterior`` over the crystals in
 target units, so every botorch acquisition function works on ``Proxy.model`` with
-``Proxy.inputs(batch)``.
+``Proxy.inputs(batch)``. ``Proxy.predict`` gives marginal means and standard deviations,
+and central intervals from ``ResidualQuantiles``: the measured spread of validation rows'
+standardised residuals (on Materials Project data heavier-tailed than a Gaussian).
 
 Example:
     >>> proxy = fit_proxy(train, ProxySettings(epochs=5), seed=0)  # doctest: +SKIP
@@ -22,13 +24,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
+import numpy as np
 import torch
 from botorch.posteriors.gpytorch import GPyTorchPosterior
 from gpytorch.mlls import VariationalELBO
 from tqdm.auto import tqdm
 
-from aloop.config import ProxySettings
+from aloop.config import ProxySettings, label_property
 from aloop.data.training import TrainingSet
 from aloop.hardware import torch_threads
 from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel
@@ -45,6 +49,11 @@ MIN_VALIDATION = 10
 NOISE_LR_FACTOR = 10.0
 """The noise variances learn this much faster than the rest: with the common rate they lag
 the fit for hundreds of steps, and intervals come out too wide (measured in the tests)."""
+MIN_QUANTILE_ROWS = 100
+"""Fewest validation rows to fit ``ResidualQuantiles`` on; below, intervals stay Gaussian (the
+empirical 90% quantile of n rows misses its coverage by about sqrt(0.09 / n), 0.03 at 100)."""
+QUANTILE_LEVELS = tuple(round(0.01 * i, 2) for i in range(1, 100))
+"""Central-interval levels at which ``ResidualQuantiles.from_residuals`` records the residuals' quantiles."""
 
 
 class ProxyError(ValueError):
@@ -52,11 +61,87 @@ class ProxyError(ValueError):
 
 
 @dataclass(frozen=True)
+class ResidualQuantiles:
+    """How wide central predictive intervals are, in standard deviations: level q -> ``mean +- width(q) * std``.
+
+    ``widths[i]`` is the ``levels[i]`` quantile of ``|y - mean| / std`` on validation rows: a
+    monotone map from level to half-width that replaces the Gaussian's ``Phi^-1((1 + q) / 2)``.
+    Formation-energy residuals are heavy-tailed (Gaussian intervals cover 0.67 at 50% and
+    0.93 at 90%) and band-gap residuals a spike of metals plus a broad part, which a
+    Student-t does not fit (benchmarks/results/proxy_fit.md). Between levels the width is
+    interpolated linearly; outside them it follows the Gaussian's, scaled to meet the
+    nearest recorded width. Without levels it is the Gaussian (proxies saved before).
+
+    Example:
+        >>> round(ResidualQuantiles().width(0.9), 3)  # Gaussian
+        1.645
+        >>> round(ResidualQuantiles(levels=(0.5, 0.9), widths=(0.4, 1.3)).width(0.7), 3)
+        0.85
+    """
+
+    levels: tuple[float, ...] = ()
+    widths: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "levels", tuple(map(float, self.levels)))  # lists from JSON: kept hashable
+        object.__setattr__(self, "widths", tuple(map(float, self.widths)))
+        levels, widths = np.asarray(self.levels, dtype=float), np.asarray(self.widths, dtype=float)
+        if (len(levels) != len(widths) or ((levels <= 0) | (levels >= 1)).any() or (np.diff(levels) <= 0).any()
+                or (widths < 0).any() or (np.diff(widths) < 0).any()):
+            raise ValueError(f"ResidualQuantiles needs increasing levels in (0, 1) and as many nondecreasing widths >= 0, "
+                             f"got levels={self.levels} widths={self.widths}")
+
+    @classmethod
+    def from_residuals(cls, z: torch.Tensor) -> ResidualQuantiles:
+        """The quantiles of ``|z|`` at ``QUANTILE_LEVELS``, ``z`` the ``(N,)`` standardised residuals; Gaussian if
+        ``N < MIN_QUANTILE_ROWS``."""
+        if len(z) < MIN_QUANTILE_ROWS:
+            return GAUSSIAN
+        widths = torch.quantile(z.detach().abs().double(), torch.tensor(QUANTILE_LEVELS, dtype=torch.float64))
+        return cls(levels=QUANTILE_LEVELS, widths=tuple(widths.tolist()))
+
+    @property
+    def gaussian(self) -> bool:
+        """Whether these are the Gaussian's intervals (nothing recalibrated)."""
+        return not self.levels
+
+    def width(self, level: float) -> float:
+        """Half-width of the central ``level`` interval, in standard deviations; ``ValueError`` outside (0, 1)."""
+        if not 0.0 < level < 1.0:
+            raise ValueError(f"interval level={level!r} is not in (0, 1)")
+        gaussian = NormalDist().inv_cdf(0.5 + level / 2.0)
+        if self.gaussian:
+            return gaussian
+        edge = 0 if level < self.levels[0] else -1 if level > self.levels[-1] else None
+        if edge is None:
+            return float(np.interp(level, self.levels, self.widths))
+        return gaussian * self.widths[edge] / NormalDist().inv_cdf(0.5 + self.levels[edge] / 2.0)
+
+    def as_dict(self) -> dict[str, list[float]]:
+        """Levels and widths as lists, for ``proxy.json``; ``ResidualQuantiles(**d)`` reads them back."""
+        return {"levels": list(self.levels), "widths": list(self.widths)}
+
+
+GAUSSIAN = ResidualQuantiles()
+"""Gaussian intervals: no quantiles fitted (too few validation rows, or a proxy saved before they were)."""
+
+
+@dataclass(frozen=True)
 class Prediction:
-    """Marginal predictions of ``N`` crystals: ``mean`` and ``std``, each ``(N,)``, in target units."""
+    """Marginal predictions of ``N`` crystals: ``mean`` and ``std``, each ``(N,)``, in target units.
+
+    ``std`` is the predictive standard deviation (what UCB adds); central intervals come from
+    ``quantiles`` (``interval``), which need not be the Gaussian's.
+    """
 
     mean: torch.Tensor
     std: torch.Tensor
+    quantiles: ResidualQuantiles = GAUSSIAN
+
+    def interval(self, level: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(low, high)``, each ``(N,)``: the central ``level`` interval of each crystal, e.g. 0.9."""
+        half = self.quantiles.width(level) * self.std
+        return self.mean - half, self.mean + half
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +155,7 @@ class Proxy:
         reference_source: the source predicted when no ``fidelity`` is given.
         feature_mean, feature_std: ``(D,)`` feature standardisation.
         settings: the settings it was fitted with.
+        quantiles: widths of its central intervals, fitted on validation rows (Gaussian: none).
     """
 
     model: CrystalGPModel
@@ -79,6 +165,7 @@ class Proxy:
     feature_mean: torch.Tensor
     feature_std: torch.Tensor
     settings: ProxySettings
+    quantiles: ResidualQuantiles = GAUSSIAN
 
     def source_index(self, names: Sequence[str]) -> torch.Tensor:
         """``(N,)`` long column of each source name; ``ProxyError`` for a source the proxy never saw."""
@@ -114,7 +201,7 @@ class Proxy:
 
     def predict(self, batch: CrystalBatch, *, source: torch.Tensor | None = None,
                 observation_noise: bool = True) -> Prediction:
-        """Marginal mean and standard deviation of each crystal, in chunks (for metrics and tables).
+        """Marginal mean and standard deviation of each crystal, in chunks, with the proxy's interval quantiles.
 
         Args:
             source: ``(N,)`` long per-crystal source columns (default: ``reference_source``).
@@ -130,7 +217,7 @@ class Proxy:
                 post = self.model.posterior(x, observation_noise=observation_noise)
                 means.append(post.mean.reshape(-1))
                 stds.append(post.variance.reshape(-1).clamp(min=0).sqrt())
-        return Prediction(torch.cat(means), torch.cat(stds))
+        return Prediction(torch.cat(means), torch.cat(stds), self.quantiles)
 
     @property
     def hidden_dims(self) -> list[int]:
@@ -151,7 +238,7 @@ class Proxy:
         meta = {"target": self.target, "sources": list(self.sources), "reference_source": self.reference_source,
                 "feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist(),
                 "inducing_points": int(self.model.model.variational_strategy.inducing_points.shape[0]),
-                "hidden_dims": self.hidden_dims,
+                "hidden_dims": self.hidden_dims, "quantiles": self.quantiles.as_dict(),
                 "settings": self.settings.model_dump(mode="json")}
         (directory / META).write_text(json.dumps(meta))
 
@@ -167,13 +254,14 @@ class Proxy:
             model = _build(torch.zeros(meta["inducing_points"], n_inputs, dtype=DTYPE), len(meta["sources"]), settings,
                            hidden_dims)
             model.load_state_dict(state, keep_transforms=False)  # botorch would re-fit transforms from training targets a variational model does not keep
-        except (OSError, ValueError, KeyError, RuntimeError) as err:
+            quantiles = ResidualQuantiles(**meta.get("quantiles", {}))  # saved before they were fitted: Gaussian
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             raise ProxyError(f"{directory}: not a saved proxy ({type(err).__name__}: {err})") from None
         model.eval()
         return cls(model=model, target=meta["target"], sources=tuple(meta["sources"]),
                    reference_source=meta["reference_source"],
                    feature_mean=torch.tensor(meta["feature_mean"], dtype=DTYPE),
-                   feature_std=torch.tensor(meta["feature_std"], dtype=DTYPE), settings=settings)
+                   feature_std=torch.tensor(meta["feature_std"], dtype=DTYPE), settings=settings, quantiles=quantiles)
 
 
 def _build(inducing: torch.Tensor, n_sources: int, settings: ProxySettings,
@@ -187,7 +275,8 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
     """Fit a proxy of ``train.target`` on ``train`` (CPU; about 1-2 min for 30k crystals, one thread).
 
     A ``settings.validation_fraction`` of the rows is kept out of the ELBO fit and used to
-    recalibrate the posterior's variance scale and each source's noise (``recalibrate``).
+    recalibrate the posterior's variance scale and each source's noise (``recalibrate``),
+    then the widths of the central intervals (``ResidualQuantiles``).
     With fewer than ``settings.extractor_min_rows`` rows the kernel reads the features without
     the learned extractor, and the target is standardised by at least ``settings.prior_std``:
     what keeps a proxy of a few labels uncertain about crystals unlike them.
@@ -220,10 +309,22 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
         y = model.standardise(train.values.to(DTYPE), min_std=settings.prior_std)
         _optimise(model, x[fit_rows], y[fit_rows], source[fit_rows], settings, generator=generator, progress=progress)
         model.eval()
+        quantiles = GAUSSIAN
         if n_val:
             recalibrate(model, x[val_rows], y[val_rows], source[val_rows])
+            quantiles = ResidualQuantiles.from_residuals(standardised_residuals(model, x[val_rows], y[val_rows],
+                                                                                source[val_rows]))
     return Proxy(model=model, target=train.target, sources=sources, reference_source=reference,
-                 feature_mean=mean, feature_std=std, settings=settings)
+                 feature_mean=mean, feature_std=std, settings=settings, quantiles=quantiles)
+
+
+def standardised_residuals(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor,
+                           source: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` residuals ``(y - mean) / std`` of the model's noisy predictive; arguments as in ``recalibrate``."""
+    with torch.no_grad():
+        mean, variance = model.marginals(x)
+        total = model.variance_scale * variance + model.likelihood.noise[source]
+    return (y - mean) / total.sqrt()
 
 
 def recalibrate(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source: torch.Tensor) -> None:

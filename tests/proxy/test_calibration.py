@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from aloop.proxy.calibration import calibration_metrics, plot_calibration
+from aloop.proxy.proxy import ResidualQuantiles
 
 
 def test_metrics_of_a_tiny_case_by_hand() -> None:
@@ -33,6 +34,17 @@ def test_spearman_and_coverage_with_varying_std() -> None:
         calibration_metrics(torch.zeros(0), torch.zeros(0), torch.zeros(0))
 
 
+def test_coverage_uses_the_given_quantiles() -> None:
+    """Half-widths 1 std at 50% and 2 std at 90% (1.5 at 70%, interpolated) instead of the Gaussian's."""
+    quantiles = ResidualQuantiles(levels=(0.5, 0.9), widths=(1.0, 2.0))
+    result = calibration_metrics(torch.tensor([0.0, 1.0, 1.8, 3.0]), torch.zeros(4), torch.ones(4), quantiles=quantiles)
+    assert result.coverage_50 == pytest.approx(2 / 4) and result.coverage_90 == pytest.approx(3 / 4)
+    assert result.coverage(0.7) == pytest.approx(2 / 4)
+    assert result.quantiles == quantiles
+    gaussian = calibration_metrics(torch.tensor([0.0, 1.0, 1.8, 3.0]), torch.zeros(4), torch.ones(4))
+    assert gaussian.coverage_50 == pytest.approx(1 / 4) and gaussian.coverage_90 == pytest.approx(2 / 4)
+
+
 def test_figure_has_parity_and_curve() -> None:
     result = calibration_metrics(torch.linspace(-1, 1, 20), torch.linspace(-1, 1, 20) + 0.1, torch.full((20,), 0.2),
                                  target="formation_energy_per_atom")
@@ -40,3 +52,7 @@ def test_figure_has_parity_and_curve() -> None:
     parity, curve = figure.axes
     assert "eV/atom" in parity.get_xlabel() and "MAE 0.100" in parity.get_title()
     assert curve.get_xlabel().startswith("nominal coverage") and len(curve.lines[0].get_xdata()) == 19
+    assert len(curve.lines) == 2  # Gaussian intervals: no second curve
+    calibrated = plot_calibration(calibration_metrics(torch.linspace(-1, 1, 20), torch.zeros(20), torch.ones(20),
+                                                      quantiles=ResidualQuantiles(levels=(0.5,), widths=(0.5,))))
+    assert [line.get_label() for line in calibrated.axes[1].lines] == ["proxy", "Gaussian intervals", "ideal"]

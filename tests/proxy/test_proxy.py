@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from scipy.stats import norm, t
 
 from aloop.config import ProxySettings
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, ProxyError, calibration, fit_proxy
-from aloop.proxy.proxy import META, recalibrate
+from aloop.proxy.proxy import GAUSSIAN, META, MIN_QUANTILE_ROWS, QUANTILE_LEVELS, ResidualQuantiles, recalibrate
 from aloop.space.crystal import CrystalBatch
 
-from .conftest import NOISE, OFFSET, SETTINGS, labelled, random_crystals
+from .conftest import NOISE, OFFSET, SETTINGS, labelled, random_crystals, truth
 
 
 def test_held_out_intervals_cover_close_to_nominal(problem) -> None:
@@ -99,8 +102,9 @@ def test_save_and_load_give_the_same_predictions(problem, tmp_path: Path) -> Non
     proxy.save(tmp_path / "proxy")
     loaded = Proxy.load(tmp_path / "proxy")
     assert (loaded.target, loaded.sources, loaded.reference_source) == (proxy.target, proxy.sources, "dft")
+    assert loaded.quantiles == proxy.quantiles and not loaded.quantiles.gaussian
     a, b = loaded.predict(batch), proxy.predict(batch)
-    torch.testing.assert_close((a.mean, a.std), (b.mean, b.std))
+    torch.testing.assert_close((a.mean, a.std, *a.interval(0.9)), (b.mean, b.std, *b.interval(0.9)))
     with pytest.raises(ProxyError, match="not a saved proxy"):
         Proxy.load(tmp_path)
 
@@ -115,6 +119,83 @@ def test_a_proxy_saved_before_hidden_dims_was_recorded_still_loads(problem, tmp_
     meta_file.write_text(json.dumps(meta))
     a, b = Proxy.load(tmp_path).predict(batch), proxy.predict(batch)
     torch.testing.assert_close((a.mean, a.std), (b.mean, b.std))
+
+
+def test_a_proxy_saved_before_its_quantiles_loads_with_gaussian_intervals(problem, tmp_path: Path) -> None:
+    """Earlier rounds' proxies keep the means, standard deviations and Gaussian intervals they had."""
+    proxy, _, batch = problem
+    proxy.save(tmp_path)
+    meta_file = tmp_path / META
+    meta = json.loads(meta_file.read_text())
+    del meta["quantiles"]
+    meta_file.write_text(json.dumps(meta))
+    loaded = Proxy.load(tmp_path)
+    assert loaded.quantiles.gaussian
+    a, b = loaded.predict(batch), proxy.predict(batch)
+    torch.testing.assert_close((a.mean, a.std), (b.mean, b.std))
+    low, high = a.interval(0.9)
+    torch.testing.assert_close(high - a.mean, norm.ppf(0.95) * a.std)
+    torch.testing.assert_close(a.mean - low, norm.ppf(0.95) * a.std)
+
+
+@pytest.fixture(scope="module")
+def heavy_tailed() -> tuple[Proxy, TrainingSet]:
+    """A proxy fitted on 1,200 labels with Student-t noise (3 degrees of freedom, scale 0.3 eV/atom), 480 of
+    them for validation; 2,000 fresh held-out labels of the same kind."""
+    batch = random_crystals(3200, seed=10)
+    noise = t.rvs(3, size=len(batch), random_state=0)
+    values = truth(batch) + 0.3 * torch.as_tensor(noise)
+    rows = TrainingSet("formation_energy_per_atom", batch, values, torch.zeros(len(batch), dtype=torch.long), ("dft",),
+                       tuple(map(str, range(len(batch)))))
+    train, heldout = rows.subset(torch.arange(1200)), rows.subset(torch.arange(1200, 3200))
+    return fit_proxy(train, SETTINGS.model_copy(update={"validation_fraction": 0.4}), seed=0), heldout
+
+
+def test_calibrated_intervals_cover_nominal_under_heavy_tailed_noise(heavy_tailed) -> None:
+    """The validation rows' residual quantiles give held-out coverage near nominal; Gaussian intervals on the
+    same means and standard deviations are too wide at 50% (about 0.6: t noise has most of its mass close in)."""
+    proxy, heldout = heavy_tailed
+    assert not proxy.quantiles.gaussian
+    result = calibration(proxy, heldout)
+    # 2,000 held-out rows: binomial sd 0.011 at 50%, 0.007 at 90%; 480 validation rows: about 0.023 and 0.014
+    assert 0.44 <= result.coverage_50 <= 0.56 and 0.86 <= result.coverage_90 <= 0.94
+    gaussian = replace(result, quantiles=GAUSSIAN)
+    assert gaussian.coverage(0.5) > 0.56
+
+
+def test_residual_quantiles_of_student_t_residuals() -> None:
+    """Widths match the t quantiles at recorded levels, rise monotonically, and follow the Gaussian's shape
+    continuously outside the recorded levels."""
+    z = torch.as_tensor(t.rvs(3, size=20_000, random_state=1))
+    quantiles = ResidualQuantiles.from_residuals(z)
+    for level in (0.5, 0.9):
+        assert quantiles.width(level) == pytest.approx(t.ppf(0.5 + level / 2, 3), rel=0.03)
+    grid = [0.001, 0.005, *torch.linspace(0.01, 0.99, 200).tolist(), 0.995, 0.999]
+    widths = [quantiles.width(level) for level in grid]
+    assert all(b > a for a, b in itertools.pairwise(widths))
+    low, high = QUANTILE_LEVELS[0], QUANTILE_LEVELS[-1]
+    assert quantiles.width(high + 1e-9) == pytest.approx(quantiles.width(high)) == pytest.approx(quantiles.widths[-1])
+    assert quantiles.width(low - 1e-9) == pytest.approx(quantiles.width(low))
+    assert quantiles.width(0.999) / quantiles.width(0.99) == pytest.approx(norm.ppf(0.9995) / norm.ppf(0.995))
+    assert ResidualQuantiles(**quantiles.as_dict()) == quantiles
+
+
+def test_residual_quantiles_need_enough_rows_and_valid_values() -> None:
+    assert ResidualQuantiles.from_residuals(torch.randn(MIN_QUANTILE_ROWS - 1)).gaussian
+    assert not ResidualQuantiles.from_residuals(torch.randn(MIN_QUANTILE_ROWS)).gaussian
+    assert [GAUSSIAN.width(q) for q in (0.5, 0.9)] == pytest.approx(norm.ppf([0.75, 0.95]))
+    with pytest.raises(ValueError, match="interval level=1.0 is not in"):
+        GAUSSIAN.width(1.0)
+    with pytest.raises(ValueError, match="nondecreasing widths"):
+        ResidualQuantiles(levels=(0.5, 0.9), widths=(1.0, 0.5))
+
+
+def test_prediction_intervals_are_batched(problem) -> None:
+    proxy, _, batch = problem
+    prediction = proxy.predict(batch[:11])
+    low, high = prediction.interval(0.5)
+    assert low.shape == high.shape == (11,)
+    torch.testing.assert_close(high - low, 2 * proxy.quantiles.width(0.5) * prediction.std)
 
 
 @pytest.fixture(scope="module")
