@@ -3,7 +3,10 @@
 Higher acquisition is always better. Formation energy is minimised (botorch's
 ``maximize=False``); a band gap is scored by closeness to ``band_gap_target`` through
 the Monte-Carlo objective ``-|y - target|``, since no closed form gives UCB or EI of
-a distance. The GFlowNet reward is ``log R = max(acquisition / temperature, log_reward_min)``.
+a distance. Stability is the energy above the hull, ``E_f(x) - h(x)`` with ``h`` the hull's
+formation energy at the crystal's composition (``aloop.thermo.FormationHull``): a known shift
+of the proxy's Gaussian, so UCB and the mean are those of E_f plus ``h`` and EI compares E_f
+with ``best_f + h``. The GFlowNet reward is ``log R = max(acquisition / temperature, log_reward_min)``.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from aloop.config import AcquisitionSettings
 from aloop.proxy import Proxy
 from aloop.proxy.proxy import CHUNK
 from aloop.space import CrystalBatch
+from aloop.thermo import FormationHull
 
 MC_SAMPLES = 64
 
@@ -40,13 +44,15 @@ def best_observed(values: torch.Tensor, settings: AcquisitionSettings, *, target
     """The best label so far on the acquisition's scale (``best_f``).
 
     Args:
-        values: ``(N,)`` labels of the training set (eV/atom or eV).
-        target: ``formation_energy_per_atom`` (best: the lowest) or ``band_gap`` (best: the
-            largest ``gap_closeness`` to ``settings.band_gap_target``).
+        values: ``(N,)`` labels of the training set (eV/atom or eV); for ``stability`` their
+            energies above the hull (NaN where unknown).
+        target: ``formation_energy_per_atom`` or ``stability`` (best: the lowest) or ``band_gap``
+            (best: the largest ``gap_closeness`` to ``settings.band_gap_target``).
     """
     if target == "band_gap":
         return float(gap_closeness(values, settings.band_gap_target).max())
-    return float(values.min())
+    finite = values[torch.isfinite(values)]
+    return float(finite.min()) if len(finite) else 0.0
 
 
 def acquisition_function(proxy: Proxy, settings: AcquisitionSettings, *, target: str,
@@ -54,12 +60,12 @@ def acquisition_function(proxy: Proxy, settings: AcquisitionSettings, *, target:
     """The configured botorch acquisition function on ``proxy.model`` (inputs: ``proxy.inputs``).
 
     Args:
-        target: ``formation_energy_per_atom`` (minimised) or ``band_gap`` (closeness to
-            ``settings.band_gap_target``).
+        target: ``formation_energy_per_atom`` (minimised), ``stability`` (the same on E_f, shifted
+            by ``stability_acquisition``) or ``band_gap`` (closeness to ``settings.band_gap_target``).
         best_f: best value so far on the acquisition's scale (``best_observed``).
     """
     model = proxy.model
-    if target == "formation_energy_per_atom":
+    if target in ("formation_energy_per_atom", "stability"):
         if settings.kind == "ucb":
             return UpperConfidenceBound(model, beta=settings.beta, maximize=False)
         if settings.kind == "logei":
@@ -76,30 +82,52 @@ def acquisition_function(proxy: Proxy, settings: AcquisitionSettings, *, target:
 
 
 def acquisition_values(proxy: Proxy, settings: AcquisitionSettings, batch: CrystalBatch, *, target: str,
-                       best_f: float) -> torch.Tensor:
-    """``(N,)`` acquisition value of each crystal (one at a time, q = 1), in chunks, on CPU."""
+                       best_f: float, hull: FormationHull | None = None) -> torch.Tensor:
+    """``(N,)`` acquisition value of each crystal (one at a time, q = 1), in chunks, on CPU.
+
+    ``hull`` is required for the ``stability`` target (the hull the energies above it are taken from).
+    """
     acqf = acquisition_function(proxy, settings, target=target, best_f=best_f)
     with torch.no_grad():
-        values = [acqf(proxy.inputs(batch[i:i + CHUNK]).unsqueeze(-2)).detach()
+        values = [_acquire(acqf, proxy, settings, batch[i:i + CHUNK], best_f=best_f, hull=_hull_for(target, hull))
                   for i in range(0, len(batch), CHUNK)]
     return torch.cat(values) if values else torch.empty(0)
 
 
-def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str,
-                  best_f: float) -> Callable[[CrystalBatch], torch.Tensor]:
+def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str, best_f: float,
+                  hull: FormationHull | None = None) -> Callable[[CrystalBatch], torch.Tensor]:
     """A GFlowNet log reward ``CrystalBatch -> (N,)``: acquisition / temperature, floored.
 
     The proxy runs on CPU (the GFlowNet may sample on a GPU); the result is on the batch's
     device and always finite.
     """
     acqf = acquisition_function(proxy, settings, target=target, best_f=best_f)
+    shift = _hull_for(target, hull)
 
     def log_reward(batch: CrystalBatch) -> torch.Tensor:
         with torch.no_grad():
-            value = acqf(proxy.inputs(batch).unsqueeze(-2))
+            value = _acquire(acqf, proxy, settings, batch, best_f=best_f, hull=shift)
         return to_log_reward(value, settings).to(batch.space_group.device)
 
     return log_reward
+
+
+def _hull_for(target: str, hull: FormationHull | None) -> FormationHull | None:
+    if target == "stability" and hull is None:
+        raise ValueError("the stability target needs the hull its energies above the hull are measured from")
+    return hull if target == "stability" else None
+
+
+def _acquire(acqf: AcquisitionFunction, proxy: Proxy, settings: AcquisitionSettings, batch: CrystalBatch, *,
+             best_f: float, hull: FormationHull | None) -> torch.Tensor:
+    """``(N,)`` acquisition of a batch; with ``hull``, of the energy above it (``E_f - h``, minimised)."""
+    inputs = proxy.inputs(batch).unsqueeze(-2)
+    if hull is None:
+        return acqf(inputs)
+    height = hull.at(batch.elements, batch.counts.cpu()).to(torch.float64)
+    if settings.kind == "logei":
+        return LogExpectedImprovement(proxy.model, best_f=(best_f + height).unsqueeze(-1), maximize=False)(inputs)
+    return acqf(inputs) + height
 
 
 def to_log_reward(acquisition: torch.Tensor, settings: AcquisitionSettings) -> torch.Tensor:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from aloop.config import DEFAULT_CONFIG, Config, ConfigError, load_config
+from aloop.config import DEFAULT_CONFIG, Config, ConfigError, label_property, load_config
 from aloop.oracle import FAILURE_KINDS, TRANSIENT_KINDS
 
 if TYPE_CHECKING:
@@ -504,7 +504,7 @@ def data_pull(config_path: Path, overrides: tuple[str, ...]) -> None:
     from aloop.space import CrystalSpace
 
     cfg = resolve_config(config_path, overrides)
-    query = MPQuery.from_settings(cfg.space, cfg.data.mp)
+    query = MPQuery.from_settings(cfg.space, cfg.data.mp, scope=cfg.data.scope)
     cache_dir = Path(cfg.data.mp.cache_dir)
     try:
         report = pull(query, cache_dir=cache_dir)
@@ -513,9 +513,10 @@ def data_pull(config_path: Path, overrides: tuple[str, ...]) -> None:
         sys.exit(2)
     click.echo(f"{report.path}: {report.entries} entries ({report.unconverted} without a symmetric cell), "
                f"database {report.db_version or 'unknown'}, pulled {report.pulled_at}")
-    conversion = to_training_set(load_cache(query, cache_dir=cache_dir), target=cfg.proxy.target,
-                                 space=CrystalSpace.from_settings(cfg.space))
-    click.echo(f"in the configured space ({cfg.proxy.target}): {conversion.describe()}")
+    learned = label_property(cfg.proxy.target)
+    conversion = to_training_set(load_cache(query, cache_dir=cache_dir), target=learned,
+                                 space=CrystalSpace.from_settings(cfg.space), scope=cfg.data.scope)
+    click.echo(f"in the configured scope {cfg.data.scope} ({learned}): {conversion.describe()}")
 
 
 @main.group("proxy")

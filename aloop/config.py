@@ -150,7 +150,13 @@ class DataSettings(Section):
     """Folder in the format of ``mp_cgcnn36k`` (summary.csv.gz + cifs.jsonl.xz)."""
     local_source: str = "mp_legacy"
     """Label source (fidelity) of the local folder's rows; mp_cgcnn36k has legacy, pre-MP2020 corrections."""
+    scope: Literal["all", "space", "neighbours"] = "space"
+    """Materials Project entries (and labels) the proxy trains on: those inside the space (``space``), those sharing an
+    element with it (``neighbours``), or every one (``all``). Measured on the campaign's CHGNet labels
+    (benchmarks/results/proxy_campaign_labels.md), the wide scopes predict relaxed structures better but the proposed
+    crystals a round scores no better than ``space``, with 90% intervals covering 34-66% of labels instead of 92-99%."""
     max_entries: int | None = Field(None, gt=0)
+    """At most this many Materials Project rows, those inside the space first; the campaign's labels are all kept."""
     cold_start_size: int = Field(16, ge=0)
     """Size of the initial space-filling design labelled when no data is available."""
 
@@ -158,7 +164,9 @@ class DataSettings(Section):
 class ProxySettings(Section):
     """The uncertainty-aware surrogate: a sparse variational GP on crystal features (``aloop.proxy``)."""
 
-    target: Literal["formation_energy_per_atom", "band_gap"] = "formation_energy_per_atom"
+    target: Literal["formation_energy_per_atom", "band_gap", "stability"] = "stability"
+    """What the reward seeks: low formation energy, a band gap near ``acquisition.band_gap_target``, or
+    ``stability``: low energy above the hull of known phases and labels (the proxy learns formation energy)."""
     inducing_points: int = Field(256, gt=0)
     hidden_dims: list[int] = Field(default_factory=lambda: [256, 128])
     """Hidden widths of the learned feature extractor (an MLP before the kernel); [] for none."""

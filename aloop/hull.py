@@ -51,6 +51,7 @@ from aloop.store import (
     get_or_create_material,
     upsert_label,
 )
+from aloop.thermo import FormationHull, formation_energy_per_atom
 
 REFERENCE_PROPERTY = "reference_energy_per_atom"
 """Label property of an elemental reference energy."""
@@ -92,7 +93,7 @@ def known_phases(space: SpaceSettings, data: DataSettings, settings: HullSetting
     if not settings.known_phases:
         return []
     found: dict[str, KnownPhase] = {}
-    cache = cache_file(MPQuery.from_settings(space, data.mp), Path(data.mp.cache_dir))
+    cache = cache_file(MPQuery.from_settings(space, data.mp, scope=data.scope), Path(data.mp.cache_dir))
     if cache.exists():
         for record in json.loads(gzip.decompress(cache.read_bytes()))["records"]:
             e_hull = record.get("energy_above_hull")
@@ -254,3 +255,24 @@ def refresh_e_above_hull(store: Store, campaign_id: int, oracle: str) -> int:
                     label.value = value
                     changed += 1
     return changed
+
+
+def formation_hull(store: Store, campaign_id: int, elements: Sequence[str]) -> FormationHull:
+    """The formation-energy hull over ``elements`` of the campaign's energy oracle (the one with elemental
+    references and the most labelled compounds): its known phases and candidates, on its own scale.
+
+    With no such oracle yet (nothing labelled), the hull is the elements' (0 everywhere): the energy
+    above it is the formation energy.
+    """
+    with store.session() as session:
+        oracles = session.execute(select(Label.oracle).join(Material).where(
+            Material.campaign_id == campaign_id, Label.property == REFERENCE_PROPERTY).distinct()).scalars().all()
+        best: list[tuple[Composition, float]] = []
+        for oracle in oracles:
+            refs = references(session, campaign_id, oracle)
+            entries = [(c, formation_energy_per_atom(c, e, refs))
+                       for c, e, _ in hull_entries(session, campaign_id, oracle)
+                       if all(el.symbol in refs for el in c.elements)]
+            if len(entries) > len(best):
+                best = entries
+    return FormationHull(elements, best)

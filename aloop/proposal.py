@@ -33,6 +33,7 @@ from aloop.gfn import load_checkpoint, sample, train
 from aloop.proxy import Prediction, Proxy
 from aloop.selection import KnownMaterials, select_diverse
 from aloop.space import Crystal, CrystalBatch, placed_structure, valid_mask
+from aloop.thermo import FormationHull
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,21 @@ class Proposal:
                    tuple(Structure.from_str(cif, fmt="cif") for cif in data["cifs"]), dict(data["skipped"]))
 
 
-def generator_reward(proxy: Proxy, data: TrainingSet, settings: AcquisitionSettings) -> LogRewardFn:
-    """The GFN's log reward: the acquisition on ``proxy``, improving on the best label of ``data``."""
-    return log_reward_fn(proxy, settings, target=proxy.target,
-                         best_f=best_observed(data.values, settings, target=proxy.target))
+def generator_reward(proxy: Proxy, data: TrainingSet, settings: AcquisitionSettings,
+                     hull: FormationHull | None = None) -> LogRewardFn:
+    """The GFN's log reward: the acquisition on ``proxy``, improving on the best label of ``data``;
+    with ``hull``, on the energy above it (the ``stability`` target)."""
+    target, best_f = _objective(proxy, data, settings, hull)
+    return log_reward_fn(proxy, settings, target=target, best_f=best_f, hull=hull)
+
+
+def _objective(proxy: Proxy, data: TrainingSet, settings: AcquisitionSettings,
+               hull: FormationHull | None) -> tuple[str, float]:
+    """The acquisition's target and its best label so far (for stability: the lowest E_f above ``hull``)."""
+    if hull is None:
+        return proxy.target, best_observed(data.values, settings, target=proxy.target)
+    above = data.values.double() - hull.at(data.crystals.elements, data.crystals.counts)
+    return "stability", best_observed(above, settings, target="stability")
 
 
 def train_generator(env: CrystalEnv, reward: LogRewardFn, settings: GFNSettings, *, warm_start: Path | None = None,
@@ -129,7 +141,7 @@ def train_generator(env: CrystalEnv, reward: LogRewardFn, settings: GFNSettings,
 
 def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: CrystalPolicy, known: KnownMaterials,
                   *, acquisition: AcquisitionSettings, selection: SelectionSettings, seed: int,
-                  threads: int | None = None, progress: bool = False) -> Proposal:
+                  hull: FormationHull | None = None, threads: int | None = None, progress: bool = False) -> Proposal:
     """Sample ``selection.n_samples`` crystals and choose a batch of up to ``selection.batch_size``.
 
     The batch is greedy in acquisition, with penalties for repeated chemical systems and
@@ -140,11 +152,13 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
         data: the proxy's training set (its best label is the acquisition's ``best_f``).
         known: materials the batch must not repeat (training data, earlier candidates).
         seed: seeds the draw; the same inputs and seed give the same proposal.
+        hull: the acquisition is on the energy above it (the ``stability`` target) when given.
         threads: torch threads while sampling (``gfn.threads``).
     """
     samples = sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")
-    everything = acquisition_values(proxy, acquisition, samples, target=proxy.target,  # the proxy runs on CPU
-                                    best_f=best_observed(data.values, acquisition, target=proxy.target))
+    target, best_f = _objective(proxy, data, acquisition, hull)
+    everything = acquisition_values(proxy, acquisition, samples, target=target, best_f=best_f,  # the proxy runs on CPU
+                                    hull=hull)
     valid = valid_mask(samples, env.space)
     candidates, scores = samples[valid], everything[valid]
     choice = select_diverse(candidates.to_crystals(), scores.numpy(), size=selection.batch_size, known=known,

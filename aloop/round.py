@@ -33,17 +33,18 @@ from pymatgen.core import Structure
 from rich.console import Console
 
 from aloop import tracking
-from aloop.config import Config
+from aloop.config import Config, label_property
 from aloop.data import TrainingSet
 from aloop.data.assembly import Assembly, assemble_training_set
 from aloop.data.cold_start import initial_design
 from aloop.gfn import CrystalEnv, CrystalPolicy, load_checkpoint, save_checkpoint
-from aloop.hull import known_phases
+from aloop.hull import formation_hull, known_phases
 from aloop.labelling import SubmitReport, label_approved, print_hull
 from aloop.oracle import validate_settings
 from aloop.plots import plot_predicted_distribution, plot_reward_histogram, plot_training_curves
 from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
 from aloop.proxy import Proxy, calibration, fit_proxy, plot_calibration
+from aloop.thermo import FormationHull
 from aloop.report import RoundReport, round_report
 from aloop.review import apply_reviews, approve_round
 from aloop.selection import KnownMaterials, nearest_distance
@@ -218,16 +219,17 @@ def design_pending(ctx: RoundContext) -> int:
 
 def assemble(ctx: RoundContext) -> Assembly:
     return assemble_training_set(ctx.store, ctx.campaign_id, space=ctx.space, settings=ctx.cfg.data,
-                                 target=ctx.cfg.proxy.target, seed=ctx.cfg.seed)
+                                 target=label_property(ctx.cfg.proxy.target), seed=ctx.cfg.seed)
 
 
 def training_data(ctx: RoundContext, assembly: Assembly | None) -> TrainingSet:
     """This round's training set (``assembly``, or assembled now); an error saying what to do when there is none."""
     assembly = assembly or assemble(ctx)
     if assembly.training is None:
-        raise RuntimeError(f"no {ctx.cfg.proxy.target} labels to train the proxy on: set MP_API_KEY and run "
+        learned = label_property(ctx.cfg.proxy.target)
+        raise RuntimeError(f"no {learned} labels to train the proxy on: set MP_API_KEY and run "
                            "`aloop data pull`, set data.local_path, import labels, or keep data.cold_start_size > 0 "
-                           f"with an oracle that labels {ctx.cfg.proxy.target}")
+                           f"with an oracle that labels {learned}")
     ctx.console.print(f"training data: {assembly.describe()}")
     return assembly.training
 
@@ -248,9 +250,18 @@ def train_proxy(ctx: RoundContext, data: TrainingSet) -> Proxy:
     return proxy
 
 
+def stability_hull(ctx: RoundContext) -> FormationHull | None:
+    """For ``proxy.target: stability``: the hull the reward's energies above the hull are taken from (the
+    oracle's known phases and labels, ``aloop.hull.formation_hull``); ``None`` for the other targets."""
+    if ctx.cfg.proxy.target != "stability":
+        return None
+    return formation_hull(ctx.store, ctx.campaign_id, ctx.space.elements)
+
+
 def train_gfn(ctx: RoundContext, env: CrystalEnv, proxy: Proxy, data: TrainingSet) -> CrystalPolicy:
     """Train the Crystal-GFN on the acquisition reward, warm-started from the previous round's policy."""
-    generator = train_generator(env, generator_reward(proxy, data, ctx.cfg.acquisition), ctx.cfg.gfn,
+    reward = generator_reward(proxy, data, ctx.cfg.acquisition, stability_hull(ctx))
+    generator = train_generator(env, reward, ctx.cfg.gfn,
                                 warm_start=ctx.workdir.parent / f"round-{ctx.number - 1}" / "gfn.pt",
                                 progress=ctx.progress)
     ctx.console.print(f"generator: {generator.start}")
@@ -271,8 +282,8 @@ def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv,
             crystals=data.crystals.to_crystals(),
             structures=candidate_structures(session, session.get_one(Campaign, ctx.campaign_id)))
     proposal = propose_batch(data, proxy, env, policy, known, acquisition=ctx.cfg.acquisition,
-                             selection=ctx.cfg.selection, seed=ctx.seed("sampled"), threads=ctx.cfg.gfn.threads,
-                             progress=ctx.progress)
+                             selection=ctx.cfg.selection, seed=ctx.seed("sampled"), hull=stability_hull(ctx),
+                             threads=ctx.cfg.gfn.threads, progress=ctx.progress)
     report = diversity_report(proposal.samples, ctx.space)
     tracking.log_metrics(ctx.client, ctx.run_id, {
         "samples": len(proposal.samples), "samples_valid_fraction": float(proposal.valid.float().mean()),
@@ -296,7 +307,8 @@ def store_batch(ctx: RoundContext, proposal: Proposal, data: TrainingSet) -> Non
         "batch_size": len(chosen), **{f"skipped_{k}": v for k, v in proposal.skipped.items()},
         **({"batch_acquisition_mean": float(acquisition.mean())} if chosen else {})})
     tracking.log_figure(ctx.client, ctx.run_id, plot_predicted_distribution(
-        proposal.prediction.mean.numpy(), data.values.numpy(), target=ctx.cfg.proxy.target, selected=mean.numpy()),
+        proposal.prediction.mean.numpy(), data.values.numpy(), target=label_property(ctx.cfg.proxy.target),
+        selected=mean.numpy()),
         "predicted_distribution")
     with ctx.store.session() as session:
         round_ = session.get_one(Round, ctx.round_id)

@@ -3,7 +3,8 @@
 Every energy here is in eV/atom on a single oracle's scale (e.g. CHGNet's, or MP2020-corrected
 DFT): the compound, its elemental references and the other entries of the hull come from
 the same oracle, so no correction scheme is mixed in. The hull is pymatgen's
-``PhaseDiagram``, built per chemical system from the entries inside it.
+``PhaseDiagram``, built per chemical system from the entries inside it; ``FormationHull``
+evaluates the hull's formation energy at whole batches of compositions (the stability reward).
 
 Example:
     >>> refs = {"Mg": -1.60, "O": -4.91}
@@ -13,8 +14,10 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
+import torch
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
@@ -48,3 +51,83 @@ def e_above_hull(composition: Composition, energy_per_atom: float, *, references
     entry = PDEntry(composition, energy_per_atom * composition.num_atoms)
     diagram = PhaseDiagram([*entries, entry])
     return float(diagram.get_e_above_hull(entry))
+
+
+class FormationHull:
+    """The lower convex hull of formation energy per atom over ``elements``, evaluated on whole batches.
+
+    Per chemical system the hull is a convex piecewise-linear function of the atom fractions,
+    so it is the maximum of its facets' planes: each system's planes are found once (pymatgen
+    ``PhaseDiagram`` of the entries inside it, elements at 0 eV/atom) and a batch is scored
+    with one gather and one ``einsum``. Where no compound lies below the elements the hull is 0.
+
+    Example:
+        >>> hull = FormationHull(("Li", "O"), [(Composition("Li2O"), -2.0)])
+        >>> hull(torch.tensor([[2, 1], [1, 1]])).tolist()  # Li2O itself; LiO, between Li2O and O
+        [-2.0, -1.5]
+    """
+
+    def __init__(self, elements: Sequence[str], entries: Sequence[tuple[Composition, float]]) -> None:
+        self.elements = tuple(elements)
+        index = {el: i for i, el in enumerate(self.elements)}
+        self.entries = [(c, e) for c, e in entries
+                        if len(c.elements) > 1 and all(el.symbol in index for el in c.elements)]
+        self._planes: dict[int, torch.Tensor] = {}
+
+    def __call__(self, counts: torch.Tensor) -> torch.Tensor:
+        """``(N, E)`` atom counts over ``elements`` -> ``(N,)`` float64 hull formation energy at each composition."""
+        counts = counts.to("cpu", torch.float64)
+        if counts.shape[0] == 0:
+            return torch.zeros(0, dtype=torch.float64)
+        fractions = counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
+        keys = ((counts > 0).long() << torch.arange(counts.shape[1])).sum(dim=1)
+        systems, row = torch.unique(keys, return_inverse=True)
+        planes = [self._system_planes(int(key)) for key in systems.tolist()]
+        width = max(p.shape[0] for p in planes)
+        padded = torch.zeros(len(planes), width, len(self.elements), dtype=torch.float64)
+        valid = torch.zeros(len(planes), width, dtype=torch.bool)
+        for s, p in enumerate(planes):
+            padded[s, : p.shape[0]] = p
+            valid[s, : p.shape[0]] = True
+        heights = torch.einsum("nfe,ne->nf", padded[row], fractions)
+        return heights.masked_fill(~valid[row], -math.inf).amax(dim=1)
+
+    def at(self, elements: Sequence[str], counts: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` hull formation energy of ``(N, len(elements))`` counts over other columns; NaN for a row
+        with atoms of an element the hull does not have."""
+        own = torch.zeros(counts.shape[0], len(self.elements), dtype=torch.long)
+        foreign = torch.zeros(counts.shape[0], dtype=torch.bool)
+        for column, el in enumerate(elements):
+            if el in self.elements:
+                own[:, self.elements.index(el)] = counts[:, column].cpu().long()
+            else:
+                foreign |= counts[:, column].cpu() > 0
+        return self(own).masked_fill(foreign, math.nan)
+
+    def _system_planes(self, key: int) -> torch.Tensor:
+        """``(F, E)`` coefficients of the hull's facet planes of the system whose element bits are ``key``."""
+        if key not in self._planes:
+            system = [el for i, el in enumerate(self.elements) if key >> i & 1]
+            inside = [(c, e) for c, e in self.entries if {el.symbol for el in c.elements} <= set(system)]
+            self._planes[key] = self._planes_of(system, inside)
+        return self._planes[key]
+
+    def _planes_of(self, system: list[str], inside: list[tuple[Composition, float]]) -> torch.Tensor:
+        zero = torch.zeros(1, len(self.elements), dtype=torch.float64)
+        if len(system) < 2 or not inside:
+            return zero
+        diagram = PhaseDiagram([PDEntry(Composition(el), 0.0) for el in system]
+                               + [PDEntry(c, e * c.num_atoms) for c, e in inside])
+        columns = [self.elements.index(el.symbol) for el in diagram.elements]
+        planes = []
+        for facet in diagram.facets:
+            vertices = [diagram.qhull_entries[i] for i in facet]
+            fractions = torch.tensor([[v.composition.get_atomic_fraction(el) for el in diagram.elements]
+                                      for v in vertices], dtype=torch.float64)
+            energies = torch.tensor([diagram.get_form_energy_per_atom(v) for v in vertices], dtype=torch.float64)
+            solution = torch.linalg.lstsq(fractions, energies.unsqueeze(1)).solution.squeeze(1)
+            if torch.isfinite(solution).all():
+                plane = torch.zeros(len(self.elements), dtype=torch.float64)
+                plane[columns] = solution
+                planes.append(plane)
+        return torch.stack(planes) if planes else zero

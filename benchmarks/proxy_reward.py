@@ -1,4 +1,5 @@
-"""The GFlowNet's reward path: featurizer throughput and the log reward of 1,000 terminal states.
+"""The GFlowNet's reward path: featurizer throughput, the log reward of 1,000 terminal states, and the
+stability reward of 10,000.
 
 Crystals are 100,000 terminal states of the untrained (uniform) Crystal-GFN of the
 default space. The proxy has the default architecture (256 inducing points, extractor
@@ -7,7 +8,11 @@ depend on how well it is trained. The reward is what the GFlowNet calls,
 ``log_reward_fn(...)(batch)``: featurize, proxy posterior, botorch acquisition, scaled
 and clipped log reward. Each timing is the median of ``--repeats`` calls after one
 warm-up call, wall clock and CPU time (all threads) of this process; torch threads 1
-(``gfn.threads``, the setting the GFlowNet trains under) and 2.
+(``gfn.threads``, the setting the GFlowNet trains under) and 2. The stability reward
+(``proxy.target: stability``) adds the hull's formation energy at each composition
+(``aloop.thermo.FormationHull``), here the hull of the shared entries of the space's
+elements; its first call also finds the hull's planes of every chemical system it meets
+(reported apart: a round pays it once).
 
     python -m benchmarks.proxy_reward [--repeats 20]
 
@@ -33,11 +38,13 @@ from aloop.gfn import CrystalEnv, build_policy, sample
 from aloop.proxy import fit_proxy
 from aloop.space import CrystalSpace
 from aloop.space.features import feature_names, featurize
+from aloop.thermo import FormationHull
 from benchmarks import SHARED_DATA
 
 RESULTS = Path(__file__).resolve().parent / "results" / "proxy_reward.md"
 THREADS = (1, 2)
 BATCH = 1_000
+STABILITY_BATCH = 10_000
 
 
 def median_ms(call: Callable[[], object], repeats: int) -> tuple[float, float]:
@@ -50,6 +57,30 @@ def median_ms(call: Callable[[], object], repeats: int) -> tuple[float, float]:
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return statistics.median(wall) * 1e3, statistics.median(cpu) * 1e3
+
+
+def _stability_rows(env: CrystalEnv, batch, repeats: int) -> list[str]:
+    """Time the formation-energy and stability log rewards of ``batch`` on one thread."""
+    local = read_local(SHARED_DATA / "mp_cgcnn36k")
+    data = to_training_set(local, target="formation_energy_per_atom").training
+    train = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:2_000])
+    torch.set_num_threads(1)
+    proxy = fit_proxy(train, ProxySettings(epochs=1, min_steps=50), seed=0)
+    entries = [(c.composition, float(v)) for c, v in zip(data.crystals.to_crystals(), data.values.tolist(), strict=True)
+               if {el.symbol for el in c.composition} <= set(env.space.elements)]
+    rows = []
+    for kind in ("ucb", "logei", "mean"):
+        for target in ("formation_energy_per_atom", "stability"):
+            settings = AcquisitionSettings(kind=kind)
+            hull = FormationHull(env.space.elements, entries) if target == "stability" else None
+            reward = log_reward_fn(proxy, settings, target=target, best_f=0.0, hull=hull)
+            start = time.perf_counter()
+            reward(batch)
+            first = (time.perf_counter() - start) * 1e3
+            wall, cpu = median_ms(lambda reward=reward: reward(batch), repeats)
+            rows.append(f"| {target} | {kind} | {first:.0f} | {wall:.0f} | {cpu:.0f} |")
+            print(rows[-1], flush=True)
+    return rows
 
 
 def main() -> None:
@@ -91,6 +122,8 @@ def main() -> None:
             reward_rows.append(f"{row} {float(values.min()):.2f} .. {float(values.max()):.2f} |")
             print(reward_rows[-1], flush=True)
 
+    stability_rows = _stability_rows(env, crystals[:STABILITY_BATCH], args.repeats)
+
     text = "\n".join([
         "# Reward path: featurizer throughput and log reward of GFlowNet terminal states",
         "",
@@ -113,6 +146,16 @@ def main() -> None:
         "| target | acquisition | 1 thread: ms | CPU ms | 2 threads: ms | CPU ms | log reward range |",
         "|---|---|---|---|---|---|---|",
         *reward_rows,
+        "",
+        f"## Stability reward of {STABILITY_BATCH:,} terminal states (1 thread)",
+        "",
+        "Proxy of formation energy as above; hull: the formation energies of the shared entries made of the "
+        "space's elements. `first call`: the hull's planes of every chemical system the batch meets are found "
+        "then (pymatgen `PhaseDiagram`), once per round.",
+        "",
+        "| target | acquisition | first call: ms | median: ms | CPU ms |",
+        "|---|---|---|---|---|",
+        *stability_rows,
         "",
     ])
     RESULTS.write_text(text)

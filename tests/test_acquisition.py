@@ -6,9 +6,12 @@ import math
 
 import pytest
 import torch
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition
 
-from aloop.acquisition import acquisition_values, log_reward_fn
+from aloop.acquisition import acquisition_values, log_reward_fn, to_log_reward
 from aloop.config import AcquisitionSettings
+from aloop.thermo import FormationHull
 
 
 @pytest.fixture
@@ -65,3 +68,48 @@ def test_reward_is_monotone_in_acquisition_and_clipped(fitted):
     assert (log_reward[order].diff() >= -1e-5).all()
     unclipped = acquisition / 0.1 > -3.0
     torch.testing.assert_close(log_reward[unclipped], (acquisition / 0.1)[unclipped].float(), rtol=1e-4, atol=1e-4)
+
+
+def hand_hull() -> FormationHull:
+    """Li-Mn-O with Li2O and MnO at -2.0 eV/atom and Li2MnO3 at -2.2 (made up)."""
+    return FormationHull(("Li", "Mn", "O"), [(Composition("Li2O"), -2.0), (Composition("MnO"), -2.0),
+                                             (Composition("Li2MnO3"), -2.2)])
+
+
+def test_formation_hull_agrees_with_pymatgen_on_every_composition(fitted):
+    _, test = fitted
+    hull = hand_hull()
+    diagram = PhaseDiagram([PDEntry(Composition(el), 0.0) for el in ("Li", "Mn", "O")]
+                           + [PDEntry(c, e * c.num_atoms) for c, e in hull.entries])
+    heights = hull.at(test.crystals.elements, test.crystals.counts)
+    expected = [diagram.get_hull_energy_per_atom(c.composition) for c in test.crystals.to_crystals()]
+    torch.testing.assert_close(heights, torch.tensor(expected, dtype=torch.float64), rtol=0, atol=1e-9)
+    assert hull(torch.tensor([[2, 1, 3], [1, 1, 2], [1, 0, 0]])).tolist() == pytest.approx([-2.2, -2.15, 0.0])
+
+
+@pytest.mark.parametrize("kind", ["ucb", "mean", "logei"])
+def test_stability_is_the_acquisition_of_the_energy_above_the_hull(fitted, kind):
+    proxy, test = fitted
+    hull, best = hand_hull(), 0.05
+    settings = AcquisitionSettings(kind=kind, beta=4.0)
+    values = acquisition_values(proxy, settings, test.crystals, target="stability", best_f=best, hull=hull)
+    prediction = proxy.predict(test.crystals, observation_noise=False)
+    above = prediction.mean - hull.at(test.crystals.elements, test.crystals.counts)  # predicted E_hull
+    if kind == "ucb":
+        torch.testing.assert_close(values, -above + 2.0 * prediction.std, rtol=1e-4, atol=1e-5)
+    elif kind == "mean":
+        torch.testing.assert_close(values, -above, rtol=1e-4, atol=1e-5)
+    else:
+        normal = torch.distributions.Normal(0.0, 1.0)
+        z = (best - above) / prediction.std
+        expected = torch.log(prediction.std * (z * normal.cdf(z) + normal.log_prob(z).exp()))
+        finite = expected > -20
+        torch.testing.assert_close(values[finite], expected[finite], rtol=1e-3, atol=1e-3)
+    reward = log_reward_fn(proxy, settings, target="stability", best_f=best, hull=hull)
+    torch.testing.assert_close(reward(test.crystals), to_log_reward(values, settings))
+
+
+def test_stability_needs_a_hull(fitted):
+    proxy, test = fitted
+    with pytest.raises(ValueError, match="hull"):
+        acquisition_values(proxy, AcquisitionSettings(), test.crystals, target="stability", best_f=0.0)

@@ -6,12 +6,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import torch
 from pymatgen.core import Lattice, Structure
 from sqlalchemy import func, select
 
 from aloop.config import DataSettings, HullSettings, SpaceSettings
 from aloop.executor import open_executor
-from aloop.hull import KNOWN_PHASE_PROPERTY, KnownPhase, describe_hull, known_phases, relax_known_phases
+from aloop.hull import (
+    KNOWN_PHASE_PROPERTY,
+    KnownPhase,
+    describe_hull,
+    formation_hull,
+    known_phases,
+    relax_known_phases,
+)
 from aloop.labelling import label_candidates
 from aloop.oracle import Labelled, OracleInput, Result, load_oracle
 from aloop.space import Crystal
@@ -140,3 +148,13 @@ def test_the_local_data_gives_the_stable_phases_and_chgnet_puts_them_on_the_hull
     assert report.known_relaxed == 1
     assert labels(store)[(li2o, "e_above_hull")].value == pytest.approx(0.0, abs=0.01)
     assert relax_known_phases(store, campaign_id(store), oracle, [oxide]) == 0
+
+
+def test_the_stability_hull_is_the_formation_energy_hull_of_the_oracle(store):
+    oracle = TableOracle({"NaCl/225": -2.0, "NaCl/221": -1.8})
+    approve(store, [cubic("Na1Cl1", 3.4, space_group=221)])
+    assert formation_hull(store, campaign_id(store), ("Na", "Cl")).entries == []  # nothing labelled: E_f itself
+    label_candidates(store, campaign_id(store), oracle, known=[rock_salt()])
+    hull = formation_hull(store, campaign_id(store), ("Na", "Cl"))
+    # rock salt: -2.0 - (-1.0 - 2.0) / 2 = -0.5 eV/atom, the lowest of the two NaCl entries
+    assert hull(torch.tensor([[1, 1], [4, 4], [1, 0]])).tolist() == pytest.approx([-0.5, -0.5, 0.0])

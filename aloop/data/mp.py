@@ -1,7 +1,6 @@
 """Materials Project through mp-api, cached on disk by query.
 
-``pull`` runs one summary search for the configured space (materials made only of the
-space's elements, at most ``max_elements`` of them and ``max_sites`` sites), converts
+``pull`` runs the summary searches of the configured ``data.scope`` (``MPQuery``), converts
 each structure to its conventional standard cell and writes the result atomically to
 ``<cache_dir>/summary-<query hash>.json.gz``. ``load_cache`` reads it back as
 ``Entries`` of source ``mp``. The API key comes from ``MP_API_KEY`` only; it is handed
@@ -9,7 +8,7 @@ to mp-api and never logged, cached or returned. Without a key nothing touches th
 network: ``pull`` fails at once with a message saying what to do.
 
 Example:
-    >>> query = MPQuery.from_settings(cfg.space, cfg.data.mp)  # doctest: +SKIP
+    >>> query = MPQuery.from_settings(cfg.space, cfg.data.mp, scope=cfg.data.scope)  # doctest: +SKIP
     >>> pull(query, cache_dir=Path(cfg.data.mp.cache_dir))  # doctest: +SKIP
     PullReport(path=PosixPath('.aloop/mp_cache/summary-3f2a....json.gz'), entries=9331, ...)
 """
@@ -32,7 +31,7 @@ from pymatgen.core import Element, Structure
 from tqdm.auto import tqdm
 
 from aloop.config import MPSettings, SpaceSettings
-from aloop.data.convert import PROPERTIES, Entries
+from aloop.data.convert import PROPERTIES, SCOPES, Entries
 from aloop.files import write_atomic
 from aloop.space.crystal import Crystal, CrystalBatch
 
@@ -52,37 +51,62 @@ class MPError(RuntimeError):
 
 @dataclass(frozen=True)
 class MPQuery:
-    """One summary search: materials whose elements are all in ``elements``.
+    """The summary searches of one scope (``aloop.data.convert.SCOPES``), non-deprecated materials of at most
+    ``max_sites`` sites in Materials Project's (usually primitive) cell.
+
+    - ``space``: one search, materials made only of ``elements``, at most ``max_elements`` of them:
+      hundreds of materials for a ternary space (mp_cgcnn36k has 33 Li-Mn-O entries).
+    - ``neighbours``: one search per element of ``elements``, materials with that element and none
+      of the elements before it (so the searches are disjoint), any number of elements: every
+      material sharing an element with the space. Expected size, from mp_cgcnn36k's shares
+      scaled to Materials Project's ~155,000 materials with ``max_sites`` 20: ~30,000 for
+      Li-Mn-O, ~60,000 for the 17 elements of configs/default.yaml.
+    - ``all``: one search without element filters: ~80,000 materials with ``max_sites`` 20
+      (54% of mp_cgcnn36k's entries have at most 20 sites); converting them to conventional
+      cells takes about an hour of one core (~50 ms each), once per pull.
 
     Attributes:
-        elements: allowed element symbols (every other element up to Pu is excluded).
-        max_elements: at most this many distinct elements.
-        max_sites: at most this many sites in Materials Project's (usually primitive) cell.
+        elements: the space's element symbols (empty for ``all``).
+        max_elements: at most this many distinct elements (``None``: any, the wide scopes).
+        max_sites: at most this many sites in Materials Project's cell.
         endpoint: the API's base URL; ``None`` for mp-api's default.
+        scope: ``space``, ``neighbours`` or ``all``.
     """
 
     elements: tuple[str, ...]
-    max_elements: int
+    max_elements: int | None
     max_sites: int
     endpoint: str | None = None
+    scope: str = "space"
 
     @classmethod
-    def from_settings(cls, space: SpaceSettings, mp: MPSettings) -> MPQuery:
-        return cls(elements=tuple(sorted(space.elements, key=lambda s: Element(s).Z)),
-                   max_elements=space.max_elements, max_sites=mp.max_sites, endpoint=mp.endpoint)
+    def from_settings(cls, space: SpaceSettings, mp: MPSettings, *, scope: str = "space") -> MPQuery:
+        if scope not in SCOPES:
+            raise ValueError(f"scope {scope!r} is not one of {list(SCOPES)}")
+        elements = () if scope == "all" else tuple(sorted(space.elements, key=lambda s: Element(s).Z))
+        return cls(elements=elements, max_elements=space.max_elements if scope == "space" else None,
+                   max_sites=mp.max_sites, endpoint=mp.endpoint, scope=scope)
 
     @property
     def key(self) -> str:
         """Hash of the query (and of the cache format), naming its cache file."""
-        text = json.dumps({**asdict(self), "fields": FIELDS, "version": _CACHE_VERSION}, sort_keys=True)
+        query = asdict(self)
+        if self.scope == "space":  # caches of the space pulled before scopes existed keep their name
+            del query["scope"]
+        text = json.dumps({**query, "fields": FIELDS, "version": _CACHE_VERSION}, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 
-    def search_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``MPRester().materials.summary.search``."""
+    def searches(self) -> list[dict[str, Any]]:
+        """Keyword arguments of each ``MPRester().materials.summary.search`` call; their results are disjoint."""
+        common = {"num_sites": (1, self.max_sites), "deprecated": False, "fields": list(FIELDS)}
+        if self.scope == "all":
+            return [common]
+        if self.scope == "neighbours":
+            return [{"elements": [el], **({"exclude_elements": list(self.elements[:i])} if i else {}), **common}
+                    for i, el in enumerate(self.elements)]
         allowed = set(self.elements)
         excluded = [Element.from_Z(z).symbol for z in range(1, MAX_Z + 1) if Element.from_Z(z).symbol not in allowed]
-        return {"exclude_elements": excluded, "num_elements": (1, self.max_elements),
-                "num_sites": (1, self.max_sites), "deprecated": False, "fields": list(FIELDS)}
+        return [{"exclude_elements": excluded, "num_elements": (1, self.max_elements), **common}]
 
 
 @dataclass(frozen=True)
@@ -161,8 +185,9 @@ def _search(query: MPQuery, *, api_key: str, chunk_size: int, progress: bool) ->
             warnings.simplefilter("ignore")  # mp-api warns about its own settings on every call
             with MPRester(api_key, endpoint=query.endpoint, use_document_model=False,
                           mute_progress_bars=not progress) as rester:
-                docs = rester.materials.summary.search(**query.search_kwargs(), chunk_size=chunk_size)
-                return [dict(d) for d in docs], str(rester.db_version or "")
+                docs = [dict(d) for kwargs in query.searches()
+                        for d in rester.materials.summary.search(**kwargs, chunk_size=chunk_size)]
+                return docs, str(rester.db_version or "")
     except (ValueError, KeyError) as err:  # a heartbeat that is not the API's JSON (requests' JSON errors too)
         raise MPError(f"{where} did not answer like the Materials Project API ({type(err).__name__}: {err}); "
                       "check data.mp.endpoint; the cache was left as it was") from None

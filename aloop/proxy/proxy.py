@@ -286,8 +286,9 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
     """
     if len(train) == 0:
         raise ProxyError("cannot fit a proxy on an empty training set")
-    if train.target != settings.target:
-        raise ProxyError(f"training set target {train.target!r} differs from proxy.target={settings.target!r}")
+    if train.target != label_property(settings.target):
+        raise ProxyError(f"training set target {train.target!r} differs from proxy.target={settings.target!r} "
+                         f"(which learns {label_property(settings.target)})")
     sources = train.source_names
     reference = settings.reference_source or Counter(train.row_sources()).most_common(1)[0][0]
     if reference not in sources:

@@ -1,7 +1,7 @@
 """A local stand-in for the Materials Project API (the one outside boundary mocked in aloop's tests).
 
 It serves ``/heartbeat`` and ``/materials/summary/`` on 127.0.0.1 in the API's JSON format
-(``{"data": [...], "meta": {"total_doc": ...}}``), filters by ``exclude_elements``,
+(``{"data": [...], "meta": {"total_doc": ...}}``), filters by ``elements``, ``exclude_elements``,
 ``nelements_*``, ``nsites_*`` and ``deprecated``, projects ``_fields`` and pages with
 ``_skip``/``_limit``, exactly the parameters the real mp-api client sends. Documents are
 built with pymatgen from a few known structures.
@@ -85,7 +85,8 @@ class FakeMaterialsProject:
 
 def _matches(doc: dict, q: dict[str, str]) -> bool:
     excluded = set(q.get("exclude_elements", "").split(",")) - {""}
-    return (not excluded & set(doc["elements"])
+    required = set(q.get("elements", "").split(",")) - {""}
+    return (not excluded & set(doc["elements"]) and required <= set(doc["elements"])
             and int(q.get("nelements_min", 0)) <= doc["nelements"] <= int(q.get("nelements_max", 1000))
             and int(q.get("nsites_min", 0)) <= doc["nsites"] <= int(q.get("nsites_max", 10**6))
             and ("deprecated" not in q or q["deprecated"].lower() == str(doc["deprecated"]).lower()))

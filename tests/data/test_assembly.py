@@ -40,7 +40,8 @@ def store_labels(store: Store) -> int:
 def test_labels_outside_the_space_or_without_a_crystal_are_counted_apart(store: Store, fake_mp: FakeMaterialsProject,
                                                                           tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch):
-    cfg = load_config(None, [f"data.mp.endpoint={fake_mp.url}", f"data.mp.cache_dir={tmp_path / 'mp'}"])
+    cfg = load_config(None, [f"data.mp.endpoint={fake_mp.url}", f"data.mp.cache_dir={tmp_path / 'mp'}",
+                             "data.scope=space"])
     monkeypatch.setenv("MP_API_KEY", VALID_KEY)
     pull(MPQuery.from_settings(cfg.space, cfg.data.mp), cache_dir=tmp_path / "mp", progress=False)
     space = CrystalSpace.from_settings(cfg.space)

@@ -131,3 +131,28 @@ def test_next_round_learns_from_the_labels_and_warm_starts(smoke_round):
     assert not first_hashes & {c.canonical_hash for c in second}
     assert "warm start from" in out.getvalue() and "round-1" in out.getvalue()
     assert (Path(cfg.workdir) / cfg.campaign / "round-2" / "gfn.pt").exists()
+
+
+def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path):
+    from round.conftest import smoke_config
+
+    from aloop.hull import formation_hull
+    from aloop.proposal import Proposal
+    from aloop.store import find_campaign
+
+    cfg = smoke_config(tmp_path, "proxy.target=stability", "review=manual")  # stops before the batch changes the hull
+    out = io.StringIO()
+    report = run_round(cfg, progress=False, console=Console(file=out, width=200))
+    assert report.waiting_for_review and report.labels_ok > 0
+    assert "E_hull against: hull of labelled candidates only" in out.getvalue()  # no Materials Project data
+    store = open_store(cfg.db_url)
+    with store.session() as session:
+        campaign_id = find_campaign(session, cfg.campaign).id
+    hull = formation_hull(store, campaign_id, cfg.space.elements)
+    store.close()
+    assert hull.entries  # the cold-start design's CHGNet formation energies make the hull
+    proposal = Proposal.load(Path(cfg.workdir) / cfg.campaign / "round-1" / "proposal.pt")
+    samples = proposal.samples[proposal.valid]
+    above = proposal.prediction.mean - hull.at(samples.elements, samples.counts)  # predicted E_hull
+    # UCB (beta 2) of the energy above the hull: lower predicted E_hull, higher acquisition
+    np.testing.assert_allclose(proposal.acquisition, -above + 2 ** 0.5 * proposal.prediction.std, atol=1e-4)
