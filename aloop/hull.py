@@ -276,3 +276,11 @@ def formation_hull(store: Store, campaign_id: int, elements: Sequence[str]) -> F
             if len(entries) > len(best):
                 best = entries
     return FormationHull(elements, best)
+
+
+def campaign_hull(store: Store, campaign_id: int) -> str:
+    """One line on the hull of the campaign's energy oracles (those with elemental references)."""
+    with store.session() as session:
+        oracles = session.execute(select(Label.oracle).join(Material).where(
+            Material.campaign_id == campaign_id, Label.property == REFERENCE_PROPERTY).distinct()).scalars().all()
+    return "; ".join(describe_hull(store, campaign_id, oracle).describe() for oracle in sorted(oracles))

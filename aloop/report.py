@@ -10,14 +10,18 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
+from aloop.hull import campaign_hull
 from aloop.store import Campaign, Candidate, Label, Round, Store, pending_jobs
 from aloop.tracking import candidates_url
 
-BEST_PROPERTY = "formation_energy_per_atom"
+RANKINGS = {"formation_energy_per_atom": "lowest formation energy", "e_above_hull": "lowest energy above the hull"}
+"""Label properties the best crystals can be ranked by, and how the table says it."""
 
 
 @dataclass(frozen=True)
 class BestCrystal:
+    """One of the campaign's best labelled crystals: its formation energy and energy above the hull (eV/atom)."""
+
     formula: str
     space_group: int
     formation_energy_per_atom: float
@@ -44,6 +48,10 @@ class RoundReport:
     """Oracle jobs of the campaign still running (queued DFT): the next round or ``aloop submit`` collects them."""
     review_url: str = ""
     """The round's candidate runs in the MLflow UI of ``make ui`` (``aloop.tracking.candidates_url``)."""
+    ranked_by: str = "formation_energy_per_atom"
+    """The property ``best`` is ranked by (``RANKINGS``)."""
+    hull: str = ""
+    """What the E_hull values are measured against (``aloop.hull.campaign_hull``)."""
 
     @property
     def waiting_for_review(self) -> bool:
@@ -56,23 +64,25 @@ class RoundReport:
 
 
 def round_report(store: Store, client: MlflowClient, *, campaign_id: int, round_id: int, run_id: str,
-                 timings: dict[str, float], tracking_uri: str, top: int = 5) -> RoundReport:
-    """Read the round's outcome and the campaign's best labelled crystals from the store."""
+                 timings: dict[str, float], tracking_uri: str, top: int = 5,
+                 rank_by: str = "formation_energy_per_atom") -> RoundReport:
+    """Read the round's outcome and the campaign's best labelled crystals (by ``rank_by``) from the store."""
     with store.session() as session:
         row = session.get_one(Round, round_id)
         states = Counter(session.scalars(select(Candidate.state).where(Candidate.round_id == round_id)))
         statuses = Counter(session.scalars(select(Label.status).join(Candidate).where(
-            Candidate.round_id == round_id, Label.property.in_([BEST_PROPERTY, "*"]))))
+            Candidate.round_id == round_id, Label.property.in_(["formation_energy_per_atom", "*"]))))
         best_rows = session.execute(
             select(Label, Candidate, Round.number).join(Candidate, Label.candidate_id == Candidate.id)
             .join(Round, Candidate.round_id == Round.id)
-            .where(Candidate.campaign_id == campaign_id, Label.property == BEST_PROPERTY, Label.status == "ok")
-            .order_by(Label.value).limit(top)).all()
-        hulls = {(lab.candidate_id, lab.oracle): lab.value for lab in session.scalars(
+            .where(Candidate.campaign_id == campaign_id, Label.property == rank_by, Label.status == "ok")
+            .order_by(Label.value, Candidate.id).limit(top)).all()
+        values = {(lab.candidate_id, lab.oracle, lab.property): lab.value for lab in session.scalars(
             select(Label).where(Label.candidate_id.in_([c.id for _, c, _ in best_rows]),
-                                Label.property == "e_above_hull", Label.status == "ok"))}
-        best = [BestCrystal(c.formula, c.space_group, float(lab.value), hulls.get((c.id, lab.oracle)), lab.oracle, n)
-                for lab, c, n in best_rows]
+                                Label.property.in_(list(RANKINGS)), Label.status == "ok"))}
+        best = [BestCrystal(c.formula, c.space_group, values[(c.id, lab.oracle, "formation_energy_per_atom")],
+                            values.get((c.id, lab.oracle, "e_above_hull")), lab.oracle, n)
+                for lab, c, n in best_rows if (c.id, lab.oracle, "formation_energy_per_atom") in values]
         stage = row.stage
         pending = len(pending_jobs(session, session.get_one(Campaign, campaign_id)))
     experiment = client.get_experiment(client.get_run(run_id).info.experiment_id).name
@@ -80,7 +90,7 @@ def round_report(store: Store, client: MlflowClient, *, campaign_id: int, round_
     return RoundReport(round=row.number, stage=stage, candidates_by_state=dict(states),
                        labels_ok=statuses["ok"], labels_failed=statuses["failed"], best=best, run_id=run_id,
                        experiment=experiment, tracking_uri=tracking_uri, timings=dict(timings), pending_jobs=pending,
-                       review_url=review_url)
+                       review_url=review_url, ranked_by=rank_by, hull=campaign_hull(store, campaign_id))
 
 
 def print_report(report: RoundReport, console: Console) -> None:
@@ -91,7 +101,7 @@ def print_report(report: RoundReport, console: Console) -> None:
     if report.timings:
         console.print("time per stage: " + ", ".join(f"{k} {v:.1f} s" for k, v in report.timings.items()))
     if report.best:
-        table = Table(title="best crystals so far (lowest formation energy)")
+        table = Table(title=f"best crystals so far ({RANKINGS[report.ranked_by]})")
         for column in ("formula", "space group", "E_f (eV/atom)", "E_hull (eV/atom)", "oracle", "round"):
             table.add_column(column)
         for b in report.best:
@@ -99,6 +109,8 @@ def print_report(report: RoundReport, console: Console) -> None:
             table.add_row(b.formula, str(b.space_group), f"{b.formation_energy_per_atom:.3f}", hull, b.oracle,
                           str(b.round))
         console.print(table)
+    if report.hull:
+        console.print(f"E_hull against: {report.hull}")
     console.print(f"MLflow: `make ui`, experiment {report.experiment!r}, run round-{report.round} "
                   f"({report.run_id}) on {report.tracking_uri}")
     if report.review_url:

@@ -378,5 +378,6 @@ def finish(ctx: RoundContext) -> None:
 
 
 def report(ctx: RoundContext) -> RoundReport:
+    rank_by = "e_above_hull" if ctx.cfg.proxy.target == "stability" else "formation_energy_per_atom"
     return round_report(ctx.store, ctx.client, campaign_id=ctx.campaign_id, round_id=ctx.round_id,
-                        run_id=ctx.run_id, timings=ctx.timings, tracking_uri=ctx.cfg.tracking_uri)
+                        run_id=ctx.run_id, timings=ctx.timings, tracking_uri=ctx.cfg.tracking_uri, rank_by=rank_by)

@@ -145,6 +145,9 @@ def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path)
     report = run_round(cfg, progress=False, console=Console(file=out, width=200))
     assert report.waiting_for_review and report.labels_ok > 0
     assert "E_hull against: hull of labelled candidates only" in out.getvalue()  # no Materials Project data
+    assert report.ranked_by == "e_above_hull" and report.hull.startswith("hull of labelled candidates only")
+    hulls = [b.e_above_hull for b in report.best]
+    assert hulls and hulls == sorted(hulls)  # the best crystals are the most stable ones
     store = open_store(cfg.db_url)
     with store.session() as session:
         campaign_id = find_campaign(session, cfg.campaign).id
