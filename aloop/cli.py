@@ -193,11 +193,14 @@ def status(config_path: Path, overrides: tuple[str, ...]) -> None:
 @config_option
 @set_option
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def round_command(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
+@click.option("--verbose", is_flag=True,
+              help="Also show library warnings and log records here (round.log in the round's folder has them).")
+def round_command(config_path: Path, overrides: tuple[str, ...], quiet: bool, verbose: bool) -> None:
     """Run one round (or resume the unfinished one): proxy, Crystal-GFN, batch, MLflow, oracle.
 
-    Exit codes: 0 round done or waiting for review, 2 config error (oracle settings
-    included), 3 another round holds the campaign's lock.
+    Library warnings (pymatgen, torch, MLflow) go to round.log in the round's folder; the
+    terminal gets their count and the log's path. Exit codes: 0 round done or waiting for
+    review, 2 config error (oracle settings included), 3 another round holds the campaign's lock.
     """
     from rich.console import Console
 
@@ -209,7 +212,7 @@ def round_command(config_path: Path, overrides: tuple[str, ...], quiet: bool) ->
     cfg = resolve_config(config_path, overrides, oracle=True)
     console = Console(stderr=True)
     try:
-        report = run_round(cfg, progress=not quiet, console=console)
+        report = run_round(cfg, progress=not quiet, console=console, verbose=verbose)
     except OracleError as err:  # an oracle that fails to load once its settings are valid
         exit_config_error(err)
     except LockHeld as err:
@@ -222,18 +225,22 @@ def round_command(config_path: Path, overrides: tuple[str, ...], quiet: bool) ->
 @config_option
 @set_option
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
+@click.option("--verbose", is_flag=True,
+              help="Also show library warnings and log records here (they always go to submit.log in the workdir).")
+def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool, verbose: bool) -> None:
     """Label the approved candidates now, without a new round.
 
     Reads the review tags from MLflow (approved and rejected candidates move on), sends the
     approved candidates to the configured oracle, collects jobs still pending and stores
-    the labels. Exit codes: 0 done (also when there is nothing to label), 2 config or
+    the labels. Library warnings go to <workdir>/<campaign>/submit.log; the terminal gets
+    their count. Exit codes: 0 done (also when there is nothing to label), 2 config or
     oracle settings error, 3 a round of the campaign is running.
     """
     from rich.console import Console
 
     from aloop.hull import known_phases
     from aloop.labelling import label_approved, print_hull
+    from aloop.logs import library_log
     from aloop.tracking import client_for
 
     cfg = resolve_config(config_path, overrides, oracle=True)
@@ -243,18 +250,22 @@ def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool) -> None:
     if campaign_id is None:
         console.print(f"campaign {cfg.campaign!r} has no candidates in {store.display_url}: nothing to label")
         return
-    with campaign_lock(store, cfg):
-        report = label_approved(store, client_for(cfg.tracking_uri), campaign_id=campaign_id, settings=cfg.oracle,
-                                known=known_phases(cfg.space, cfg.data, cfg.hull), progress=not quiet)
+    with library_log(verbose=verbose) as log:
+        log.open(Path(cfg.workdir) / cfg.campaign / "submit.log")
+        with campaign_lock(store, cfg):
+            report = label_approved(store, client_for(cfg.tracking_uri), campaign_id=campaign_id,
+                                    settings=cfg.oracle, known=known_phases(cfg.space, cfg.data, cfg.hull),
+                                    progress=not quiet)
     reviews, labelling = report.reviews, report.labelling
     console.print(f"reviews: {reviews.approved} approved, {reviews.rejected} rejected, {reviews.pending} pending")
-    if not (labelling.submitted or labelling.labelled or labelling.failed or labelling.pending):
+    if labelling.submitted or labelling.labelled or labelling.failed or labelling.pending:
+        console.print(f"{cfg.oracle.name}: {labelling.submitted} submitted, {labelling.labelled} labelled, "
+                      f"{labelling.failed} failed, {labelling.pending} still pending"
+                      + (f", {labelling.resubmitted} resubmitted" if labelling.resubmitted else ""))
+        print_hull(console, labelling)
+    else:
         console.print("nothing to label: no approved candidates and no pending oracle jobs")
-        return
-    console.print(f"{cfg.oracle.name}: {labelling.submitted} submitted, {labelling.labelled} labelled, "
-                  f"{labelling.failed} failed, {labelling.pending} still pending"
-                  + (f", {labelling.resubmitted} resubmitted" if labelling.resubmitted else ""))
-    print_hull(console, labelling)
+    console.print(log.summary(), soft_wrap=True, markup=False)
 
 
 @main.command("retry")

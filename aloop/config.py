@@ -268,12 +268,21 @@ class OracleSettings(Section):
     executor: Literal["local", "dask"] = "local"
     """``local``: worker threads of this process; ``dask``: the cluster at ``scheduler_address``."""
     scheduler_address: str | None = None
-    workers: int = Field(1, gt=0)
-    """Local worker threads (one suits a CPU-bound oracle on a laptop)."""
+    workers: int | Literal["auto"] = "auto"
+    """Local worker threads, or ``auto``: as many as the cores available to this process hold evaluations of the
+    oracle's ``torch_threads`` each, so that workers x threads <= cores; one for an oracle without that setting
+    (``aloop.executor.local_workers``)."""
     wait: bool = True
     """Wait until every job is done; ``false`` for queued DFT, collected by later rounds."""
     poll_interval_s: float = Field(0.2, gt=0)
     """Pause between polls that found nothing finished (a CHGNet relaxation takes seconds)."""
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: Any) -> Any:
+        if value == "auto" or (type(value) is int and value > 0):
+            return value
+        raise ValueError("expected a number of worker threads above 0, or auto")
 
     @model_validator(mode="after")
     def _dask_address(self) -> OracleSettings:

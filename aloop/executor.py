@@ -21,7 +21,9 @@ from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal
 
-from aloop.oracle import Failed, Labelled, Lost, OracleInput, Pending, Result
+from aloop.config import OracleSettings
+from aloop.hardware import workers_for
+from aloop.oracle import Failed, Labelled, Lost, OracleInput, Pending, Result, validate_settings
 
 Evaluate = Callable[[OracleInput], Labelled | Failed]
 """A picklable function (module-level, or a ``functools.partial`` of one) labelling one input."""
@@ -48,6 +50,16 @@ def open_executor(*, kind: Literal["local", "dask"] = "local", scheduler_address
 
     with Client(scheduler_address, set_as_default=False) as client:
         yield client.get_executor(pure=False)
+
+
+def local_workers(settings: OracleSettings) -> int:
+    """``oracle.workers`` as a number of local threads: ``auto`` fits as many evaluations of the oracle's own
+    ``torch_threads`` as the available cores hold (``aloop.hardware.workers_for``); an oracle whose settings
+    have none (atomate2 running VASP, lookup) may use every core per evaluation, so it gets one worker."""
+    if settings.workers != "auto":
+        return settings.workers
+    oracle_settings = validate_settings(settings.name, settings.settings)
+    return workers_for(getattr(oracle_settings, "torch_threads", None))
 
 
 def run_with_timeout(evaluate: Evaluate, item: OracleInput, *, timeout_s: float) -> Labelled | Failed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,3 +58,24 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+def available_cores() -> int:
+    """Cores this process may run on: its CPU affinity where the OS reports one (Linux), else ``os.cpu_count()``."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def workers_for(threads_per_worker: int | None, cores: int | None = None) -> int:
+    """How many evaluations of ``threads_per_worker`` threads each fit the cores (``available_cores()`` by
+    default), at least one, so that workers x threads <= cores; ``None`` threads (a library's default,
+    every core) leaves room for one.
+
+    Example:
+        >>> workers_for(1, cores=2), workers_for(2, cores=2), workers_for(None, cores=8)
+        (2, 1, 1)
+    """
+    if threads_per_worker is None:
+        return 1
+    return max(1, (cores or available_cores()) // threads_per_worker)

@@ -46,7 +46,7 @@ from sqlalchemy.orm import Session
 from tqdm import tqdm
 
 from aloop.config import OracleSettings
-from aloop.executor import open_executor
+from aloop.executor import local_workers, open_executor
 from aloop.hull import (
     REFERENCE_PROPERTY,
     REFERENCE_SOURCE,
@@ -183,7 +183,7 @@ def open_oracle(settings: OracleSettings) -> Iterator[Oracle]:
         OracleError: unknown oracle or bad ``oracle.settings``.
     """
     with open_executor(kind=settings.executor, scheduler_address=settings.scheduler_address,
-                       max_workers=settings.workers) as executor:
+                       max_workers=local_workers(settings)) as executor:
         yield load_oracle(settings.name, settings.settings, executor=executor)
 
 

@@ -40,6 +40,7 @@ from aloop.data.cold_start import initial_design
 from aloop.gfn import CrystalEnv, CrystalPolicy, load_checkpoint, save_checkpoint
 from aloop.hull import formation_hull, known_phases
 from aloop.labelling import SubmitReport, label_approved, print_hull
+from aloop.logs import LibraryLog, library_log
 from aloop.oracle import validate_settings
 from aloop.plots import plot_predicted_distribution, plot_reward_histogram, plot_training_curves
 from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
@@ -106,19 +107,33 @@ class RoundContext:
         return result
 
 
-def run_round(cfg: Config, *, progress: bool = True, console: Console | None = None) -> RoundReport:
+def run_round(cfg: Config, *, progress: bool = True, console: Console | None = None,
+              verbose: bool = False) -> RoundReport:
     """Run (or resume) one round of the campaign in ``cfg`` and return its report.
+
+    Library warnings and log records go to ``round.log`` in the round's folder, and the console
+    ends with their count and the log's path; ``verbose`` also shows them on the console.
 
     Raises:
         LockHeld: another round of this campaign is running on the same database.
         OracleError: unknown oracle or bad ``oracle.settings`` (before anything is written).
     """
     console = console or Console(stderr=True)
+    with library_log(verbose=verbose) as log:
+        try:
+            return _run_round(cfg, progress=progress, console=console, log=log)
+        finally:
+            if log.path is not None:
+                console.print(log.summary(), soft_wrap=True, markup=False)
+
+
+def _run_round(cfg: Config, *, progress: bool, console: Console, log: LibraryLog) -> RoundReport:
     validate_settings(cfg.oracle.name, cfg.oracle.settings)
     space = CrystalSpace.from_settings(cfg.space)
     store = open_store(cfg.db_url)
     with RoundLock.acquire(store, cfg.campaign, ttl_s=cfg.store.lock_ttl_s):
         ctx = open_round(cfg, store, space, console=console, progress=progress)
+        log.open(ctx.workdir / "round.log")
         ctx.run("collected", lambda: collect(ctx), lambda: collect_pending(ctx))
         assembly = ctx.run("designed", lambda: label_initial_design(ctx), lambda: None)
         if design_pending(ctx):

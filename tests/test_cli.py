@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -87,6 +88,8 @@ def test_submit_labels_the_approved_and_leaves_the_rest(tmp_path: Path) -> None:
 
     assert result.exit_code == 0, result.output
     assert "1 approved, 1 rejected, 1 pending" in result.output
+    assert f"library warnings in {tmp_path / 'work' / 'smoke' / 'submit.log'}" in result.output
+    assert (tmp_path / "work" / "smoke" / "submit.log").exists()
     assert "1 submitted, 1 labelled, 0 failed" in result.output
     states, jobs, labelled = stored(tmp_path)
     assert states == {ids["Na4Cl4"]: "labelled", ids["Mg4O4"]: "rejected", ids["Li4Cl4"]: "proposed"}
@@ -114,6 +117,16 @@ def test_submit_with_bad_oracle_settings_exits_2_before_touching_the_database(tm
     assert result.exit_code == 2
     assert "oracle.settings.fmax=-1" in result.output
     assert not (tmp_path / "aloop.db").exists()
+
+
+def test_round_verbose_shows_library_warnings_on_the_terminal_and_still_logs_them(tmp_path: Path) -> None:
+    run = subprocess.run([str(ALOOP), "round", "--quiet", "--verbose", *cli_args(tmp_path)], capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = tmp_path / "work" / "smoke" / "round-1" / "round.log"
+    warning = "UserWarning: Issues encountered while parsing CIF"  # pymatgen's, placing and logging candidates
+    assert warning in run.stderr and warning in log.read_text()
+    assert re.search(rf"^\d+ library warnings? in {re.escape(str(log))}$", run.stderr, flags=re.MULTILINE), run.stderr
 
 
 @pytest.mark.slow

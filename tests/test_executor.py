@@ -1,9 +1,11 @@
-"""Executors: timeouts, errors and NaN become failures; Dask runs oracles in worker processes."""
+"""Executors: timeouts, errors and NaN become failures; ``workers: auto`` fills the cores; Dask runs oracles in
+worker processes."""
 
 from __future__ import annotations
 
 import math
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,7 +13,8 @@ from pathlib import Path
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
-from aloop.executor import JobPool, open_executor, run_with_timeout
+from aloop.config import load_config
+from aloop.executor import JobPool, local_workers, open_executor, run_with_timeout
 from aloop.oracle import Failed, Labelled, Lost, OracleInput, Pending
 
 NACL = Structure.from_spacegroup(225, Lattice.cubic(5.69), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
@@ -69,6 +72,37 @@ def test_a_job_the_executor_cancelled_is_lost():
     states = pool.poll([running, queued])
     assert states[running] == Labelled(-1.0)
     assert states[queued] == Failed("cancelled by the executor", kind="lost")
+
+
+@pytest.mark.parametrize(("overrides", "threads", "workers"), [
+    ([], 1, 6),  # the default: CHGNet on one torch thread per relaxation
+    (["oracle.settings={torch_threads: 2}"], 2, 3),
+    (["oracle.settings={torch_threads: 4}"], 4, 1),
+    (["oracle.settings={torch_threads: null}"], 6, 1),  # torch's default threads take every core
+    (["oracle.workers=2"], 1, 2),  # a number is taken as it is
+])
+def test_auto_workers_fill_the_available_cores_with_the_oracles_threads(monkeypatch, overrides, threads, workers):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    settings = load_config(None, overrides).oracle
+    assert local_workers(settings) == workers and workers * threads <= 6
+
+
+def test_auto_gives_one_worker_to_an_oracle_that_does_not_say_its_threads(monkeypatch, tmp_path):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    table = tmp_path / "table.csv"
+    table.write_text("material_id,formula,spacegroup_number,formation_energy_per_atom,band_gap\n"
+                     "mp-22862,NaCl,225,-2.105,5.1\n")
+    settings = load_config(None, ["oracle.name=lookup", f"oracle.settings={{table: {table}}}"]).oracle
+    assert local_workers(settings) == 1  # as before auto: a DFT code may take every core per evaluation
+
+
+def test_an_auto_executor_runs_as_many_evaluations_at_once_as_there_are_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    settings = load_config(None).oracle
+    assert settings.workers == "auto"  # the default
+    together = threading.Barrier(3, timeout=10)  # breaks unless 3 evaluations run at the same time
+    with open_executor(max_workers=local_workers(settings)) as executor:
+        assert all(f.result() >= 0 for f in [executor.submit(together.wait) for _ in range(3)])
 
 
 def test_dask_needs_a_scheduler_address():

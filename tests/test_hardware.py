@@ -1,10 +1,12 @@
-"""Device choice (``gfn.device``) and the thread-count context manager."""
+"""Device choice (``gfn.device``), the thread-count context manager and the cores workers fill."""
+
+import os
 
 import pytest
 import torch
 
 from aloop.config import ConfigError, load_config
-from aloop.hardware import resolve_device, torch_threads
+from aloop.hardware import available_cores, resolve_device, torch_threads, workers_for
 
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
 
@@ -54,3 +56,25 @@ def test_thread_setting_applies_inside_and_is_restored():
     assert torch.get_num_threads() == before
     with torch_threads(0):
         assert torch.get_num_threads() == before
+
+
+def test_available_cores_are_the_affinity_else_the_cpu_count(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 2, 5}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert available_cores() == 3  # a process pinned to 3 of 64 cores (taskset, a container's cpuset)
+    monkeypatch.delattr(os, "sched_getaffinity")
+    assert available_cores() == 64
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3, 8, 16])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_workers_fill_the_cores_without_oversubscribing_them(cores, threads):
+    workers = workers_for(threads, cores=cores)
+    assert workers >= 1 and (workers * threads <= cores or workers == 1)
+    assert (workers + 1) * threads > cores  # one more would not fit
+    assert workers_for(None, cores=cores) == 1  # a library's default threads take every core
+
+
+def test_workers_count_the_available_cores_by_default(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(6)), raising=False)
+    assert workers_for(1) == 6 and workers_for(2) == 3 and workers_for(4) == 1

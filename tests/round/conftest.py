@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
+from rich.console import Console
 from sqlalchemy import select
 
 from aloop.config import CONFIG_DIR, Config, load_config
@@ -63,6 +66,8 @@ class FinishedRound:
     report: RoundReport
     outcome: Outcome
     """The store right after the round (later tests may run more rounds on ``cfg``)."""
+    terminal: str
+    """What reached the terminal: the round's console, stderr and Python warnings as Python shows them."""
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +78,11 @@ def smoke_round(tmp_path_factory: pytest.TempPathFactory) -> FinishedRound:
         mp.delenv(name, raising=False)
     cfg = smoke_config(tmp_path_factory.mktemp("smoke"))
     try:
-        report = run_round(cfg, progress=False)
-        return FinishedRound(cfg, report, outcome(cfg))
+        terminal = io.StringIO()
+        mp.setattr(warnings, "showwarning", lambda message, category, filename, lineno, file=None, line=None:
+                   terminal.write(warnings.formatwarning(message, category, filename, lineno, line)))
+        with contextlib.redirect_stderr(terminal):
+            report = run_round(cfg, progress=False, console=Console(file=terminal, width=200))
+        return FinishedRound(cfg, report, outcome(cfg), terminal.getvalue())
     finally:
         mp.undo()
