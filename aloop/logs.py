@@ -159,7 +159,8 @@ def _own_logger(name: str) -> bool:
 
 
 def _own_folders() -> tuple[str, ...]:
-    """Source folders of aloop's packages: warnings issued from them are aloop's own."""
-    import oracles
-
-    return tuple(f"{folder.resolve()}{os.sep}" for folder in (Path(__file__).parent, Path(oracles.__file__).parent))
+    """Source folders of aloop's packages (``aloop`` and its sibling ``oracles``): warnings issued from them are
+    aloop's own. Found by path, not by importing ``oracles``: under pytest the test folder ``tests/oracles``
+    may shadow it as a namespace package."""
+    here = Path(__file__).resolve().parent
+    return tuple(f"{folder}{os.sep}" for folder in (here, here.parent / "oracles"))
