@@ -8,7 +8,8 @@ in ``space`` every entry outside the space, under the first constraint it breaks
 (``aloop.space.validity``, the one checker of the space); in ``neighbours`` the entries
 sharing no element with it; in ``all`` none. Formation energy transfers across
 chemistries, so the wide scopes train the proxy on entries outside the space too, each
-still counted by the first constraint it breaks (``Conversion.outside``).
+still counted by the first constraint it breaks (``Conversion.outside``) and marked outside
+(``TrainingSet.inside``).
 
 Example:
     >>> conversion = to_training_set(read_local(path), target="formation_energy_per_atom", space=space)  # doctest: +SKIP
@@ -131,7 +132,7 @@ def to_training_set(entries: Entries, *, target: str, space: CrystalSpace | None
     training = TrainingSet(
         target=target, crystals=entries.crystals[rows], values=torch.as_tensor(values[keep], dtype=torch.float64),
         source=torch.zeros(len(keep), dtype=torch.long), sources=(entries.source,),
-        ids=tuple(entries.ids[i] for i in keep.tolist()),
+        ids=tuple(entries.ids[i] for i in keep.tolist()), inside=torch.as_tensor(broken[keep] == "", dtype=torch.bool),
     )
     return Conversion(training=training, read=len(entries) + sum(entries.dropped.values()), dropped=dict(dropped),
                       broken=broken[keep])

@@ -2,7 +2,9 @@
 
 Labels of different oracles are different measurements (Materials Project's legacy DFT,
 fresh mp-api data, the CHGNet oracle, ...): every row keeps its ``source``, and the
-proxy tells them apart.
+proxy tells them apart. Every row also says whether it lies inside the crystal space
+(``inside``): the proxy can give those rows, and the campaign's labels among them, a fixed
+share of its fit when the rest comes from beyond the space (``data.scope``).
 
 Example:
     >>> nacl = Crystal(225, Composition("Na4Cl4"), (5.64,) * 3 + (90.0,) * 3)
@@ -38,6 +40,8 @@ class TrainingSet:
         source: ``(N,)`` long, index into ``sources``.
         sources: names of the label sources, e.g. ``("mp_legacy", "chgnet")``.
         ids: ``N`` identifiers (material id, label id).
+        inside: ``(N,)`` bool, whether each row lies inside the crystal space; ``None`` (no space
+            known, e.g. a CSV file) marks every row inside.
     """
 
     target: str
@@ -46,14 +50,19 @@ class TrainingSet:
     source: torch.Tensor
     sources: tuple[str, ...]
     ids: tuple[str, ...]
+    inside: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.crystals)
         if self.target not in TARGETS:
             raise ValueError(f"target {self.target!r} is not one of {list(TARGETS)}")
-        if self.values.shape != (n,) or self.source.shape != (n,) or len(self.ids) != n:
+        if self.inside is None:
+            object.__setattr__(self, "inside", torch.ones(n, dtype=torch.bool))
+        if (self.values.shape != (n,) or self.source.shape != (n,) or len(self.ids) != n
+                or self.inside.shape != (n,) or self.inside.dtype != torch.bool):
             raise ValueError(f"{n} crystals but values {tuple(self.values.shape)}, source "
-                             f"{tuple(self.source.shape)}, {len(self.ids)} ids")
+                             f"{tuple(self.source.shape)}, {len(self.ids)} ids, inside {tuple(self.inside.shape)} "
+                             f"{self.inside.dtype}")
 
     def __len__(self) -> int:
         return len(self.crystals)
@@ -75,7 +84,7 @@ class TrainingSet:
             index = index.nonzero().squeeze(1)
         rows = index.tolist()
         return TrainingSet(self.target, self.crystals[index], self.values[index], self.source[index],
-                           self.sources, tuple(self.ids[i] for i in rows))
+                           self.sources, tuple(self.ids[i] for i in rows), self.inside[index])
 
     def split(self, *, fraction: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
         """(rest, held out): a random ``fraction`` of the rows held out, reproducible by ``seed``."""
@@ -111,4 +120,5 @@ class TrainingSet:
             source=torch.cat([m[s.source] for m, s in zip(remap, sets, strict=True)]),
             sources=sources,
             ids=tuple(i for s in sets for i in s.ids),
+            inside=torch.cat([s.inside for s in sets]),
         )

@@ -1,7 +1,8 @@
 """``Proxy``: the fitted surrogate of one target, as a botorch model on crystal features.
 
-``fit_proxy`` featurizes a ``TrainingSet``, standardises features and targets, and fits
-the sparse variational GP of ``aloop.proxy.model`` by minibatch Adam on the ELBO.
+``fit_proxy`` featurizes a ``TrainingSet`` (without the cell's scale if ``cell_scale`` is
+off), standardises features and targets, and fits the sparse variational GP of
+``aloop.proxy.model`` by minibatch Adam on the ELBO.
 ``Proxy.posterior(batch)`` returns botorch's ``GPyTorchPosterior`` over the crystals in
 target units, so every botorch acquisition function works on ``Proxy.model`` with
 ``Proxy.inputs(batch)``. ``Proxy.predict`` gives marginal means and standard deviations,
@@ -37,7 +38,7 @@ from aloop.data.training import TrainingSet
 from aloop.hardware import torch_threads
 from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel
 from aloop.space.crystal import CrystalBatch
-from aloop.space.features import featurize
+from aloop.space.features import feature_names, featurize
 
 DTYPE = torch.float64
 """The model's precision (botorch's recommendation; float32 saved little time here, see benchmarks)."""
@@ -54,6 +55,8 @@ MIN_QUANTILE_ROWS = 100
 empirical 90% quantile of n rows misses its coverage by about sqrt(0.09 / n), 0.03 at 100)."""
 QUANTILE_LEVELS = tuple(round(0.01 * i, 2) for i in range(1, 100))
 """Central-interval levels at which ``ResidualQuantiles.from_residuals`` records the residuals' quantiles."""
+SCALE_FEATURES = ("volume_per_atom", "log_volume_per_atom", "packing_fraction")
+"""The features of the cell's scale, which a proxy with ``cell_scale: false`` does not read."""
 
 
 class ProxyError(ValueError):
@@ -183,7 +186,7 @@ class Proxy:
             fidelity: the source to predict for every crystal (default ``reference_source``).
             source: ``(N,)`` long per-crystal source columns instead of ``fidelity``.
         """
-        features = featurize(batch.to("cpu")).to(DTYPE)
+        features = proxy_features(batch, cell_scale=self.settings.cell_scale)
         if source is None:
             source = self.source_index([fidelity or self.reference_source]).expand(len(batch))
         one_hot = torch.nn.functional.one_hot(source.cpu(), len(self.sources)).to(DTYPE)
@@ -264,6 +267,39 @@ class Proxy:
                    feature_std=torch.tensor(meta["feature_std"], dtype=DTYPE), settings=settings, quantiles=quantiles)
 
 
+def proxy_features(batch: CrystalBatch, *, cell_scale: bool) -> torch.Tensor:
+    """``(N, D)`` features the proxy reads, on CPU in ``DTYPE``: every ``featurize`` column, or all but
+    ``SCALE_FEATURES`` without ``cell_scale``."""
+    features = featurize(batch.to("cpu")).to(DTYPE)
+    if cell_scale:
+        return features
+    return features[:, [i for i, name in enumerate(feature_names()) if name not in SCALE_FEATURES]]
+
+
+def validation_rows(crystals: CrystalBatch, n: int, *, by_system: bool, generator: torch.Generator
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(fit rows, validation rows)``: ``n`` validation rows, the rest (in random order) fitted.
+
+    ``by_system``: whole chemical systems (the set of elements present), in random order, each
+    kept out if it fits in what is left of ``n``, then random rows up to ``n``: validation on
+    chemistries the fit never saw, while a system of more than ``n`` rows (a small space's own
+    entries and labels) is never kept out whole. Otherwise ``n`` random rows.
+    """
+    order = torch.randperm(len(crystals), generator=generator)
+    if not by_system:
+        return order[n:], order[:n]
+    _, system = torch.unique(crystals.counts.cpu() > 0, dim=0, return_inverse=True)  # (N,) chemical system of each row
+    sizes = torch.bincount(system).tolist()
+    held, total = [], 0
+    for index in torch.randperm(len(sizes), generator=generator).tolist():
+        if total + sizes[index] <= n:
+            held.append(index)
+            total += sizes[index]
+    out = torch.isin(system, torch.tensor(held, dtype=torch.long))
+    out[order[~out[order]][: n - total]] = True
+    return order[~out[order]], order[out[order]]
+
+
 def _build(inducing: torch.Tensor, n_sources: int, settings: ProxySettings,
            hidden_dims: Sequence[int]) -> CrystalGPModel:
     gp = CrystalGP(inducing, n_sources=n_sources, hidden_dims=hidden_dims, latent_dim=settings.latent_dim,
@@ -274,9 +310,11 @@ def _build(inducing: torch.Tensor, n_sources: int, settings: ProxySettings,
 def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progress: bool = False) -> Proxy:
     """Fit a proxy of ``train.target`` on ``train`` (CPU; about 1-2 min for 30k crystals, one thread).
 
-    A ``settings.validation_fraction`` of the rows is kept out of the ELBO fit and used to
-    recalibrate the posterior's variance scale and each source's noise (``recalibrate``),
-    then the widths of the central intervals (``ResidualQuantiles``).
+    A ``settings.validation_fraction`` of the rows (whole chemical systems by default,
+    ``validation_rows``) is kept out of the ELBO fit and used to recalibrate the posterior's
+    variance scale and each source's noise (``recalibrate``), then the widths of the central
+    intervals (``ResidualQuantiles``). With ``settings.space_share`` the rows inside the space
+    (``train.inside``) fill that share of every minibatch (``row_weights``).
     With fewer than ``settings.extractor_min_rows`` rows the kernel reads the features without
     the learned extractor, and the target is standardised by at least ``settings.prior_std``:
     what keeps a proxy of a few labels uncertain about crystals unlike them.
@@ -295,20 +333,21 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
         raise ProxyError(f"proxy.reference_source={reference!r} is not among the training sources {list(sources)}")
     with torch_threads(settings.threads):
         torch.manual_seed(seed)
-        features = featurize(train.crystals.to("cpu")).to(DTYPE)
+        features = proxy_features(train.crystals, cell_scale=settings.cell_scale)
         mean, std = features.mean(dim=0), features.std(dim=0)
         std = torch.where(std > 1e-8, std, torch.ones_like(std))
         source = torch.tensor([sources.index(s) if s in sources else -1 for s in train.sources])[train.source]
         x = torch.cat([(features - mean) / std, torch.nn.functional.one_hot(source, len(sources)).to(DTYPE)], dim=1)
         generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(x), generator=generator)
         n_val = int(settings.validation_fraction * len(x))
         n_val = n_val if n_val >= MIN_VALIDATION else 0
-        fit_rows, val_rows = order[n_val:], order[:n_val]
+        fit_rows, val_rows = validation_rows(train.crystals, n_val, generator=generator,
+                                             by_system=settings.validation_split == "chemical_system")
         hidden_dims = settings.hidden_dims if len(train) >= settings.extractor_min_rows else []
         model = _build(x[fit_rows[: settings.inducing_points]].clone(), len(sources), settings, hidden_dims)
         y = model.standardise(train.values.to(DTYPE), min_std=settings.prior_std)
-        _optimise(model, x[fit_rows], y[fit_rows], source[fit_rows], settings, generator=generator, progress=progress)
+        _optimise(model, x[fit_rows], y[fit_rows], source[fit_rows], settings, generator=generator, progress=progress,
+                  weights=row_weights(train.inside[fit_rows], settings.space_share))
         model.eval()
         quantiles = GAUSSIAN
         if n_val:
@@ -373,9 +412,23 @@ def recalibrate(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source:
         model.likelihood.noise_covar.initialize(raw_noise=constraint.inverse_transform(noise.clamp(min=2 * MIN_NOISE)))
 
 
+def row_weights(inside: torch.Tensor, share: float) -> torch.Tensor | None:
+    """``(N,)`` probabilities of drawing each row into a minibatch, the ``inside`` rows ``share`` of them in all;
+    ``None`` (every row alike, one permutation per epoch) when ``share`` is 0 or all rows lie on one side."""
+    n_inside = int(inside.sum())
+    if share == 0.0 or n_inside in (0, len(inside)):
+        return None
+    return torch.where(inside, share / n_inside, (1.0 - share) / (len(inside) - n_inside)).to(DTYPE)
+
+
 def _optimise(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source: torch.Tensor,
-              settings: ProxySettings, *, generator: torch.Generator, progress: bool) -> None:
-    """Minibatch Adam on the negative ELBO for ``epochs`` (at least ``min_steps`` steps), cosine-annealed."""
+              settings: ProxySettings, *, generator: torch.Generator, progress: bool,
+              weights: torch.Tensor | None = None) -> None:
+    """Minibatch Adam on the negative ELBO for ``epochs`` (at least ``min_steps`` steps), cosine-annealed.
+
+    With ``weights`` (``row_weights``) the minibatch rows are drawn with replacement by those
+    probabilities: in expectation the ELBO with each row's likelihood weighted ``N * weight``.
+    """
     model.train()
     elbo = VariationalELBO(model.likelihood, model.model, num_data=len(y))
     noise = list(model.likelihood.parameters())
@@ -387,7 +440,9 @@ def _optimise(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source: t
     done = 0  # counted here: a disabled tqdm bar does not count its updates
     with tqdm(total=steps, desc=f"fitting proxy ({len(y):,} crystals)", disable=not progress) as bar:
         while done < steps:
-            for rows in torch.randperm(len(y), generator=generator).split(settings.batch_size):
+            order = (torch.randperm(len(y), generator=generator) if weights is None
+                     else torch.multinomial(weights, len(y), replacement=True, generator=generator))
+            for rows in order.split(settings.batch_size):
                 optimizer.zero_grad()
                 loss = -elbo(model.model(x[rows]), y[rows], source=source[rows])
                 loss.backward()

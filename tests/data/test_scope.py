@@ -55,6 +55,7 @@ def test_each_scope_keeps_exactly_its_entries_and_counts_those_outside_the_space
     assert list(conversion.training.ids) == ids
     assert conversion.dropped == dropped and conversion.outside == outside
     assert conversion.training.crystals.to_crystals() == [ENTRIES[i][0] for i in ids]
+    assert conversion.training.inside.tolist() == [i == "in" for i in ids]
     if outside:
         assert f"1 inside the space, {len(ids) - 1} outside" in conversion.describe()
     else:
@@ -111,6 +112,10 @@ def test_the_round_keeps_the_scope_of_materials_project_and_of_the_labels(
     assert LI_O in training.crystals.to_crystals()  # the label inside the space, in every scope
     assert assembly.dropped == {}  # each scope's query fetched only that scope
     inside = 2
+    marked = [c for c, i in zip(training.crystals.to_crystals(), training.inside.tolist(), strict=True) if i]
+    assert len(marked) == inside and LI_O in marked  # mp-1960 and the campaign's label inside the space
+    assert [i for i, s, m in zip(training.ids, training.row_sources(), training.inside.tolist(), strict=True)
+            if s == "mp" and m] == ["mp-1960"]
     text = assembly.describe()
     if scope == "space":
         assert assembly.outside == {} and "inside" not in text

@@ -46,11 +46,24 @@ def test_concat_unions_elements_and_remaps_sources() -> None:
     assert both.subset(torch.tensor([1])).source_names == ("chgnet",)
 
 
+def test_rows_inside_the_space_follow_subset_split_and_concat() -> None:
+    a = make([NACL, MGO, FEO] * 4, list(range(12)), ["mp"] * 12)
+    assert a.inside.tolist() == [True] * 12  # no space known: every row inside
+    marked = TrainingSet(a.target, a.crystals, a.values, a.source, a.sources, a.ids, a.values % 3 == 0)
+    rest, held = marked.split(fraction=0.25, seed=0)
+    for part in (rest, held, marked.subset(torch.tensor([0, 1, 3]))):
+        assert part.inside.tolist() == [v % 3 == 0 for v in part.values.tolist()]
+    assert TrainingSet.concat([marked, a]).inside.tolist() == marked.inside.tolist() + [True] * 12
+
+
 def test_mismatches_are_refused() -> None:
     with pytest.raises(ValueError, match="different targets"):
         TrainingSet.concat([make([NACL], [1.0], ["mp"]), make([MGO], [1.0], ["mp"], target="band_gap")])
     data = make([NACL], [1.0], ["mp"])
     with pytest.raises(ValueError, match="1 crystals but values \\(2,\\)"):
         TrainingSet(data.target, data.crystals, torch.zeros(2, dtype=torch.float64), data.source, data.sources, data.ids)
+    with pytest.raises(ValueError, match="inside \\(2,\\)"):
+        TrainingSet(data.target, data.crystals, data.values, data.source, data.sources, data.ids,
+                    torch.ones(2, dtype=torch.bool))
     with pytest.raises(ValueError, match="target 'density'"):
         TrainingSet("density", data.crystals, data.values, data.source, data.sources, data.ids)
