@@ -15,7 +15,7 @@ def plot_predicted_distribution(predicted: np.ndarray, training: np.ndarray, *, 
     """Histogram of the proxy's predictions for the samples against the training labels."""
     fig, ax = plt.subplots(figsize=(6, 4))
     values = [v for v in (predicted, training) if len(v)]
-    bins = np.histogram_bin_edges(np.concatenate(values), bins=40) if values else 10
+    bins = _bins(np.concatenate(values)) if values else 10
     ax.hist(training, bins=bins, density=True, alpha=0.5, label=f"training data (n={len(training)})")
     ax.hist(predicted, bins=bins, density=True, alpha=0.5, label=f"generated, predicted (n={len(predicted)})")
     if selected is not None and len(selected):
@@ -32,7 +32,7 @@ def plot_predicted_distribution(predicted: np.ndarray, training: np.ndarray, *, 
 def plot_reward_histogram(log_reward: np.ndarray) -> Figure:
     """Histogram of the GFlowNet log rewards of the samples."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.hist(log_reward, bins=40)
+    ax.hist(log_reward, bins=_bins(log_reward))
     ax.set_xlabel("log reward")
     ax.set_ylabel("samples")
     ax.set_yscale("log")
@@ -52,3 +52,15 @@ def plot_training_curves(loss: list[float], log_z: list[float]) -> Figure:
     right.set_ylabel("log Z")
     fig.tight_layout()
     return fig
+
+
+def _bins(values: np.ndarray, n: int = 40) -> np.ndarray:
+    """``n`` bin edges over the finite values; one unit around them when their spread is below float precision
+    (all log rewards at the floor, a proxy predicting one value), where numpy cannot make ``n`` bins."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return np.linspace(-0.5, 0.5, n + 1)
+    low, high = float(finite.min()), float(finite.max())
+    if high - low <= 1e-9 * max(1.0, abs(low), abs(high)):
+        low, high = low - 0.5, high + 0.5
+    return np.linspace(low, high, n + 1)
