@@ -265,8 +265,7 @@ def formation_hull(store: Store, campaign_id: int, elements: Sequence[str]) -> F
     above it is the formation energy.
     """
     with store.session() as session:
-        oracles = session.execute(select(Label.oracle).join(Material).where(
-            Material.campaign_id == campaign_id, Label.property == REFERENCE_PROPERTY).distinct()).scalars().all()
+        oracles = _energy_oracles(session, campaign_id)
         best: list[tuple[Composition, float]] = []
         for oracle in oracles:
             refs = references(session, campaign_id, oracle)
@@ -281,6 +280,11 @@ def formation_hull(store: Store, campaign_id: int, elements: Sequence[str]) -> F
 def campaign_hull(store: Store, campaign_id: int) -> str:
     """One line on the hull of the campaign's energy oracles (those with elemental references)."""
     with store.session() as session:
-        oracles = session.execute(select(Label.oracle).join(Material).where(
-            Material.campaign_id == campaign_id, Label.property == REFERENCE_PROPERTY).distinct()).scalars().all()
-    return "; ".join(describe_hull(store, campaign_id, oracle).describe() for oracle in sorted(oracles))
+        oracles = _energy_oracles(session, campaign_id)
+    return "; ".join(describe_hull(store, campaign_id, oracle).describe() for oracle in oracles)
+
+
+def _energy_oracles(session: Session, campaign_id: int) -> list[str]:
+    """Label sources with elemental references in the campaign: the oracles that have a hull."""
+    return sorted(session.execute(select(Label.oracle).join(Material).where(
+        Material.campaign_id == campaign_id, Label.property == REFERENCE_PROPERTY).distinct()).scalars())

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 import torch
 
 from aloop.config import ProxySettings
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, fit_proxy
+from aloop.proxy.proxy import META
 from aloop.space.crystal import CrystalBatch
 from aloop.space.features import feature_names, featurize
 
@@ -58,3 +63,12 @@ def problem() -> tuple[Proxy, TrainingSet, CrystalBatch]:
     heldout = labelled(batch[1800:], ["dft"] * 1000, seed=2)
     return fit_proxy(train, SETTINGS, seed=0), heldout, batch[1800:]
 
+
+
+def saved_in_an_older_format(proxy: Proxy, folder: Path, edit: Callable[[dict], None]) -> Proxy:
+    """``proxy`` saved to ``folder``, its metadata edited as an older version would have written it, loaded back."""
+    proxy.save(folder)
+    meta = json.loads((folder / META).read_text())
+    edit(meta)
+    (folder / META).write_text(json.dumps(meta))
+    return Proxy.load(folder)

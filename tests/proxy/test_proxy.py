@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,10 +13,10 @@ from scipy.stats import norm, t
 from aloop.config import ProxySettings
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, ProxyError, calibration, fit_proxy
-from aloop.proxy.proxy import GAUSSIAN, META, MIN_QUANTILE_ROWS, QUANTILE_LEVELS, ResidualQuantiles, recalibrate
+from aloop.proxy.proxy import GAUSSIAN, MIN_QUANTILE_ROWS, QUANTILE_LEVELS, ResidualQuantiles, recalibrate
 from aloop.space.crystal import CrystalBatch
 
-from .conftest import NOISE, OFFSET, SETTINGS, labelled, random_crystals, truth
+from .conftest import NOISE, OFFSET, SETTINGS, labelled, random_crystals, saved_in_an_older_format, truth
 
 
 def test_held_out_intervals_cover_close_to_nominal(problem) -> None:
@@ -112,24 +111,17 @@ def test_save_and_load_give_the_same_predictions(problem, tmp_path: Path) -> Non
 def test_a_proxy_saved_before_hidden_dims_was_recorded_still_loads(problem, tmp_path: Path) -> None:
     """Earlier rounds' proxies (and their MLflow models) always used the settings' extractor widths."""
     proxy, _, batch = problem
-    proxy.save(tmp_path)
-    meta_file = tmp_path / META
-    meta = json.loads(meta_file.read_text())
-    assert meta.pop("hidden_dims") == proxy.hidden_dims == SETTINGS.hidden_dims
-    meta_file.write_text(json.dumps(meta))
-    a, b = Proxy.load(tmp_path).predict(batch), proxy.predict(batch)
+    popped = []
+    loaded = saved_in_an_older_format(proxy, tmp_path, lambda meta: popped.append(meta.pop("hidden_dims")))
+    assert popped == [proxy.hidden_dims] and proxy.hidden_dims == SETTINGS.hidden_dims
+    a, b = loaded.predict(batch), proxy.predict(batch)
     torch.testing.assert_close((a.mean, a.std), (b.mean, b.std))
 
 
 def test_a_proxy_saved_before_its_quantiles_loads_with_gaussian_intervals(problem, tmp_path: Path) -> None:
     """Earlier rounds' proxies keep the means, standard deviations and Gaussian intervals they had."""
     proxy, _, batch = problem
-    proxy.save(tmp_path)
-    meta_file = tmp_path / META
-    meta = json.loads(meta_file.read_text())
-    del meta["quantiles"]
-    meta_file.write_text(json.dumps(meta))
-    loaded = Proxy.load(tmp_path)
+    loaded = saved_in_an_older_format(proxy, tmp_path, lambda meta: meta.pop("quantiles"))
     assert loaded.quantiles.gaussian
     a, b = loaded.predict(batch), proxy.predict(batch)
     torch.testing.assert_close((a.mean, a.std), (b.mean, b.std))

@@ -3,7 +3,6 @@ inside rows get, validation by chemical system, a proxy blind to the cell's scal
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,11 +11,11 @@ import torch
 
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, fit_proxy
-from aloop.proxy.proxy import META, SCALE_FEATURES, row_weights, validation_rows
+from aloop.proxy.proxy import SCALE_FEATURES, row_weights, validation_rows
 from aloop.space.crystal import CrystalBatch
 from aloop.space.features import feature_names
 
-from .conftest import SETTINGS, random_crystals, truth
+from .conftest import SETTINGS, random_crystals, saved_in_an_older_format, truth
 
 SHIFT = 1.0
 """How far (eV/atom) the rows inside the space lie above the rows outside it, on the same kind of crystals."""
@@ -103,13 +102,12 @@ def test_a_proxy_without_the_cell_scale_ignores_it(tmp_path: Path) -> None:
 def test_a_proxy_saved_before_the_space_settings_still_loads(problem, tmp_path: Path) -> None:
     """Proxies saved before ``cell_scale``, ``space_share`` and ``validation_split`` read every feature."""
     proxy, _, batch = problem
-    proxy.save(tmp_path)
-    meta_file = tmp_path / META
-    meta = json.loads(meta_file.read_text())
-    for key in ("cell_scale", "space_share", "validation_split"):
-        del meta["settings"][key]
-    meta_file.write_text(json.dumps(meta))
-    loaded = Proxy.load(tmp_path)
+
+    def drop_space_settings(meta: dict) -> None:
+        for key in ("cell_scale", "space_share", "validation_split"):
+            del meta["settings"][key]
+
+    loaded = saved_in_an_older_format(proxy, tmp_path, drop_space_settings)
     assert loaded.settings.cell_scale
     a, b = loaded.predict(batch), proxy.predict(batch)
     torch.testing.assert_close((a.mean, a.std, *a.interval(0.9)), (b.mean, b.std, *b.interval(0.9)))
