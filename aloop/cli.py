@@ -134,7 +134,7 @@ def labels() -> None:
 @set_option
 def labels_import(file: Path, config_path: Path, overrides: tuple[str, ...]) -> None:
     """Import labels from CSV or JSON lines (fields: formula or cif, optional space_group and
-    a,b,c,alpha,beta,gamma, property, value, optional uncertainty, source, fidelity).
+    a,b,c,alpha,beta,gamma, optional wyckoff, property, value, optional uncertainty, source, fidelity).
 
     Rejected rows are printed as `line N: reason`. Exit status 0: every row stored;
     1: some rows rejected, the valid ones stored; 2: file unreadable, nothing stored.
@@ -361,13 +361,13 @@ def review(approve: str, reject: str, config_path: Path, overrides: tuple[str, .
             sys.exit(2)
         waiting = awaiting_review(store, client, campaign_id=campaign_id)
     table = Table(title=f"{cfg.campaign}: candidates awaiting review ({len(waiting)})")
-    for column in ("id", "formula", "space group", "predicted", "acquisition", "review", "MLflow run"):
+    for column in ("id", "formula", "space group", "Wyckoff sites", "predicted", "acquisition", "review", "MLflow run"):
         table.add_column(column)
     for candidate, tag in waiting:
         predicted = "-" if candidate.proxy_mean is None else f"{candidate.proxy_mean:.3f} ± {candidate.proxy_std:.3f}"
         acquisition = "-" if candidate.acquisition is None else f"{candidate.acquisition:.3f}"
-        table.add_row(str(candidate.id), candidate.formula, str(candidate.space_group), predicted, acquisition, tag,
-                      candidate.mlflow_run_id)
+        table.add_row(str(candidate.id), candidate.formula, str(candidate.space_group), candidate.wyckoff or "-",
+                      predicted, acquisition, tag, candidate.mlflow_run_id)
     console = Console()
     console.print(table)
     if decisions:
@@ -479,7 +479,8 @@ def sample_command(config_path: Path, overrides: tuple[str, ...], n: int, out: P
     """Sample crystals from the Crystal-GFN into a CSV file.
 
     Columns: formula (full cell, e.g. "Fe4 O6"), space_group, a, b, c (Angstrom), alpha,
-    beta, gamma (degrees); with --checkpoint also log_reward, the generator's own
+    beta, gamma (degrees), wyckoff (the Wyckoff sites, e.g. "Fe:12c O:18e"; empty when the
+    generator decided none); with --checkpoint also log_reward, the generator's own
     estimate log Z + log P_F of the log reward it was trained on.
     """
     from aloop.gfn.checkpoint import CheckpointError

@@ -252,6 +252,9 @@ class GFNSettings(Section):
     """Lattice prior: cell volume at least this many Angstrom^3 per atom (0: any valid cell)."""
     min_length_fraction: float = Field(0.5, ge=0, le=1)
     """Lattice prior: each length at least this times the cube root of that minimum volume."""
+    wyckoff_prior_weight: float = Field(1.0, ge=0)
+    """Weight of the Wyckoff prior, a fixed logit bias from how often known crystals occupy each
+    (space group, letter) (pyxtal's Materials Project statistics); 0 turns it off."""
     threads: int = Field(1, ge=0)
     """Torch threads while training and sampling (0: torch's default); one is fastest for these small matrices."""
     device: str = "auto"
@@ -310,6 +313,17 @@ class OracleSettings(Section):
         return self
 
 
+class PlacementSettings(Section):
+    """How a crystal's atoms are placed on its Wyckoff sites (``aloop.space.structure``)."""
+
+    templates: bool = True
+    """Take free coordinates from a known structure with the same group and anonymous Wyckoff set when one exists."""
+    attempts: int = Field(10, gt=0)
+    """pyxtal placements tried (without a template) before the crystal is given up."""
+    lattice: Literal["sampled", "template"] = "sampled"
+    """``template``: a templated crystal takes the template's lattice rescaled to its own volume."""
+
+
 class StoreSettings(Section):
     """The experiment database; ``ALOOP_DB_URL`` overrides ``url``."""
 
@@ -349,6 +363,7 @@ class Config(Section):
     acquisition: AcquisitionSettings = AcquisitionSettings()
     gfn: GFNSettings = GFNSettings()
     selection: SelectionSettings = SelectionSettings()
+    placement: PlacementSettings = PlacementSettings()
     oracle: OracleSettings = OracleSettings()
     hull: HullSettings = HullSettings()
     store: StoreSettings = StoreSettings()

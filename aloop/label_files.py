@@ -7,6 +7,9 @@ A labels file has one label per row with these fields (CSV header or JSON keys):
                                 are then read from the structure)
 ``space_group``, ``a`` ... ``gamma``  optional, together: international number 1-230,
                                 lengths in Angstrom (0.5-1000), angles in degrees (0-180)
+``wyckoff``                     optional, with a space group (or a CIF): the Wyckoff sites,
+                                e.g. ``Na:4a Cl:4b`` (``aloop.space.wyckoff``); they must fit
+                                the group and the cell's counts (and agree with the CIF's)
 ``property``, ``value``         e.g. ``formation_energy_per_atom`` (eV/atom), ``band_gap`` (eV)
 ``uncertainty``                 optional, >= 0, same units as ``value``
 ``source``                      optional, stored as the label's oracle (default ``import``)
@@ -30,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -48,6 +52,7 @@ from aloop.space.composition import is_wyckoff_compatible
 from aloop.space.crystal import LATTICE_KEYS, Crystal
 from aloop.space.groups import space_group_table
 from aloop.space.lattice import MIN_VOLUME, expand_lattice, follows_system, is_real_cell
+from aloop.space.wyckoff import parse_sites, site_errors
 from aloop.store import (
     REFERENCE_SOURCE,
     Label,
@@ -61,7 +66,8 @@ from aloop.store import (
     upsert_label,
 )
 
-FIELDS = ("formula", "cif", "space_group", *LATTICE_KEYS, "property", "value", "uncertainty", "source", "fidelity")
+FIELDS = ("formula", "cif", "space_group", *LATTICE_KEYS, "wyckoff", "property", "value", "uncertainty", "source",
+          "fidelity")
 DEFAULT_SOURCE = "import"
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 LATTICE_TOLERANCE = (0.01, 0.1)
@@ -188,12 +194,12 @@ def import_labels(store: Store, path: Path, *, campaign: str) -> ImportReport:
 def export_labels(store: Store, out: TextIO, *, campaign: str) -> int:
     """Write the campaign's ``ok`` labels as CSV (the import format); returns the row count.
 
-    Candidates are written by their three-stage parameters, materials with their CIF
-    when they have one; ``source`` is the label's oracle. The hull's reference labels
+    Candidates are written by their parameters and Wyckoff sites, materials with their sites and
+    CIF when they have them; ``source`` is the label's oracle. The hull's reference labels
     (elemental references, known phases) are the oracle's internals and stay out.
     """
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(("formula", "space_group", *LATTICE_KEYS, "cif", "property", "value", "uncertainty",
+    writer.writerow(("formula", "space_group", *LATTICE_KEYS, "wyckoff", "cif", "property", "value", "uncertainty",
                      "source", "fidelity"))
     with store.session() as session:
         owner = find_campaign(session, campaign)
@@ -204,8 +210,8 @@ def export_labels(store: Store, out: TextIO, *, campaign: str) -> int:
             subject: Any = candidate if candidate is not None else material
             lattice = [subject.a, subject.b, subject.c, subject.alpha, subject.beta, subject.gamma]
             cif = material.cif if material is not None else None
-            writer.writerow((subject.formula, _cell(subject.space_group), *map(_cell, lattice), cif or "",
-                             label.property, _cell(label.value), _cell(label.uncertainty), label.oracle,
+            writer.writerow((subject.formula, _cell(subject.space_group), *map(_cell, lattice), subject.wyckoff or "",
+                             cif or "", label.property, _cell(label.value), _cell(label.uncertainty), label.oracle,
                              _cell(label.fidelity)))
     return len(rows)
 
@@ -248,6 +254,8 @@ def parse_row(record: Mapping[str, Any], *, line: int) -> LabelRow:
         crystal = Crystal(space_group, composition, lattice)  # type: ignore[arg-type]
     else:
         crystal = None
+    if "wyckoff" in fields:
+        crystal = _with_sites(crystal, str(fields["wyckoff"]), from_cif=cif is not None)
     if crystal is not None:
         _check_crystal(crystal)
     row = LabelRow(line=line, composition=composition, crystal=crystal, cif=cif,  # type: ignore[arg-type]
@@ -282,6 +290,25 @@ def _check_crystal(crystal: Crystal) -> None:
     if not is_wyckoff_compatible(crystal.space_group, counts):
         raise ValueError(f"counts {sorted(counts, reverse=True)} of {crystal.formula} do not fit the Wyckoff "
                          f"positions of space group {crystal.space_group}")
+
+
+def _with_sites(crystal: Crystal | None, text: str, *, from_cif: bool) -> Crystal:
+    """``crystal`` with the row's Wyckoff sites ``text``, checked against its group and counts (and its CIF's sites).
+
+    Raises:
+        ValueError: no crystal to put them on, a malformed token (named), sites that do not fit,
+            or sites that disagree with those the CIF gives.
+    """
+    if crystal is None:
+        raise ValueError(f"wyckoff {text!r} needs space_group and {', '.join(LATTICE_KEYS)} (or a cif)")
+    sites = parse_sites(text, crystal.space_group)  # SitesError (a ValueError) names the token
+    problems = site_errors(sites, crystal.space_group, {el.symbol: int(n) for el, n in crystal.composition.items()})
+    if problems:
+        raise ValueError(f"wyckoff {text!r} does not fit {crystal.formula} in space group {crystal.space_group}: "
+                         f"{'; '.join(problems)}")
+    if from_cif and crystal.sites and crystal.sites != sites:
+        raise ValueError(f"wyckoff {text!r} disagrees with the CIF's {crystal.wyckoff!r}")
+    return dataclasses.replace(crystal, sites=sites)
 
 
 def _check_magnitude(prop: str, *, value: float, uncertainty: float | None) -> None:
@@ -340,7 +367,7 @@ def _check_header(path: Path, line: int, header: list[str]) -> None:
                     f"missing {', '.join(lacking)}" if lacking else ""]
         raise LabelsFileError(f"{path}: line {line}: not a labels CSV header ({'; '.join(p for p in problems if p)}); "
                               "expected columns formula or cif, property, value, optionally space_group, "
-                              f"{', '.join(LATTICE_KEYS)}, uncertainty, source, fidelity")
+                              f"{', '.join(LATTICE_KEYS)}, wyckoff, uncertainty, source, fidelity")
 
 
 def _jsonl_records(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any] | str]]:

@@ -41,6 +41,7 @@ from aloop.data.table import crystal_table  # noqa: E402
 from aloop.proxy import Proxy  # noqa: E402
 from aloop.space import LATTICE_KEYS, Crystal, CrystalBatch, space_group  # noqa: E402
 from aloop.space.cache import cache_path  # noqa: E402
+from aloop.space.wyckoff import parse_sites  # noqa: E402
 
 REVIEW_TAG = "aloop.review"
 STATE_TAG = "aloop.state"
@@ -55,7 +56,7 @@ PROXY_MODEL = "proxy"
 """Name of the round's logged proxy model."""
 PROXY_SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec("string", "formula"), ColSpec("long", "space_group"),
-                   *(ColSpec("double", k) for k in LATTICE_KEYS)]),
+                   *(ColSpec("double", k) for k in LATTICE_KEYS), ColSpec("string", "wyckoff", required=False)]),
     outputs=Schema([ColSpec("double", "mean"), ColSpec("double", "std")]))
 PROXY_REQUIREMENTS = ("torch", "botorch", "gpytorch", "pymatgen", "pyxtal", "mlflow")
 """Packages the proxy model imports (and aloop itself, installed from its repository)."""
@@ -182,13 +183,14 @@ def save_candidates_view(client: MlflowClient, experiment_id: str, *, round_numb
     listed under "Views" as "round <n> candidates"), lists the runs tagged ``aloop.kind =
     candidate`` and ``aloop.round = <n>``, highest acquisition first, as a flat list (the UI
     nests child runs under their round run only when sorted by creation time), with the columns
-    formula, space group, review tag, predicted mean and std, acquisition, feature distance to
-    the nearest known crystal and state. The UI takes columns only from such a view: URL
+    formula, space group, Wyckoff sites, review tag, predicted mean and std, acquisition, feature
+    distance to the nearest known crystal and state. The UI takes columns only from such a view: URL
     parameters set the filter and sort, not columns. The tag is written only when missing or
     different; the views of rounds ``CANDIDATE_VIEW_ROUNDS`` or more before this one are deleted.
     """
     key = f"{CANDIDATE_VIEW_KEY}{round_number}"
-    columns = [_column("params", "formula"), _column("params", "space_group"), _column("tags", REVIEW_TAG),
+    columns = [_column("params", "formula"), _column("params", "space_group"), _column("params", "wyckoff"),
+               _column("tags", REVIEW_TAG),
                _column("metrics", "pred_mean"), _column("metrics", "pred_std"), _column("metrics", "acquisition"),
                _column("metrics", "nearest_known_feature_distance"), _column("tags", STATE_TAG)]
     state = json.dumps({
@@ -302,9 +304,10 @@ def _create_candidate_run(client: MlflowClient, experiment_id: str, parent_run_i
 
 
 def _log_candidate(client: MlflowClient, run_id: str, view: CandidateView, *, logged: Mapping[str, float]) -> None:
-    """Params, metrics (those not ``logged`` yet), CIF and picture of one candidate, then mark its run finished."""
+    """Params (``wyckoff``: the sites as text, empty without), metrics (those not ``logged`` yet), CIF and
+    picture of one candidate, then mark its run finished."""
     crystal = view.crystal
-    params = {"formula": crystal.formula, "space_group": crystal.space_group,
+    params = {"formula": crystal.formula, "space_group": crystal.space_group, "wyckoff": crystal.wyckoff,
               "crystal_system": space_group(crystal.space_group).crystal_system,
               **{k: round(v, 4) for k, v in zip(LATTICE_KEYS, crystal.lattice, strict=True)}}
     metrics = {"pred_mean": view.proxy_mean, "pred_std": view.proxy_std, "acquisition": view.acquisition}
@@ -323,17 +326,18 @@ def _log_candidate(client: MlflowClient, run_id: str, view: CandidateView, *, lo
 
 
 def log_candidates_table(client: MlflowClient, run_id: str, views: Sequence[CandidateView]) -> None:
-    """The batch as ``candidates.csv`` on the round run (one row per candidate)."""
+    """The batch as ``candidates.csv`` on the round run (one row per candidate, ``wyckoff`` empty without sites)."""
     import csv
     import io
 
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["candidate_id", "formula", "space_group", *LATTICE_KEYS, "pred_mean", "pred_std",
+    writer.writerow(["candidate_id", "formula", "space_group", *LATTICE_KEYS, "wyckoff", "pred_mean", "pred_std",
                      "acquisition", "nearest_known_feature_distance", "state", "review"])
     for v in views:
         writer.writerow([v.candidate_id, v.crystal.formula, v.crystal.space_group,
-                         *(round(x, 4) for x in v.crystal.lattice), v.proxy_mean, v.proxy_std, v.acquisition,
+                         *(round(x, 4) for x in v.crystal.lattice), v.crystal.wyckoff, v.proxy_mean, v.proxy_std,
+                         v.acquisition,
                          v.nearest_known_feature_distance, v.state, v.review])
     client.log_text(run_id, out.getvalue(), "candidates.csv")
 
@@ -356,7 +360,8 @@ class ProxyModel(mlflow.pyfunc.PythonModel):
     """The proxy as an MLflow pyfunc model: a table of crystals in, predicted mean and std out.
 
     Input columns: ``formula`` (atoms of the conventional cell, e.g. ``Li4 O2``), ``space_group``
-    (1-230), ``a, b, c`` (Angstrom), ``alpha, beta, gamma`` (degrees). Output columns ``mean``
+    (1-230), ``a, b, c`` (Angstrom), ``alpha, beta, gamma`` (degrees), optionally ``wyckoff`` (the
+    sites as text, e.g. ``Li:8c O:4a``; absent or empty: no sites). Output columns ``mean``
     and ``std`` of the target for the proxy's reference source, without label noise (the
     ``pred_mean`` and ``pred_std`` of the candidate runs).
 
@@ -376,7 +381,9 @@ class ProxyModel(mlflow.pyfunc.PythonModel):
 def predict_table(proxy: Proxy, table: pd.DataFrame) -> pd.DataFrame:
     """``mean`` and ``std`` (target units, no label noise) of the crystals in ``table`` (``ProxyModel``'s columns)."""
     crystals = [Crystal(int(row["space_group"]), Composition(row["formula"]),
-                        tuple(float(row[k]) for k in LATTICE_KEYS)) for _, row in table.iterrows()]
+                        tuple(float(row[k]) for k in LATTICE_KEYS),  # type: ignore[arg-type]
+                        parse_sites(_text(row.get("wyckoff")), int(row["space_group"])))
+                for _, row in table.iterrows()]
     elements = sorted({el.symbol for crystal in crystals for el in crystal.composition})
     prediction = proxy.predict(CrystalBatch.from_crystals(crystals, elements), observation_noise=False)
     return pd.DataFrame({"mean": prediction.mean.numpy(), "std": prediction.std.numpy()}, index=table.index)
@@ -442,6 +449,11 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, list | dict) else str(value)
     return text[:6000]
+
+
+def _text(cell: Any) -> str:
+    """A table cell as text: ``''`` for a missing one (``None``, NaN as pandas reads an empty CSV cell)."""
+    return "" if cell is None or (isinstance(cell, float) and math.isnan(cell)) else str(cell)
 
 
 def _now_ms() -> int:

@@ -1,7 +1,7 @@
 """Exact targets for Crystal-GFN benchmarks: the measure trajectory balance samples against.
 
-With a reward that depends only on the discrete part d (group, composition), the
-trained sampler draws d with probability proportional to ``R(d) * V(d)``, where V(d) is
+With a reward that depends only on the discrete part d (group, composition, Wyckoff
+assignment), the trained sampler draws d with probability proportional to ``R(d) * V(d)``, where V(d) is
 the volume of d's reachable lattice region in normalised units (``aloop.gfn.cell``).
 V depends only on the lattice system and the atom count; it is the integral of the
 map's Jacobian over the unit box, estimated here by Monte Carlo.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from aloop.gfn import CrystalEnv
+from aloop.gfn.wyckoff import all_assignments
 
 
 def lattice_volumes(env: CrystalEnv, *, n_samples: int = 50_000, seed: int = 0) -> torch.Tensor:
@@ -33,3 +34,11 @@ def discrete_pairs(env: CrystalEnv) -> tuple[torch.Tensor, torch.Tensor, torch.T
     n_atoms = env.space.compositions[composition].sum(dim=1)
     volume = lattice_volumes(env)[env.group_lattice_system[group], n_atoms]
     return group, composition, volume
+
+
+def discrete_states(env: CrystalEnv) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every allowed (group, composition, Wyckoff assignment) of a small space: ``(D,)`` group index,
+    ``(D,)`` composition index, ``(D, L, 2)`` sites in trajectory order and ``(D,)`` lattice volume."""
+    group, composition, volume = discrete_pairs(env)
+    pair, sites = all_assignments(env.wyckoff, group, env.space.compositions[composition], env.max_atoms)
+    return group[pair], composition[pair], sites, volume[pair]

@@ -1,7 +1,10 @@
 """Crystal-GFN sampling: validity, speed and pyxtal placement of the untrained (uniform) generator.
 
 For the default space and each restriction preset: time to build the tables, time to
-draw 10,000 crystals, and the share that passes the space's validity checker. Then the
+draw 10,000 crystals, the share that passes the space's validity checker, and the share
+whose Wyckoff assignment is feasible by pyxtal's own tables (``pyxtal.symmetry.Group``:
+every letter exists, multiplicities add up to the counts, a position without degrees of
+freedom holds one orbit at most), independently of the generator's masks. Then the
 first ``--structures`` samples of each space in ``--placement-configs`` (the default space
 unless told) are placed by pyxtal (``aloop.space.structure.to_structure``, two worker
 processes) and checked for two atoms closer than 0.5 Angstrom; each placement gets at
@@ -20,6 +23,7 @@ import signal
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -71,10 +75,34 @@ def _sampling_row(name: str, n: int) -> tuple[dict, list[Crystal]]:
     batch = sample(env, policy, n, seed=0, threads=config.gfn.threads)
     sample_s = time.perf_counter() - start
     valid = valid_mask(batch, space)
+    crystals = batch.to_crystals()
     row = {"config": name, "groups": len(space.space_groups), "compositions": len(space.compositions),
            "trie_MB": env.trie.nbytes() / 1e6, "build_s": build_s, "n": n, "sample_s": sample_s,
-           "valid": float(valid.float().mean())}
-    return row, batch.to_crystals()
+           "valid": float(valid.float().mean()),
+           "sites_feasible": sum(map(_pyxtal_feasible, crystals)) / len(crystals),
+           "orbits_mean": float((batch.sites[..., 1] >= 0).sum(dim=1).float().mean())}
+    return row, crystals
+
+
+@cache
+def _pyxtal_positions(number: int) -> dict[str, tuple[int, int]]:
+    """Letter -> (multiplicity, degrees of freedom) from ``pyxtal.symmetry.Group``."""
+    from pyxtal.symmetry import Group
+
+    return {wp.letter: (int(wp.multiplicity), int(wp.get_dof())) for wp in Group(number)}
+
+
+def _pyxtal_feasible(crystal: Crystal) -> bool:
+    """The crystal's sites checked on pyxtal's Wyckoff tables alone (not aloop's)."""
+    letters, placed, fixed = _pyxtal_positions(crystal.space_group), {}, []
+    for element, letter in crystal.sites:
+        if letter not in letters:
+            return False
+        multiplicity, dof = letters[letter]
+        placed[element] = placed.get(element, 0) + multiplicity
+        fixed += [letter] if dof == 0 else []
+    counts = {el.symbol: int(n) for el, n in crystal.composition.items()}
+    return bool(crystal.sites) and placed == counts and len(fixed) == len(set(fixed))
 
 
 def _markdown(title: str, rows: list[dict], formats: dict[str, str]) -> str:
@@ -113,10 +141,11 @@ def main() -> None:
     header = (f"Command: `python -m benchmarks.gfn_sampling {' '.join(sys.argv[1:])}`\n\n"
               f"Machine: {os.cpu_count()} cores, torch {torch.__version__}, `gfn.threads` = 1 (torch threads), "
               f"load average {load_before:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (the machine is "
-              f"shared). Untrained (uniform) generator, default `gfn` settings (lattice prior "
+              f"shared). Untrained generator (uniform over allowed actions except the Wyckoff letters, which follow the prior), default `gfn` settings (lattice prior "
               f"{gfn.min_volume_per_atom} A^3/atom, length fraction {gfn.min_length_fraction}). `sample_s`: one `sample` call of n crystals after a warm-up call of 100.\n\n")
     text = header + _markdown(f"Validity and speed ({args.n} samples per space)", sampling,
-                              {"trie_MB": ".1f", "build_s": ".1f", "sample_s": ".2f", "valid": ".4f"})
+                              {"trie_MB": ".1f", "build_s": ".1f", "sample_s": ".2f", "valid": ".4f",
+                               "sites_feasible": ".4f", "orbits_mean": ".1f"})
     if placement:
         text += "\n" + _markdown(f"pyxtal placement (no two atoms closer than 0.5 A; {args.timeout_s:.0f} s limit "
                                  "each, 2 processes)", placement, {"ok_share": ".3f", "seconds": ".0f"})

@@ -131,7 +131,7 @@ def test_json_lines_are_checked_per_line(store: Store, tmp_path: Path) -> None:
         "line 3: not valid JSON (Expecting property name enclosed in double quotes at column 2)",
         "line 4: expected a JSON object, got list",
         "line 5: unknown fields ['colour']; fields: ['formula', 'cif', 'space_group', 'a', 'b', 'c', 'alpha', "
-        "'beta', 'gamma', 'property', 'value', 'uncertainty', 'source', 'fidelity']",
+        "'beta', 'gamma', 'wyckoff', 'property', 'value', 'uncertainty', 'source', 'fidelity']",
         "line 6: formula 'MgO' disagrees with the CIF's 'NaCl'",
         "line 7: space_group 225.5 is not an integer in 1-230",
         "line 8: uncertainty -1.0 is negative",

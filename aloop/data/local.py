@@ -7,7 +7,10 @@ conventional-cell columns (``spacegroup_number``, ``conv_a`` ... ``conv_gamma``,
 conventional counts are the stored counts times ``conv_nsites / nsites``, exact whenever
 that gives integers (every row of ``mp_cgcnn36k``; checked against the CIFs in the tests).
 Rows without those columns, or with fractional counts, are read from their CIF with
-``Crystal.from_structure`` (about 50 ms each), and the result is cached on disk.
+``Crystal.from_structure``. The Wyckoff sites of every row come from its CIF too (a row whose
+CIF gives another group or composition than the summary, or no assignment, has none).
+Converting a CIF takes about 17 ms (4 of them the sites), so the CIFs are converted once per
+file, in parallel processes when there are many, and the result is cached on disk.
 
 The labels are their own measurement: ``mp_cgcnn36k`` carries legacy (pre-MP2020)
 corrections, so its rows get the source ``mp_legacy`` by default. Rows flagged
@@ -21,10 +24,14 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import lzma
+import os
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +48,10 @@ SUMMARY = "summary.csv.gz"
 CIFS = "cifs.jsonl.xz"
 CONVENTIONAL = ("formula_full", "nsites", "spacegroup_number", *(f"conv_{k}" for k in LATTICE_KEYS), "conv_nsites")
 DEFAULT_SOURCE = "mp_legacy"
+PARALLEL_CIFS = 500
+"""From this many CIFs to convert on, conversion runs in one (forked) process per CPU."""
+_CACHE_VERSION = 3
+"""Version of the cached CIF conversions: 2 added the Wyckoff sites, 3 reads them in pyxtal's setting."""
 _FORMULA_TOKEN = r"([A-Z][a-z]?)(\d+(?:\.\d+)?)"
 
 
@@ -62,26 +73,27 @@ def read_local(path: Path, *, source: str = DEFAULT_SOURCE, progress: bool = Fal
             dropped["ef_outlier"] = int(outlier.sum())
         summary = summary[~outlier].reset_index(drop=True)
     elements, counts, exact = _conventional_counts(summary)
+    material_ids = summary["material_id"].astype(str).to_numpy()
+    parsed = _crystals_from_cifs(path / CIFS, material_ids.tolist(), progress=progress)
     rows = np.flatnonzero(exact)
-    batches = [CrystalBatch(
+    batches = [_with_sites(CrystalBatch(
         tuple(elements), torch.as_tensor(summary["spacegroup_number"].to_numpy()[rows], dtype=torch.long),
         torch.as_tensor(counts[rows], dtype=torch.long),
         torch.as_tensor(summary[[f"conv_{k}" for k in LATTICE_KEYS]].to_numpy(dtype=np.float64)[rows]),
-    )] if len(rows) else []
+    ), [parsed[i] for i in material_ids[rows]])] if len(rows) else []
     if not exact.all():
-        ids = summary["material_id"].astype(str).to_numpy()[~exact].tolist()
-        parsed = _crystals_from_cifs(path / CIFS, ids, progress=progress)
+        ids = material_ids[~exact].tolist()
         ok = [i for i in ids if parsed[i] is not None]
         if len(ok) < len(ids):
             dropped["cif_unreadable"] = len(ids) - len(ok)
         if ok:
             batches.append(CrystalBatch.from_crystals([parsed[i] for i in ok], sorted(
                 {el.symbol for i in ok for el in parsed[i].composition}, key=lambda e: Element(e).Z)))
-        position = {m: k for k, m in enumerate(summary["material_id"].astype(str))}
+        position = {m: k for k, m in enumerate(material_ids)}
         rows = np.concatenate([rows, np.array([position[i] for i in ok], dtype=np.int64)])
     properties = {name: pd.to_numeric(summary[name], errors="coerce").to_numpy(dtype=np.float64)[rows]
                   if name in summary else np.full(len(rows), np.nan) for name in PROPERTIES}
-    return Entries(source=source, ids=tuple(summary["material_id"].astype(str).to_numpy()[rows]),
+    return Entries(source=source, ids=tuple(material_ids[rows]),
                    crystals=CrystalBatch.concat(batches), properties=properties, dropped=dropped)
 
 
@@ -115,27 +127,51 @@ def _conventional_counts(summary: pd.DataFrame) -> tuple[list[str], np.ndarray, 
     return elements, np.where(exact[:, None], rounded, 0).astype(np.int64), exact
 
 
+def _with_sites(batch: CrystalBatch, from_cifs: list[Crystal | None]) -> CrystalBatch:
+    """``batch`` with each row's sites taken from its CIF's crystal, where that has the row's group and counts."""
+    return CrystalBatch.from_crystals([
+        dataclasses.replace(crystal, sites=cif.sites) if cif is not None and (cif.space_group, cif.composition)
+        == (crystal.space_group, crystal.composition) else crystal
+        for crystal, cif in zip(batch.to_crystals(), from_cifs, strict=True)], batch.elements)
+
+
 def _crystals_from_cifs(file: Path, ids: list[str], *, progress: bool) -> dict[str, Crystal | None]:
-    """``material_id -> Crystal`` (``None`` where the CIF does not parse) for ``ids``, cached by file and ids."""
+    """``material_id -> Crystal`` with sites (``None`` where the CIF does not parse), cached by file and ids."""
     try:
         stat = file.stat()
     except OSError as err:
-        raise LocalDataError(f"{file}: cannot read the CIFs ({err.strerror}), needed for {len(ids)} rows whose "
-                             f"summary lacks exact conventional-cell columns {list(CONVENTIONAL)}") from None
-    key = hashlib.sha1(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(ids)}".encode()).hexdigest()
+        raise LocalDataError(f"{file}: cannot read the CIFs ({err.strerror}), needed for the Wyckoff sites of "
+                             f"{len(ids)} rows (and the crystals of rows whose summary lacks exact "
+                             f"conventional-cell columns {list(CONVENTIONAL)})") from None
+    key = hashlib.sha1(f"{_CACHE_VERSION}|{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{','.join(ids)}"
+                       .encode()).hexdigest()
     cached = load_cached(f"local-cifs-{key[:16]}")
     if cached is not None:
         return {k: None if v is None else Crystal.from_dict(v) for k, v in cached.items()}
-    wanted, found = set(ids), {}
-    with lzma.open(file, "rt") as handle, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pymatgen's CIF parser warns about rounded coordinates
-        for line in tqdm(handle, desc=f"parsing CIFs of {file.parent.name}", disable=not progress):
-            record = json.loads(line)
-            if record["material_id"] in wanted:
-                try:
-                    found[record["material_id"]] = Crystal.from_structure(Structure.from_str(record["cif"], fmt="cif"))
-                except Exception:  # noqa: BLE001 - pymatgen raises many types for a broken CIF; counted as dropped
-                    found[record["material_id"]] = None
-    result = {i: found.get(i) for i in ids}
+    wanted = set(ids)
+    with lzma.open(file, "rt") as handle:
+        cifs = {r["material_id"]: r["cif"] for r in map(json.loads, handle) if r["material_id"] in wanted}
+    texts = [cifs.get(i) for i in ids]
+    bar = {"desc": f"parsing CIFs of {file.parent.name}", "total": len(texts), "disable": not progress}
+    if len(texts) < PARALLEL_CIFS:
+        crystals = [_crystal_of_cif(text) for text in tqdm(texts, **bar)]
+    else:
+        workers = len(os.sched_getaffinity(0))
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            crystals = list(tqdm(pool.map(_crystal_of_cif, texts, chunksize=max(1, len(texts) // (8 * workers))),
+                                 **bar))
+    result = dict(zip(ids, crystals, strict=True))
     save_cached(f"local-cifs-{key[:16]}", {k: None if v is None else v.as_dict() for k, v in result.items()})
     return result
+
+
+def _crystal_of_cif(cif: str | None) -> Crystal | None:
+    """The crystal, with sites, of one CIF; ``None`` when it is missing or does not parse."""
+    if cif is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pymatgen's CIF parser warns about rounded coordinates
+        try:
+            return Crystal.from_structure(Structure.from_str(cif, fmt="cif"))
+        except Exception:  # noqa: BLE001 - pymatgen raises many types for a broken CIF; counted as dropped
+            return None

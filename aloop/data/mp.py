@@ -3,9 +3,10 @@
 ``pull`` runs the summary searches of the configured ``data.scope`` (``MPQuery``), converts
 each structure to its conventional standard cell and writes the result atomically to
 ``<cache_dir>/summary-<query hash>.json.gz``. ``load_cache`` reads it back as
-``Entries`` of source ``mp``. The API key comes from ``MP_API_KEY`` only; it is handed
-to mp-api and never logged, cached or returned. Without a key nothing touches the
-network: ``pull`` fails at once with a message saying what to do.
+``Entries`` of source ``mp``; a cache written before crystals carried Wyckoff sites is
+converted again from its stored structures once, on first load, and rewritten. The API key
+comes from ``MP_API_KEY`` only; it is handed to mp-api and never logged, cached or returned.
+Without a key nothing touches the network: ``pull`` fails at once with a message saying what to do.
 
 Example:
     >>> query = MPQuery.from_settings(cfg.space, cfg.data.mp, scope=cfg.data.scope)  # doctest: +SKIP
@@ -43,6 +44,9 @@ API_KEY_ENV = "MP_API_KEY"
 MAX_Z = 94
 """Materials Project has no element beyond plutonium."""
 _CACHE_VERSION = 1
+_CRYSTALS_VERSION = 3
+"""Version of the records' crystals (2: with Wyckoff sites, 3: in pyxtal's setting). Kept apart from ``_CACHE_VERSION`` (part of
+the file name, which ``aloop.hull`` reads too) so that an older cache is upgraded in place, not lost."""
 
 
 class MPError(RuntimeError):
@@ -138,7 +142,8 @@ def pull(query: MPQuery, *, cache_dir: Path, chunk_size: int = 1000, progress: b
     docs, db_version = _search(query, api_key=api_key, chunk_size=chunk_size, progress=progress)
     records = [_record(doc) for doc in tqdm(docs, desc="conventional cells", disable=not progress)]
     pulled_at = datetime.now(UTC).isoformat(timespec="seconds")
-    payload = {"query": asdict(query), "db_version": db_version, "pulled_at": pulled_at, "records": records}
+    payload = {"query": asdict(query), "db_version": db_version, "pulled_at": pulled_at,
+               "crystals_version": _CRYSTALS_VERSION, "records": records}
     path = cache_file(query, cache_dir)
     write_atomic(path, gzip.compress(json.dumps(payload).encode()))
     unconverted = sum(r["crystal"] is None for r in records)
@@ -160,6 +165,10 @@ def load_cache(query: MPQuery, *, cache_dir: Path) -> Entries | None:
         records = payload["records"]
     except (OSError, ValueError, KeyError) as err:
         raise MPError(f"{path}: unreadable Materials Project cache ({err}); run `aloop data pull` again") from None
+    if payload.get("crystals_version", 1) < _CRYSTALS_VERSION:
+        records = [{**r, "crystal": _crystal(r.get("structure"))} for r in records]
+        write_atomic(path, gzip.compress(json.dumps(
+            {**payload, "crystals_version": _CRYSTALS_VERSION, "records": records}).encode()))
     converted = [r for r in records if r["crystal"] is not None]
     crystals = [Crystal.from_dict(r["crystal"]) for r in converted]
     elements = sorted({el.symbol for c in crystals for el in c.composition}, key=lambda s: Element(s).Z)
@@ -212,9 +221,14 @@ def _explain(message: str, where: str) -> str:
 
 def _record(doc: dict[str, Any]) -> dict[str, Any]:
     """One cache record: id, properties, structure, and the conventional-cell crystal (``None`` if spglib fails)."""
-    try:
-        crystal = Crystal.from_structure(Structure.from_dict(doc["structure"])).as_dict()
-    except Exception:  # noqa: BLE001 - spglib/pymatgen raise many types; the entry is counted as dropped
-        crystal = None
     return {"material_id": str(doc["material_id"]), **{p: doc.get(p) for p in PROPERTIES},
-            "symmetry": doc.get("symmetry"), "structure": doc.get("structure"), "crystal": crystal}
+            "symmetry": doc.get("symmetry"), "structure": doc.get("structure"),
+            "crystal": _crystal(doc.get("structure"))}
+
+
+def _crystal(structure: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``Crystal.as_dict()`` (Wyckoff sites included) of a pymatgen structure dict; ``None`` if it cannot be."""
+    try:
+        return Crystal.from_structure(Structure.from_dict(structure)).as_dict()  # type: ignore[arg-type]
+    except Exception:  # noqa: BLE001 - spglib/pymatgen raise many types; the entry is counted as dropped
+        return None

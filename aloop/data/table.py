@@ -2,7 +2,7 @@
 
 Columns: ``material_id``; the crystal as ``cif`` or as ``formula`` (atoms of the
 conventional cell, e.g. ``Na4Cl4``), ``space_group`` and ``a, b, c, alpha, beta, gamma``
-(Angstrom, degrees); the target column (``formation_energy_per_atom`` in eV/atom or
+(Angstrom, degrees), optionally ``wyckoff`` (the sites, e.g. ``Na:4a Cl:4b``); the target column (``formation_energy_per_atom`` in eV/atom or
 ``band_gap`` in eV); optionally ``source`` (the label's source, default ``csv``). Each row
 is checked as a labels row (``aloop.label_files.parse_row``: same messages, same CIF checks).
 
@@ -12,7 +12,7 @@ proxy model's input).
 Example:
     >>> train = read_table(Path("train.csv"), target="formation_energy_per_atom")  # doctest: +SKIP
     >>> list(crystal_table(train.crystals.to_crystals()).columns)  # doctest: +SKIP
-    ['formula', 'space_group', 'a', 'b', 'c', 'alpha', 'beta', 'gamma']
+    ['formula', 'space_group', 'a', 'b', 'c', 'alpha', 'beta', 'gamma', 'wyckoff']
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from aloop.label_files import parse_row
 from aloop.space.crystal import LATTICE_KEYS, Crystal
 
 DEFAULT_SOURCE = "csv"
-CRYSTAL_TABLE_COLUMNS = ("formula", "space_group", *LATTICE_KEYS)
-"""A crystal as a table row: full cell formula, space group, lattice (Angstrom, degrees)."""
+CRYSTAL_TABLE_COLUMNS = ("formula", "space_group", *LATTICE_KEYS, "wyckoff")
+"""A crystal as a table row: full cell formula, space group, lattice (Angstrom, degrees), Wyckoff sites
+(``Crystal.wyckoff``; empty without)."""
 CRYSTAL_COLUMNS = ("cif", *CRYSTAL_TABLE_COLUMNS)
 MAX_REPORTED = 5
 
@@ -41,7 +42,7 @@ class TableError(ValueError):
 def crystal_table(crystals: Sequence[Crystal]) -> pd.DataFrame:
     """One row per crystal in ``CRYSTAL_TABLE_COLUMNS``, e.g. formula ``Fe4 O6``, space group 167, a ... gamma."""
     return pd.DataFrame([{"formula": c.formula, "space_group": c.space_group,
-                          **dict(zip(LATTICE_KEYS, c.lattice, strict=True))} for c in crystals],
+                          **dict(zip(LATTICE_KEYS, c.lattice, strict=True)), "wyckoff": c.wyckoff} for c in crystals],
                         columns=list(CRYSTAL_TABLE_COLUMNS))
 
 

@@ -22,8 +22,8 @@ from aloop.gfn.env import CrystalEnv
 from aloop.gfn.policy import CrystalPolicy
 from aloop.gfn.trainer import build_policy
 
-FORMAT = 2
-"""2: Beta concentrations are exp(raw output) (1: a scaled softplus)."""
+FORMAT = 3
+"""3: the Wyckoff stage (2: Beta concentrations exp(raw output), no sites; 1: a scaled softplus)."""
 ARCHITECTURE_KEYS = ("hidden_dim", "n_layers", "n_beta_components")
 """Settings that fix the network's shape: they must match to load the weights."""
 
@@ -58,8 +58,12 @@ def load_checkpoint(path: str | Path, env: CrystalEnv, *, settings: GFNSettings)
         data = torch.load(path, map_location=env.device, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
         raise CheckpointError(f"{path}: cannot read Crystal-GFN checkpoint ({err})") from err
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not a Crystal-GFN checkpoint of format {FORMAT}")
+    if not isinstance(data, dict) or "format" not in data:
+        raise CheckpointError(f"{path}: not a Crystal-GFN checkpoint")
+    if data["format"] != FORMAT:
+        why = "the generator has since gained the Wyckoff stage" if data["format"] < FORMAT else "a newer aloop wrote it"
+        raise CheckpointError(f"{path}: Crystal-GFN checkpoint of format {data['format']}, this aloop reads format "
+                              f"{FORMAT} ({why}); train afresh (a round without a checkpoint does)")
     if data["fingerprint"] != env.fingerprint():
         raise CheckpointError(
             f"{path}: trained on another crystal space (fingerprint {data['fingerprint']}: {data['space']}); "

@@ -1,20 +1,25 @@
 """The batched Crystal-GFN environment: feasibility tables and conversions, no networks.
 
-A trajectory makes ``E + 4`` steps in a fixed order:
+A trajectory makes its steps in a fixed order (space group -> composition -> Wyckoff
+sites -> lattice):
 
-====== ================================ ===============================================
-step   action                           mask (precomputed table lookups)
-====== ================================ ===============================================
-0      crystal-lattice system (8)       systems with an allowed space group
-1      point-symmetry class (3)         classes with an allowed group in that system
-2      space group (G)                  allowed groups of that system and class
-3..    count of element k (0..K)        prefixes that still complete into a composition
-                                        the group hosts (``CompositionTrie``)
-E+3    lattice (continuous, [0, 1]^6)   none: ``CellMap`` makes every draw a valid cell
-====== ================================ ===============================================
+========= ================================ ============================================
+step      action                           mask (precomputed table lookups)
+========= ================================ ============================================
+0         crystal-lattice system (8)       systems with an allowed space group
+1         point-symmetry class (3)         classes with an allowed group in that system
+2         space group (G)                  allowed groups of that system and class
+3..E+2    count of element k (0..K)        prefixes that still complete into a
+                                           composition the group hosts (``CompositionTrie``)
+orbits    Wyckoff letter of the next orbit letters that leave the rest placeable
+          (one step per orbit, element     (``aloop.gfn.wyckoff``); an element is done
+          by element)                      when its orbits hold its atoms
+last      lattice (continuous, [0, 1]^6)   none: ``CellMap`` makes every draw a valid cell
+========= ================================ ============================================
 
-Every mask keeps at least one action because every allowed group hosts a composition,
-so no trajectory dead-ends and nothing is rejected.
+Every mask keeps at least one action because every allowed group hosts a composition
+and every hosted composition has an assignment, so no trajectory dead-ends and nothing
+is rejected.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from aloop.config import GFNSettings
 from aloop.gfn.cell import CellMap
 from aloop.gfn.states import Trajectories
 from aloop.gfn.trie import CompositionTrie
+from aloop.gfn.wyckoff import WyckoffTables, letter_prior
 from aloop.hardware import resolve_device
 from aloop.space.crystal import CrystalBatch
 from aloop.space.groups import N_LATTICE_SYSTEMS, N_POINT_SYMMETRIES
@@ -37,7 +43,7 @@ from aloop.space.space import CrystalSpace
 
 @dataclass(frozen=True)
 class CrystalEnv:
-    """Tables of the three-stage construction over one ``CrystalSpace``.
+    """Tables of the four-stage construction over one ``CrystalSpace``.
 
     Attributes:
         space: the crystal space.
@@ -48,8 +54,10 @@ class CrystalEnv:
         point_symmetry_mask: ``(8, 3)`` bool, by lattice system.
         group_mask: ``(8, 3, G)`` bool, by lattice system and point-symmetry class.
         trie: composition prefix tables.
+        wyckoff: Wyckoff-stage tables.
+        letter_prior: ``(G, W)`` log frequency of each letter in known crystals (unweighted).
         cell: the lattice action's bounds.
-        max_atoms: largest atom count of a composition.
+        max_atoms: largest atom count of a composition, also the most orbits a crystal can have.
     """
 
     space: CrystalSpace
@@ -60,6 +68,8 @@ class CrystalEnv:
     point_symmetry_mask: torch.Tensor
     group_mask: torch.Tensor
     trie: CompositionTrie
+    wyckoff: WyckoffTables
+    letter_prior: torch.Tensor
     cell: CellMap
     max_atoms: int
 
@@ -81,6 +91,7 @@ class CrystalEnv:
         n_groups = int(space.space_groups.shape[0])
         group_mask = torch.zeros(N_LATTICE_SYSTEMS, N_POINT_SYMMETRIES, n_groups, dtype=torch.bool)
         group_mask[system, symmetry, torch.arange(n_groups)] = True
+        wyckoff = WyckoffTables.build(space)
         return cls(
             space=space,
             group_number=space.space_groups.long(),
@@ -90,6 +101,8 @@ class CrystalEnv:
             point_symmetry_mask=group_mask.any(dim=2),
             group_mask=group_mask,
             trie=CompositionTrie.build(space.compositions.long(), space.compatible.bool()),
+            wyckoff=wyckoff,
+            letter_prior=letter_prior(tuple(space.space_groups.tolist()), wyckoff.n_letters),
             cell=CellMap(tuple(space.length_range), tuple(space.angle_range), settings.min_volume_per_atom,
                          settings.min_length_fraction),
             max_atoms=int(space.compositions.sum(dim=1).max()),
@@ -100,7 +113,7 @@ class CrystalEnv:
             self.space, self.group_number.to(device), self.group_lattice_system.to(device),
             self.group_point_symmetry.to(device), self.lattice_system_mask.to(device),
             self.point_symmetry_mask.to(device), self.group_mask.to(device), self.trie.to(device),
-            self.cell, self.max_atoms,
+            self.wyckoff.to(device), self.letter_prior.to(device), self.cell, self.max_atoms,
         )
 
     @property
@@ -116,8 +129,13 @@ class CrystalEnv:
         return int(self.group_number.shape[0])
 
     @property
-    def n_steps(self) -> int:
-        """Actions per trajectory: system, class, group, E counts, lattice."""
+    def orbit_step(self) -> int:
+        """Step kind of every Wyckoff orbit (after system, class, group and the E counts)."""
+        return self.n_elements + 3
+
+    @property
+    def lattice_step(self) -> int:
+        """Step kind of the lattice, the last action."""
         return self.n_elements + 4
 
     def to_batch(self, trajectories: Trajectories) -> CrystalBatch:
@@ -127,14 +145,16 @@ class CrystalEnv:
             space_group=self.group_number[trajectories.group],
             counts=trajectories.counts,
             lattice=trajectories.lattice,
+            sites=trajectories.sites,
         )
 
     def from_batch(self, batch: CrystalBatch) -> tuple[Trajectories, torch.Tensor]:
         """The trajectory of each crystal, and ``(N,)`` bool: the environment can build it.
 
         A crystal outside the space (group not allowed, composition not in the table or
-        not hosted by the group, lattice outside the reachable cells) gets ``False``; its
-        trajectory entries are then placeholders.
+        not hosted by the group, no Wyckoff sites or sites that do not hold the composition,
+        lattice outside the reachable cells) gets ``False``; its trajectory entries are then
+        placeholders.
         """
         if tuple(batch.elements) != tuple(self.space.elements):
             raise ValueError(f"batch elements {list(batch.elements)} differ from the space's {list(self.space.elements)}")
@@ -149,21 +169,38 @@ class CrystalEnv:
         system = self.group_lattice_system[group]
         unit, _ = self.cell.to_unit(system, batch.lattice, batch.counts.sum(dim=1))
         reachable = ((unit >= 0) & (unit <= 1)).all(dim=1) & follows_system(system, batch.lattice.to(torch.float64))
+        sites = self._trajectory_sites(group, batch.sites, len(batch))
+        placed = self.wyckoff.replay(group, batch.counts.long(), sites).complete
         trajectories = Trajectories(
             lattice_system=system,
             point_symmetry=self.group_point_symmetry[group],
             group=group,
             counts=batch.counts.long(),
+            sites=sites,
             unit=unit.clamp(0, 1).to(torch.float32),
             lattice=batch.lattice.to(torch.float64),
         )
-        return trajectories, known & hosted & reachable
+        return trajectories, known & hosted & reachable & placed
+
+    def _trajectory_sites(self, group: torch.Tensor, sites: torch.Tensor | None, n: int) -> torch.Tensor:
+        """A batch's orbits in trajectory order (element column, then the group's letter order),
+        padded to ``max_atoms`` orbits; all -1 (no assignment) where the batch has none."""
+        out = torch.full((n, self.max_atoms, 2), -1, dtype=torch.long, device=self.device)
+        if sites is None:
+            return out
+        sites = sites.to(self.device).long()[:, : self.max_atoms]
+        letter = sites[..., 1]
+        order = self.wyckoff.order[group.unsqueeze(1), letter.clamp(min=0)]
+        key = torch.where(letter >= 0, sites[..., 0] * (self.wyckoff.n_letters + 1) + order, torch.iinfo(torch.long).max)
+        sorted_rows = sites.gather(1, key.argsort(dim=1).unsqueeze(2).expand_as(sites))
+        out[:, : sorted_rows.shape[1]] = sorted_rows
+        return out
 
     def fingerprint(self) -> str:
         """Hash of everything the policy's meaning depends on: elements, groups, compositions,
         compatibility, lattice ranges and the lattice prior."""
         digest = hashlib.sha256()
-        digest.update(repr((tuple(self.space.elements), self.cell)).encode())
+        digest.update(repr((tuple(self.space.elements), self.cell, "wyckoff-stage-1")).encode())
         for tensor in (self.group_number, self.space.compositions, self.space.compatible):
             digest.update(tensor.detach().to("cpu").contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]

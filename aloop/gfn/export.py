@@ -3,7 +3,7 @@
 Example:
     >>> table = sample_table(load_config("configs/fe-o.yaml"), n=100, seed=0)  # doctest: +SKIP
     >>> list(table.columns)  # doctest: +SKIP
-    ['formula', 'space_group', 'a', 'b', 'c', 'alpha', 'beta', 'gamma']
+    ['formula', 'space_group', 'a', 'b', 'c', 'alpha', 'beta', 'gamma', 'wyckoff']
 """
 
 from __future__ import annotations
@@ -24,10 +24,12 @@ def sample_table(config: Config, *, n: int, checkpoint: str | Path | None = None
                  seed: int | None = None, progress: bool = False) -> pd.DataFrame:
     """Sample ``n`` crystals of ``config``'s space from a checkpoint, or from the untrained generator.
 
-    The untrained generator is uniform over the allowed action at every step. With a
-    checkpoint the table gets a ``log_reward`` column: the generator's own estimate
-    ``log Z + log P_F`` (``estimated_log_reward``), equal to the training log reward
-    where trajectory balance is met. Sampling runs on ``gfn.device``; the table is built on CPU.
+    Columns: ``aloop.data.table.CRYSTAL_TABLE_COLUMNS`` (the last, ``wyckoff``, holds the sites as
+    text, e.g. ``Na:4a Cl:4b``, which ``aloop labels import`` reads back). The untrained generator
+    is uniform over the allowed action at every step but the Wyckoff letters, which follow the
+    prior. With a checkpoint the table gets a ``log_reward`` column: the generator's own estimate
+    ``log Z + log P_F`` (``estimated_log_reward``), equal to the training log reward where
+    trajectory balance is met. Sampling runs on ``gfn.device``; the table is built on CPU.
     """
     env = CrystalEnv.from_space(CrystalSpace.from_settings(config.space), config.gfn, device=config.gfn.device)
     if checkpoint is None:

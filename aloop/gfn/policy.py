@@ -1,10 +1,14 @@
 """Forward policy of the Crystal-GFN: a shared MLP trunk, one head per stage, learned log Z.
 
 The state of a trajectory is encoded as a sum of embeddings (step, lattice system, point
-symmetry, space group; an extra "unset" index for choices not made yet) plus a linear map
-of the counts chosen so far. Heads give logits for the discrete stages and the parameters
-of a mixture of Beta distributions for each of the six lattice coordinates (in the unit
-interval; ``aloop.gfn.cell`` maps them to a valid cell).
+symmetry, space group, the element being placed; an extra "unset" index for choices not
+made yet) plus linear maps of the counts chosen so far and of the Wyckoff orbits placed so
+far (per letter: all elements, the current element, and the atoms it has left). Heads
+give logits for the discrete stages and the parameters of a mixture of Beta distributions
+for each of the six lattice coordinates (in the unit interval; ``aloop.gfn.cell`` maps
+them to a valid cell). The letter logits add a fixed prior per (group, letter)
+(``aloop.gfn.wyckoff.letter_prior`` times ``gfn.wyckoff_prior_weight``), so an untrained
+policy places orbits as known crystals do, and training can move away from it.
 
 All head weights start at zero, so an untrained policy is uniform over the allowed
 actions. Its lattice coordinates are uniform on [0, 1] too, but through distinct
@@ -35,8 +39,10 @@ class CrystalPolicy(nn.Module):
 
     Args:
         n_groups: number of allowed space groups (G).
-        n_elements: number of elements (E); the trajectory has ``E + 4`` steps.
+        n_elements: number of elements (E).
         max_count: largest count of one element (K); count actions are ``0..K``.
+        letter_prior: ``(G, W)`` fixed logit bias of the Wyckoff letters per group (W letters),
+            already weighted.
         max_atoms: largest total atom count, used to scale the counts input.
         hidden_dim: width of the trunk.
         n_layers: number of hidden layers of the trunk (the embedding sum is the first).
@@ -44,12 +50,16 @@ class CrystalPolicy(nn.Module):
     """
 
     def __init__(self, *, n_groups: int, n_elements: int, max_count: int, max_atoms: int,
-                 hidden_dim: int, n_layers: int, n_components: int) -> None:
+                 letter_prior: torch.Tensor, hidden_dim: int, n_layers: int, n_components: int) -> None:
         super().__init__()
+        n_letters = int(letter_prior.shape[1])
         self.n_components = n_components
         self.count_scale = 1.0 / max_count
         self.total_scale = 1.0 / max_atoms
-        self.step_embedding = nn.Embedding(n_elements + 4, hidden_dim)
+        self.register_buffer("letter_prior", letter_prior.float(), persistent=False)
+        self.step_embedding = nn.Embedding(n_elements + 5, hidden_dim)
+        self.element_embedding = nn.Embedding(n_elements + 1, hidden_dim)
+        self.sites_projection = nn.Linear(2 * n_letters + 1, hidden_dim)
         self.lattice_system_embedding = nn.Embedding(N_LATTICE_SYSTEMS + 1, hidden_dim)
         self.point_symmetry_embedding = nn.Embedding(N_POINT_SYMMETRIES + 1, hidden_dim)
         self.group_embedding = nn.Embedding(n_groups + 1, hidden_dim)
@@ -59,9 +69,10 @@ class CrystalPolicy(nn.Module):
         self.point_symmetry_head = nn.Linear(hidden_dim, N_POINT_SYMMETRIES)
         self.group_head = nn.Linear(hidden_dim, n_groups)
         self.count_head = nn.Linear(hidden_dim, max_count + 1)
+        self.letter_head = nn.Linear(hidden_dim, n_letters)
         self.lattice_head = nn.Linear(hidden_dim, N_LATTICE_COORDS * n_components * 3)
         for head in (self.lattice_system_head, self.point_symmetry_head, self.group_head, self.count_head,
-                     self.lattice_head):
+                     self.letter_head, self.lattice_head):
             nn.init.zeros_(head.weight)
             nn.init.zeros_(head.bias)
         with torch.no_grad():
@@ -70,15 +81,19 @@ class CrystalPolicy(nn.Module):
         self.log_z = nn.Parameter(torch.zeros(()))
 
     def trunk(self, step: torch.Tensor, lattice_system: torch.Tensor, point_symmetry: torch.Tensor,
-              group: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+              group: torch.Tensor, counts: torch.Tensor, element: torch.Tensor | None = None,
+              sites: torch.Tensor | None = None) -> torch.Tensor:
         """Encode partial states -> ``(B, H)``.
 
         Args:
-            step: ``(B,)`` long, index of the next action (0..E+3).
+            step: ``(B,)`` long, kind of the next action: 0 system, 1 class, 2 group, 3..E+2
+                counts, E+3 a Wyckoff orbit, E+4 the lattice.
             lattice_system: ``(B,)`` long, 0..7, or -1 while unset.
             point_symmetry: ``(B,)`` long, 0..2, or -1 while unset.
             group: ``(B,)`` long, index into the allowed groups, or -1 while unset.
             counts: ``(B, E)`` long, counts chosen so far (0 for elements not reached).
+            element: ``(B,)`` long, the element whose orbit is next, -1 (or None) otherwise.
+            sites: ``(B, 2W+1)`` float, ``site_features`` of the orbits so far (None: none yet).
         """
         counts = counts.to(self.counts_projection.weight.dtype)
         count_features = torch.cat(
@@ -88,10 +103,23 @@ class CrystalPolicy(nn.Module):
              + self.point_symmetry_embedding(_unset_last(point_symmetry, N_POINT_SYMMETRIES))
              + self.group_embedding(_unset_last(group, self.group_embedding.num_embeddings - 1))
              + self.counts_projection(count_features))
+        if element is not None:
+            x = x + self.element_embedding(_unset_last(element, self.element_embedding.num_embeddings - 1))
+        if sites is not None:
+            x = x + self.sites_projection(sites.to(x.dtype))
         h = nn.functional.silu(x)
         for layer in self.hidden:
             h = nn.functional.silu(layer(h))
         return h
+
+    def letter_logits(self, h: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """``(B, W)`` logits of the next orbit's Wyckoff letter: the head plus the prior."""
+        return self.letter_head(h) + self.letter_prior[group]
+
+    def site_features(self, placed: torch.Tensor, mine: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
+        """``(B, 2W+1)`` trunk input of the Wyckoff stage: orbits per letter so far (all elements, the
+        current one) and the current element's atoms left, scaled by the largest count."""
+        return torch.cat([placed, mine, remaining.unsqueeze(1)], dim=1).float() * self.count_scale
 
     def lattice_params(self, h: torch.Tensor) -> torch.Tensor:
         """Beta-mixture parameters ``(B, 6, C, 3)``: mixture logit, raw alpha, raw beta."""

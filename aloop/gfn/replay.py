@@ -63,7 +63,8 @@ class ReplayBuffer:
 def _first_of_each_key(trajectories: Trajectories) -> torch.Tensor:
     """Sorted positions of the first occurrence of each distinct crystal ``(U,)``."""
     lattice_key = torch.round(trajectories.lattice / LATTICE_KEY_RESOLUTION).long()
-    key = torch.cat([trajectories.group.unsqueeze(1), trajectories.counts, lattice_key], dim=1)
+    key = torch.cat([trajectories.group.unsqueeze(1), trajectories.counts, trajectories.sites.flatten(1), lattice_key],
+                    dim=1)
     _, inverse = torch.unique(key, dim=0, return_inverse=True)
     position = torch.arange(len(key), device=key.device)
     first = torch.full((int(inverse.max()) + 1,), len(key), device=key.device, dtype=torch.long)

@@ -1,6 +1,7 @@
 """Rolling out and scoring trajectories for a whole batch at once.
 
-``rollout`` draws trajectories step by step (``E + 4`` batched steps; masks from table
+``rollout`` draws trajectories step by step (batched steps: system, class, group, E counts,
+one round per Wyckoff orbit for the rows still placing atoms, lattice; masks from table
 lookups, no per-sample Python). Exploration: a share ``epsilon`` of the trajectories is
 drawn entirely from the uniform policy (every allowed action equally likely, lattice
 coordinates uniform); the others follow the policy with logits and mixture weights divided
@@ -11,8 +12,8 @@ only 34% of trajectories untouched. On the ``benchmarks.gfn_training`` reward (t
 whole trajectories 0.83-0.86.
 
 ``log_prob`` scores given trajectories under the policy itself (no exploration): all
-``E + 4`` partial states are rebuilt from the actions and encoded in one pass of the
-trunk (teacher forcing). Training uses it for fresh and replayed trajectories alike.
+partial states are rebuilt from the actions and encoded in two passes of the trunk
+(teacher forcing). Training uses it for fresh and replayed trajectories alike.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 from aloop.gfn.env import CrystalEnv
 from aloop.gfn.policy import CrystalPolicy, beta_mixture_log_prob, sample_beta_mixture
 from aloop.gfn.states import Trajectories
+from aloop.gfn.wyckoff import OrbitState, OrbitSteps
 from aloop.space.lattice import free_mask
 
 
@@ -62,32 +64,69 @@ def rollout(env: CrystalEnv, policy: CrystalPolicy, n: int, *, epsilon: float = 
             count[open_rows] = _choose(policy.count_head(h), mask[open_rows], explore[open_rows], temperature)
         counts[:, level] = count
         node = env.trie.step(level, node, count)
-    h = trunk(3 + env.n_elements, system, symmetry, group)
+    sites, placed = _place_orbits(env, policy, system, symmetry, group, counts, explore, temperature)
+    h = policy.trunk(torch.full((n,), env.lattice_step, device=device), system, symmetry, group, counts,
+                     sites=policy.site_features(placed, torch.zeros_like(placed), torch.zeros_like(group)))
     unit = sample_beta_mixture(policy.lattice_params(h), temperature=temperature)
     if epsilon > 0:
         unit = torch.where(explore.unsqueeze(1), torch.rand_like(unit), unit)
     lattice, _ = env.cell.to_lattice(system, unit, counts.sum(dim=1))
-    return Trajectories(system, symmetry, group, counts, unit, lattice)
+    return Trajectories(system, symmetry, group, counts, sites, unit, lattice)
+
+
+def _place_orbits(env: CrystalEnv, policy: CrystalPolicy, system: torch.Tensor, symmetry: torch.Tensor,
+                  group: torch.Tensor, counts: torch.Tensor, explore: torch.Tensor, temperature: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The Wyckoff stage for a batch: one orbit per round for every row still placing atoms.
+
+    Returns ``(n, L, 2)`` sites (element column, letter; -1 pads) and ``(n, W)`` orbits per letter.
+    Rows whose mask leaves one letter take it without a policy call.
+    """
+    state = OrbitState.start(env.wyckoff, group, counts, env.max_atoms)
+    while bool((active := (state.remaining > 0).nonzero().squeeze(1)).numel()):
+        mask = state.mask(env.wyckoff, active)
+        letter = mask.long().argmax(dim=1)  # the only allowed letter, for forced rows
+        open_rows = (mask.sum(dim=1) > 1).nonzero().squeeze(1)
+        if open_rows.numel():
+            pick = active[open_rows]
+            h = policy.trunk(torch.full((pick.numel(),), env.orbit_step, device=env.device), system[pick],
+                             symmetry[pick], group[pick], counts[pick], element=state.element(pick),
+                             sites=policy.site_features(state.placed[pick], state.mine[pick], state.remaining[pick]))
+            letter[open_rows] = _choose(policy.letter_logits(h, group[pick]), mask[open_rows], explore[pick],
+                                        temperature)
+        state.advance(env.wyckoff, active, letter)
+    return state.sites, state.placed
 
 
 def log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories) -> torch.Tensor:
     """Forward log-probability of each trajectory under the policy ``(N,)``, differentiable.
 
-    The lattice step adds the Beta-mixture log density of the free unit coordinates
-    minus the log Jacobian of ``CellMap``: a density per unit of the normalised lattice box.
+    The fixed-length steps (system, class, group, counts, lattice) are encoded in one pass of
+    the trunk, the orbits of the Wyckoff stage in a second one (``WyckoffTables.replay``
+    rebuilds the state before each orbit). The lattice step adds the Beta-mixture log
+    density of the free unit coordinates minus the log Jacobian of ``CellMap``: a density
+    per unit of the normalised lattice box.
     """
-    n, n_steps, n_elements = len(trajectories), env.n_steps, env.n_elements
+    n, n_elements = len(trajectories), env.n_elements
     device = env.device
+    n_steps = n_elements + 4  # system, class, group, E counts, lattice
     step = torch.arange(n_steps, device=device).expand(n, n_steps)  # (N, S)
+    kind = torch.where(step == n_steps - 1, env.lattice_step, step)
 
     def revealed(value: torch.Tensor, from_step: int) -> torch.Tensor:
         return torch.where(step >= from_step, value.unsqueeze(1), -1)
 
+    orbits = env.wyckoff.replay(trajectories.group, trajectories.counts, trajectories.sites)
+    final = orbits.placed[:, -1] + torch.nn.functional.one_hot(orbits.letter[:, -1].clamp(min=0),
+                                                               env.wyckoff.n_letters) * orbits.real[:, -1:]
+    features = policy.site_features(final, torch.zeros_like(final), torch.zeros(n, dtype=torch.long, device=device))
+    sites_in = torch.where((step == n_steps - 1).unsqueeze(2), features.unsqueeze(1), 0.0)  # lattice step only
     prefix = torch.arange(n_elements, device=device) < (step - 3).unsqueeze(-1)  # (N, S, E)
     counts_in = trajectories.counts.unsqueeze(1) * prefix
-    h = policy.trunk(step.reshape(-1), revealed(trajectories.lattice_system, 1).reshape(-1),
+    h = policy.trunk(kind.reshape(-1), revealed(trajectories.lattice_system, 1).reshape(-1),
                      revealed(trajectories.point_symmetry, 2).reshape(-1), revealed(trajectories.group, 3).reshape(-1),
-                     counts_in.reshape(n * n_steps, n_elements)).view(n, n_steps, -1)
+                     counts_in.reshape(n * n_steps, n_elements),
+                     sites=sites_in.reshape(n * n_steps, -1)).view(n, n_steps, -1)
     system, symmetry, group = trajectories.lattice_system, trajectories.point_symmetry, trajectories.group
     total = _masked_log_prob(policy.lattice_system_head(h[:, 0]), env.lattice_system_mask.expand(n, -1), system)
     total = total + _masked_log_prob(policy.point_symmetry_head(h[:, 1]), env.point_symmetry_mask[system], symmetry)
@@ -97,10 +136,29 @@ def log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories)
                               dim=1)  # (N, E, K+1)
     count_logits = policy.count_head(h[:, 3:3 + n_elements])
     total = total + _masked_log_prob(count_logits, count_masks, trajectories.counts).sum(dim=1)
+    total = total + _orbit_log_prob(env, policy, trajectories, orbits)
     density = beta_mixture_log_prob(policy.lattice_params(h[:, -1]), trajectories.unit)  # (N, 6)
     _, log_jacobian = env.cell.to_lattice(system, trajectories.unit, trajectories.counts.sum(dim=1))
     lattice_term = (density * free_mask(system)).sum(dim=1) - log_jacobian.to(density.dtype)
     return total + lattice_term
+
+
+def _orbit_log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories,
+                    orbits: OrbitSteps) -> torch.Tensor:
+    """``(N,)`` summed log-probabilities of the Wyckoff letters; steps with one allowed letter add 0."""
+    choice = orbits.real & (orbits.mask.sum(dim=2) > 1)
+    row, position = choice.nonzero(as_tuple=True)
+    total = torch.zeros(len(trajectories), device=env.device)
+    if not row.numel():
+        return total
+    group = trajectories.group[row]
+    h = policy.trunk(torch.full_like(row, env.orbit_step), trajectories.lattice_system[row],
+                     trajectories.point_symmetry[row], group, trajectories.counts[row],
+                     element=orbits.element[row, position],
+                     sites=policy.site_features(orbits.placed[row, position], orbits.mine[row, position],
+                                                orbits.remaining[row, position]))
+    step = _masked_log_prob(policy.letter_logits(h, group), orbits.mask[row, position], orbits.letter[row, position])
+    return total.index_add(0, row, step.to(total.dtype))
 
 
 def _masked_log_prob(logits: torch.Tensor, mask: torch.Tensor, action: torch.Tensor) -> torch.Tensor:

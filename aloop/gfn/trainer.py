@@ -57,10 +57,12 @@ class TrainingHistory:
 
 
 def build_policy(env: CrystalEnv, settings: GFNSettings) -> CrystalPolicy:
-    """An untrained (uniform) policy sized for ``env``, on the environment's device."""
+    """An untrained policy sized for ``env``, on the environment's device: uniform over the allowed
+    actions except for the Wyckoff letters, which follow the prior (``gfn.wyckoff_prior_weight``)."""
     return CrystalPolicy(
         n_groups=env.n_groups, n_elements=env.n_elements, max_count=env.trie.max_count,
-        max_atoms=env.max_atoms, hidden_dim=settings.hidden_dim, n_layers=settings.n_layers,
+        max_atoms=env.max_atoms, letter_prior=settings.wyckoff_prior_weight * env.letter_prior,
+        hidden_dim=settings.hidden_dim, n_layers=settings.n_layers,
         n_components=settings.n_beta_components,
     ).to(env.device)
 

@@ -35,7 +35,7 @@ POINT_GROUPS = (
 N_SPACE_GROUPS = 230
 N_LATTICE_SYSTEMS = len(CRYSTAL_LATTICE_SYSTEMS)
 N_POINT_SYMMETRIES = len(POINT_SYMMETRIES)
-_CACHE = "space-groups-v2"
+_CACHE = "space-groups-v3"
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,8 @@ class SpaceGroup:
     """One of ``CRYSTAL_LATTICE_SYSTEMS``: trigonal groups split by centring (R or P)."""
     point_group: str
     point_symmetry: str
+    hall_number: int
+    """spglib's Hall number of pyxtal's setting (origin choice 2 where the group has two)."""
     wyckoff_positions: tuple[WyckoffPosition, ...]
     """General position first, as pyxtal lists them."""
     multiplicity_bounds: tuple[tuple[int, ...], tuple[int | None, ...]]
@@ -110,6 +112,7 @@ def _read_pyxtal(number: int) -> dict:
         "point_group": group.point_group,
         "inversion": bool(group.inversion),
         "polar": bool(group.polar),
+        "hall_number": int(group.hall_number),
         "wyckoff": [[int(wp.multiplicity), wp.letter, bool(wp.get_dof() > 0)] for wp in group],
         "bounds": [[int(b) for b in base], upper],
     }
@@ -130,6 +133,7 @@ def all_space_groups() -> tuple[SpaceGroup, ...]:
             lattice_system=_lattice_system(d["crystal_system"], d["symbol"]),
             point_group=d["point_group"],
             point_symmetry=_point_symmetry(d["inversion"], d["polar"]),
+            hall_number=d["hall_number"],
             wyckoff_positions=tuple(WyckoffPosition(m, letter, free) for m, letter, free in d["wyckoff"]),
             multiplicity_bounds=(tuple(d["bounds"][0]), tuple(d["bounds"][1])),
         )

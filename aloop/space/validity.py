@@ -25,6 +25,7 @@ from aloop.space.crystal import Crystal, CrystalBatch
 from aloop.space.groups import N_SPACE_GROUPS, space_group, space_group_table
 from aloop.space.lattice import follows_system, in_ranges, is_real_cell
 from aloop.space.space import CrystalSpace
+from aloop.space.wyckoff import site_errors
 
 
 class Constraint(StrEnum):
@@ -39,6 +40,8 @@ class Constraint(StrEnum):
     NOT_CHARGE_NEUTRAL = "not_charge_neutral"
     SPACE_GROUP_NOT_ALLOWED = "space_group_not_allowed"
     WYCKOFF_INCOMPATIBLE = "wyckoff_incompatible"
+    WYCKOFF_SITES = "wyckoff_sites"
+    """The crystal's Wyckoff sites (when it has any) do not hold its counts, or put two orbits on a fixed position."""
     LATTICE_SYSTEM_RULE = "lattice_system_rule"
     LATTICE_OUT_OF_RANGE = "lattice_out_of_range"
     NOT_A_CELL = "not_a_cell"
@@ -86,6 +89,7 @@ def broken_constraints(batch: CrystalBatch, space: CrystalSpace) -> dict[Constra
         Constraint.NOT_CHARGE_NEUTRAL: ~neutral & has_atoms,
         Constraint.SPACE_GROUP_NOT_ALLOWED: ~sg_known | (space.group_row[sg_safe] < 0),
         Constraint.WYCKOFF_INCOMPATIBLE: sg_known & has_atoms & ~_wyckoff_fits(counts, sg_safe, composition, space),
+        Constraint.WYCKOFF_SITES: sg_known & ~_sites_fit(batch.sites, counts, sg_safe),
         Constraint.LATTICE_SYSTEM_RULE: sg_known & ~follows_system(lattice_system, lattice),
         Constraint.LATTICE_OUT_OF_RANGE: ~in_ranges(lattice, length_range=space.length_range,
                                                     angle_range=space.angle_range),
@@ -104,6 +108,28 @@ def _wyckoff_fits(counts: torch.Tensor, sg: torch.Tensor, composition: torch.Ten
         multisets, index = multiset_index(counts[others])
         fits[others] = wyckoff_compatibility(multisets)[index, sg[others]]
     return fits
+
+
+def _sites_fit(sites: torch.Tensor | None, counts: torch.Tensor, sg: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` bool: no sites, or orbits (pyxtal's tables) that hold each element's count with each
+    position without free coordinates used once at most."""
+    if sites is None:
+        return torch.ones(len(sg), dtype=torch.bool)
+    sites = sites.cpu().long()
+    table = space_group_table()
+    element, letter = sites[..., 0], sites[..., 1]
+    real = letter >= 0
+    exists = real & (letter < table.wyckoff_multiplicity.shape[1])
+    letter = torch.where(exists, letter, 0)
+    multiplicity = table.wyckoff_multiplicity[sg.unsqueeze(1), letter] * exists
+    exists &= multiplicity > 0
+    placed = torch.zeros_like(counts).scatter_add_(1, element.clamp(min=0), multiplicity)
+    fixed = exists & ~table.wyckoff_free[sg.unsqueeze(1), letter]
+    per_letter = torch.zeros(len(sg), table.wyckoff_multiplicity.shape[1], dtype=torch.long)
+    per_letter.scatter_add_(1, letter, fixed.long())
+    decided = real.any(dim=1)
+    fits = (exists == real).all(dim=1) & (placed == counts).all(dim=1) & (per_letter <= 1).all(dim=1)
+    return ~decided | fits
 
 
 def valid_mask(batch: CrystalBatch, space: CrystalSpace) -> torch.Tensor:
@@ -125,6 +151,9 @@ def _message(constraint: Constraint, crystal: Crystal, space: CrystalSpace, extr
     counts = {el.symbol: int(round(n)) for el, n in crystal.composition.items()}
     lat = ", ".join(f"{x:.3f}" for x in crystal.lattice)
     system = space_group(crystal.space_group).lattice_system if 1 <= crystal.space_group <= N_SPACE_GROUPS else "?"
+    if constraint == Constraint.WYCKOFF_SITES:  # only crystals of a real group reach it
+        return (f"Wyckoff sites {crystal.wyckoff!r} of space group {crystal.space_group} do not fit "
+                f"{crystal.formula}: " + "; ".join(site_errors(crystal.sites, crystal.space_group, counts)))
     messages = {
         Constraint.UNKNOWN_ELEMENT: f"elements {extra} are not in space.elements={list(space.elements)}",
         Constraint.NO_ATOMS: "the composition has no atoms",

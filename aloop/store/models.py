@@ -30,6 +30,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from aloop.space.crystal import Crystal
+from aloop.space.wyckoff import parse_sites
 
 CANDIDATE_STATES = ("proposed", "approved", "rejected", "submitted", "labelled", "failed")
 REVIEW_STATES = ("pending", "approved", "rejected")
@@ -138,6 +139,9 @@ class Candidate(Base):
     beta: Mapped[float] = mapped_column(Float)
     gamma: Mapped[float] = mapped_column(Float)
     canonical_hash: Mapped[str] = mapped_column(String(64))
+    wyckoff: Mapped[str | None] = mapped_column(Text)
+    """The Wyckoff sites (``Crystal.wyckoff``, e.g. ``'Li:4a Mn:4b O:8c O:8c'``); ``None`` without an
+    assignment (rows stored before revision 0003 included)."""
     cif: Mapped[str | None] = mapped_column(Text)
     """The structure sent to the oracle (pyxtal placement), once built."""
     proxy_mean: Mapped[float | None] = mapped_column(Float)
@@ -158,9 +162,10 @@ class Candidate(Base):
 
     @property
     def crystal(self) -> Crystal:
-        """The three-stage parameters as a ``Crystal``."""
+        """The stored crystal: space group, composition, lattice, and its sites when it has them."""
         return Crystal(self.space_group, Composition(self.formula),
-                       (self.a, self.b, self.c, self.alpha, self.beta, self.gamma))
+                       (self.a, self.b, self.c, self.alpha, self.beta, self.gamma),
+                       parse_sites(self.wyckoff or "", self.space_group))
 
 
 class Material(Base):
@@ -184,6 +189,8 @@ class Material(Base):
     alpha: Mapped[float | None] = mapped_column(Float)
     beta: Mapped[float | None] = mapped_column(Float)
     gamma: Mapped[float | None] = mapped_column(Float)
+    wyckoff: Mapped[str | None] = mapped_column(Text)
+    """The Wyckoff sites (``Crystal.wyckoff``), ``None`` when unknown (always without a space group)."""
     cif: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -198,10 +205,11 @@ class Material(Base):
 
     @property
     def crystal(self) -> Crystal | None:
-        """The material as a ``Crystal``, ``None`` without space group or lattice."""
+        """The material as a ``Crystal`` (with its sites when known), ``None`` without space group or lattice."""
         if self.space_group is None or self.lattice is None:
             return None
-        return Crystal(self.space_group, Composition(self.formula), self.lattice)
+        return Crystal(self.space_group, Composition(self.formula), self.lattice,
+                       parse_sites(self.wyckoff or "", self.space_group))
 
 
 class Label(Base):

@@ -37,7 +37,7 @@ class NewCandidate:
     """A crystal a round proposes, with what the proxy and acquisition said about it.
 
     Args:
-        crystal: the three-stage parameters.
+        crystal: the crystal (its Wyckoff sites, when it has them, are stored too).
         proxy_mean, proxy_std: posterior mean and standard deviation of the target
             (units of the target, e.g. eV/atom).
         acquisition: the acquisition value that ranked it.
@@ -124,8 +124,9 @@ def add_candidates(session: Session, round_: Round, new: Sequence[NewCandidate])
         added.append(Candidate(
             campaign_id=round_.campaign_id, round_id=round_.id, space_group=item.crystal.space_group,
             formula=item.crystal.formula, a=a, b=b, c=c, alpha=alpha, beta=beta, gamma=gamma,
-            canonical_hash=canonical_hash, cif=item.cif, proxy_mean=item.proxy_mean,
-            proxy_std=item.proxy_std, acquisition=item.acquisition, mlflow_run_id=item.mlflow_run_id,
+            wyckoff=item.crystal.wyckoff or None, canonical_hash=canonical_hash, cif=item.cif,
+            proxy_mean=item.proxy_mean, proxy_std=item.proxy_std, acquisition=item.acquisition,
+            mlflow_run_id=item.mlflow_run_id,
         ))
     session.add_all(added)
     session.flush()
@@ -166,7 +167,7 @@ def get_or_create_material(session: Session, campaign: Campaign, *, composition:
 
     Args:
         composition: the cell composition (``crystal.composition`` when a crystal is given).
-        crystal: space group and lattice, when known.
+        crystal: space group and lattice (and Wyckoff sites, if it has them), when known.
         cif: the structure it came from, when known.
         source: where it came from (``mp``, ``import``, a lab's name); kept from the first.
         key: its identity when not the crystal's (a known phase: ``known:mp-1234``).
@@ -174,7 +175,8 @@ def get_or_create_material(session: Session, campaign: Campaign, *, composition:
     key = key or material_key(composition, crystal)
     lattice = dict(zip(("a", "b", "c", "alpha", "beta", "gamma"), crystal.lattice, strict=True)) if crystal else {}
     values = dict(campaign_id=campaign.id, key=key, formula=composition.formula, cif=cif, source=source,
-                  space_group=crystal.space_group if crystal else None, created_at=utcnow(), **lattice)
+                  space_group=crystal.space_group if crystal else None,
+                  wyckoff=(crystal.wyckoff or None) if crystal else None, created_at=utcnow(), **lattice)
     session.execute(dialect_insert(session, Material.__table__).values(**values).on_conflict_do_nothing())
     return session.scalars(select(Material).where(Material.campaign_id == campaign.id,
                                                   Material.key == key)).one()

@@ -10,7 +10,7 @@ from aloop.gfn import build_policy, save_checkpoint
 
 from .conftest import SMALL, TINY_SPACE
 
-COLUMNS = ["formula", "space_group", "a", "b", "c", "alpha", "beta", "gamma"]
+COLUMNS = ["formula", "space_group", "a", "b", "c", "alpha", "beta", "gamma", "wyckoff"]
 
 
 def _config(tmp_path):

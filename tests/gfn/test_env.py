@@ -33,15 +33,25 @@ def test_round_trip_through_crystal_batches(small_env):
     assert torch.equal(back.group, trajectories.group) and torch.equal(back.counts, trajectories.counts)
     assert torch.equal(back.lattice_system, trajectories.lattice_system)
     assert torch.allclose(back.unit[:, 0], trajectories.unit[:, 0], atol=1e-5)  # cubic: a is the only free one
+    assert torch.equal(back.sites, trajectories.sites)
+    # through Crystal objects, whose sites are in canonical (not trajectory) order
+    crystals = small_env.to_batch(trajectories).to_crystals()
+    again, inside = small_env.from_batch(CrystalBatch.from_crystals(crystals, small_env.space.elements))
+    assert inside.all() and torch.equal(again.sites, trajectories.sites)
 
 
 def test_crystals_outside_the_space_are_flagged(small_env):
     env = small_env
     good = env.to_batch(rollout(env, build_policy(env, SMALL), 1))
     rows = []
-    for change in ("group", "composition", "length", "tie"):
-        lattice, counts, group = good.lattice.clone(), good.counts.clone(), good.space_group.clone()
-        if change == "group":
+    for change in ("group", "composition", "length", "tie", "no sites", "sites"):
+        lattice, counts, group, sites = good.lattice.clone(), good.counts.clone(), good.space_group.clone(), \
+            good.sites.clone()
+        if change == "no sites":
+            sites[:] = -1
+        elif change == "sites":
+            sites[0, 0, 1] = 0  # the first orbit on the general position: too many atoms
+        elif change == "group":
             group[:] = 2  # triclinic, not allowed
         elif change == "composition":
             counts[:] = torch.tensor([[4, 1]])  # Fe4O: not charge neutral
@@ -49,11 +59,11 @@ def test_crystals_outside_the_space_are_flagged(small_env):
             lattice[:, :3] = 40.0
         else:
             lattice[:, 1] = lattice[:, 0] + 1.0  # b != a in a cubic cell
-        rows.append(CrystalBatch(good.elements, group, counts, lattice))
+        rows.append(CrystalBatch(good.elements, group, counts, lattice, sites))
     batch = CrystalBatch(good.elements, *(torch.cat([getattr(r, k) for r in [good, *rows]])
-                                          for k in ("space_group", "counts", "lattice")))
+                                          for k in ("space_group", "counts", "lattice", "sites")))
     _, inside = env.from_batch(batch)
-    assert inside.tolist() == [True, False, False, False, False]
+    assert inside.tolist() == [True, False, False, False, False, False, False]
     with pytest.raises(ValueError, match="elements"):
         env.from_batch(CrystalBatch(("O", "Fe"), good.space_group, good.counts, good.lattice))
 

@@ -6,15 +6,15 @@ from aloop.gfn.policy import CrystalPolicy, beta_mixture_log_prob, sample_beta_m
 
 
 def _policy(**changes) -> CrystalPolicy:
-    options = dict(n_groups=5, n_elements=3, max_count=4, max_atoms=10, hidden_dim=16, n_layers=2,
-                   n_components=3)
+    options = dict(n_groups=5, n_elements=3, max_count=4, max_atoms=10, letter_prior=torch.zeros(5, 4),
+                   hidden_dim=16, n_layers=2, n_components=3)
     return CrystalPolicy(**{**options, **changes})
 
 
 def _states(n: int):
-    step = torch.randint(0, 7, (n,))
+    step = torch.randint(0, 8, (n,))
     return (step, torch.randint(-1, 8, (n,)), torch.randint(-1, 3, (n,)), torch.randint(-1, 5, (n,)),
-            torch.randint(0, 5, (n, 3)))
+            torch.randint(0, 5, (n, 3)), torch.randint(-1, 3, (n,)), torch.rand(n, 9))
 
 
 def test_untrained_policy_is_uniform_with_uniform_lattice_coordinates():
@@ -22,7 +22,7 @@ def test_untrained_policy_is_uniform_with_uniform_lattice_coordinates():
     h = policy.trunk(*_states(11))
     assert h.shape == (11, 16)
     for head, width in [(policy.lattice_system_head, 8), (policy.point_symmetry_head, 3), (policy.group_head, 5),
-                        (policy.count_head, 5)]:
+                        (policy.count_head, 5), (policy.letter_head, 4)]:
         logits = head(h)
         assert logits.shape == (11, width) and torch.equal(logits, torch.zeros_like(logits))
     params = policy.lattice_params(h)
@@ -76,3 +76,12 @@ def test_untrained_mixture_components_differ_so_training_can_fit_two_peaks():
     at = beta_mixture_log_prob(policy.lattice_params(h[:3]), torch.tensor([[0.25], [0.5], [0.75]]).expand(3, 6)).exp()
     # identical starting components would stay one Beta: a single bump, never two peaks
     assert (at[0] > 3 * at[1]).all() and (at[2] > 3 * at[1]).all()
+
+
+def test_untrained_letter_logits_are_the_weighted_prior_of_the_group():
+    prior = torch.log_softmax(torch.randn(5, 4), dim=1)
+    policy = _policy(letter_prior=0.5 * prior)
+    h = policy.trunk(*_states(6))
+    group = torch.tensor([0, 1, 2, 3, 4, 4])
+    assert torch.allclose(policy.letter_logits(h, group), 0.5 * prior[group])
+    assert "letter_prior" not in policy.state_dict()  # comes from the settings, not the checkpoint

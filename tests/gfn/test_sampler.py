@@ -9,10 +9,14 @@ from aloop.gfn.losses import trajectory_balance_loss
 from aloop.gfn.policy import N_LATTICE_COORDS
 from aloop.gfn.sampler import log_prob, rollout
 from aloop.gfn.states import Trajectories
+from aloop.gfn.wyckoff import all_assignments
 from aloop.space.crystal import Crystal, CrystalBatch
 from aloop.space.validity import valid_mask
 
 from .conftest import PRESETS, SMALL
+
+UNIFORM = SMALL.model_copy(update={"wyckoff_prior_weight": 0.0})
+"""Untrained, this policy is uniform over the allowed actions (exploration's policy)."""
 
 
 def _random_policy(env, *, seed: int, lattice_too: bool = False):
@@ -46,13 +50,24 @@ def test_batch_shapes(small_env):
 
 
 def _all_discrete_trajectories(env) -> Trajectories:
-    """Every (group, composition) pair the space allows, with the lattice at the unit box centre."""
+    """Every (group, composition, Wyckoff assignment) the space allows, with the lattice at the unit box centre."""
     group, composition = env.space.compatible.nonzero(as_tuple=True)
-    counts = env.space.compositions[composition]
+    crystal, sites = all_assignments(env.wyckoff, group, env.space.compositions[composition], env.max_atoms)
+    group, counts = group[crystal], env.space.compositions[composition][crystal]
     system = env.group_lattice_system[group]
     unit = torch.full((len(group), N_LATTICE_COORDS), 0.5)
     lattice, _ = env.cell.to_lattice(system, unit, counts.sum(dim=1))
-    return Trajectories(system, env.group_point_symmetry[group], group, counts, unit, lattice)
+    return Trajectories(system, env.group_point_symmetry[group], group, counts, sites, unit, lattice)
+
+
+def _keys(trajectories: Trajectories) -> torch.Tensor:
+    """``(N, K)`` the discrete part of each trajectory: group, counts, sites."""
+    return torch.cat([trajectories.group.unsqueeze(1), trajectories.counts, trajectories.sites.flatten(1)], dim=1)
+
+
+def _frequencies(drawn: Trajectories, every: Trajectories) -> torch.Tensor:
+    """Share of ``drawn`` equal to each of ``every``'s discrete trajectories."""
+    return (_keys(drawn).unsqueeze(1) == _keys(every).unsqueeze(0)).all(dim=2).float().mean(dim=0)
 
 
 def _discrete_log_prob(env, policy, trajectories):
@@ -66,15 +81,13 @@ def test_discrete_probabilities_sum_to_one_and_match_rollout_frequencies(small_e
     env = small_env
     policy = _random_policy(env, seed=3)
     every = _all_discrete_trajectories(env)
+    assert len(every) > len(env.space.compatible.nonzero())  # some crystals have several assignments
     probability = _discrete_log_prob(env, policy, every).detach().exp()
     assert torch.isclose(probability.sum(), torch.tensor(1.0), atol=1e-5)
     torch.manual_seed(0)
-    n = 40_000
-    drawn = rollout(env, policy, n)
-    key = drawn.group * 1000 + env.trie.composition_index(drawn.counts)
-    every_key = every.group * 1000 + env.trie.composition_index(every.counts)
-    frequency = (key.unsqueeze(1) == every_key.unsqueeze(0)).float().mean(dim=0)
-    assert frequency.sum() == 1.0  # nothing drawn outside the enumeration
+    drawn = rollout(env, policy, 40_000)
+    frequency = _frequencies(drawn, every)
+    assert torch.isclose(frequency.sum(), torch.tensor(1.0))  # nothing drawn outside the enumeration
     assert 0.5 * (frequency - probability).abs().sum() < 0.03  # total variation; sampling noise ~0.01
 
 
@@ -86,29 +99,27 @@ def test_exploration_draws_a_share_of_whole_trajectories_from_the_uniform_policy
     every = _all_discrete_trajectories(env)
     policy = _random_policy(env, seed=3)
     mixture = 0.5 * (_discrete_log_prob(env, policy, every).detach().exp()
-                     + _discrete_log_prob(env, build_policy(env, SMALL), every).detach().exp())
+                     + _discrete_log_prob(env, build_policy(env, UNIFORM), every).detach().exp())
     torch.manual_seed(0)
     drawn = rollout(env, policy, 40_000, epsilon=0.5)
-    key = drawn.group * 1000 + env.trie.composition_index(drawn.counts)
-    every_key = every.group * 1000 + env.trie.composition_index(every.counts)
-    frequency = (key.unsqueeze(1) == every_key.unsqueeze(0)).float().mean(dim=0)
-    assert 0.5 * (frequency - mixture).abs().sum() < 0.03
+    assert 0.5 * (_frequencies(drawn, every) - mixture).abs().sum() < 0.03
 
 
 def test_trajectory_balance_on_the_tiny_space_matches_hand_computation(tiny_env):
     # Space: Pm-3m (221) hosts NaF, Na3F3, Na4F4; Fm-3m (225) only Na4F4; both cubic and
-    # centrosymmetric. The untrained policy is uniform over allowed actions: group 1/2, then in
-    # 221 the Na count 1/3 (F is forced), in 225 everything forced. Cubic a is uniform on
+    # centrosymmetric. The untrained policy without Wyckoff prior is uniform over allowed actions:
+    # group 1/2, then in 221 the Na count 1/3 (F is forced), in 225 everything forced; Na's orbit
+    # on 4a or 4b of 225 (1a or 1b of 221) 1/2, F's forced onto the other. Cubic a is uniform on
     # [max(2, (7.5 A^3 * n)^(1/3)), 20] A; its density per unit of the 2-20 A range is 18 / width.
     env = tiny_env
-    policy = build_policy(env, SMALL)
-    crystals = [Crystal(225, Composition("Na4F4"), (7.3,) * 3 + (90.0,) * 3),
-                Crystal(221, Composition("NaF"), (3.1,) * 3 + (90.0,) * 3)]
+    policy = build_policy(env, UNIFORM)
+    crystals = [Crystal(225, Composition("Na4F4"), (7.3,) * 3 + (90.0,) * 3, (("Na", "b"), ("F", "a"))),
+                Crystal(221, Composition("NaF"), (3.1,) * 3 + (90.0,) * 3, (("Na", "a"), ("F", "b")))]
     trajectories, inside = env.from_batch(CrystalBatch.from_crystals(crystals, env.space.elements))
     assert inside.all()
     low = torch.tensor([60.0, 15.0]) ** (1 / 3)
     assert torch.allclose(trajectories.unit[:, 0], (torch.tensor([7.3, 3.1]) - low) / (20.0 - low))
-    expected = torch.log(torch.tensor([0.5, 0.5 / 3])) + torch.log(18.0 / (20.0 - low))
+    expected = torch.log(torch.tensor([0.5 / 2, 0.5 / 3 / 2])) + torch.log(18.0 / (20.0 - low))
     log_pf = log_prob(env, policy, trajectories)
     assert torch.allclose(log_pf, expected, atol=1e-5)
     loss = trajectory_balance_loss(policy.log_z, log_pf, torch.tensor([-1.0, 0.5]))

@@ -34,6 +34,10 @@ BROKEN = [
     (crystal(1, "FeO3", TRICLINIC), Constraint.NOT_CHARGE_NEUTRAL, "Fe1 O3"),
     (crystal(231, "Fe4O4"), Constraint.SPACE_GROUP_NOT_ALLOWED, "space group 231"),
     (crystal(225, "Fe2O2"), Constraint.WYCKOFF_INCOMPATIBLE, "space group 225"),
+    (Crystal(225, Composition("Fe4O4"), CUBIC, (("Fe", "a"), ("O", "a"))), Constraint.WYCKOFF_SITES,
+     "position 4a has no free coordinate but holds 2 orbits"),
+    (Crystal(225, Composition("Fe4O4"), CUBIC, (("Fe", "a"), ("O", "c"))), Constraint.WYCKOFF_SITES,
+     "O: orbits hold 8 atoms, the composition has 4"),
     (crystal(225, "Fe4O4", (4.3, 4.4, 4.3, 90, 90, 90)), Constraint.LATTICE_SYSTEM_RULE, "cubic rule"),
     (crystal(225, "Fe4O4", (21.0, 21.0, 21.0, 90, 90, 90)), Constraint.LATTICE_OUT_OF_RANGE, "(2.0, 20.0)"),
     (crystal(1, "FeO", (4.0, 4.0, 4.0, 60, 60, 130)), Constraint.NOT_A_CELL, "no cell"),
@@ -42,6 +46,7 @@ BROKEN = [
 
 def test_a_valid_crystal_has_no_violations(space):
     assert check_crystal(crystal(225, "Fe4O4"), space) == []
+    assert check_crystal(Crystal(225, Composition("Fe4O4"), CUBIC, (("Fe", "a"), ("O", "b"))), space) == []
     assert check_crystal(crystal(166, "Fe3O3", (3.0, 3.0, 7.5, 90, 90, 120)), space) == []
 
 

@@ -50,7 +50,7 @@ def test_a_database_at_0001_is_upgraded_with_its_data(store_url: str) -> None:
 
     store = open_store(store_url)
     try:
-        assert store.revision() == "0002"
+        assert store.revision() == "0003"
         with store.engine.connect() as connection:
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         with store.session() as session:
