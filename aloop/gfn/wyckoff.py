@@ -107,6 +107,7 @@ class WyckoffTables:
             group: ``(B,)`` long group rows.
             slot_count: ``(B, J)`` long, atoms of each present element in order (0 pads).
         """
+        slot_count = slot_count.clamp(max=self.max_count)  # larger counts are outside every space it serves
         distinct, inverse = torch.unique(torch.cat([group.unsqueeze(1), slot_count], dim=1), dim=0,
                                          return_inverse=True)
         group, slot_count = distinct[:, 0], distinct[:, 1:]
