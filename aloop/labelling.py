@@ -59,7 +59,7 @@ from aloop.hull import (
 )
 from aloop.oracle import Failed, FailureKind, Labelled, Lost, Oracle, OracleInput, Result, ThermoOracle, load_oracle
 from aloop.review import ReviewOutcome, apply_reviews, mirror_states
-from aloop.space.structure import StructureError, to_structure
+from aloop.space.structure import Placement, StructureError, place
 from aloop.store import (
     Campaign,
     Candidate,
@@ -100,13 +100,15 @@ class SubmitReport:
 
 
 def label_approved(store: Store, client: MlflowClient, *, campaign_id: int, settings: OracleSettings,
-                   known: Sequence[KnownPhase] = (), progress: bool = False, submit: bool = True) -> SubmitReport:
+                   known: Sequence[KnownPhase] = (), placement: Placement = Placement(), progress: bool = False,
+                   submit: bool = True) -> SubmitReport:
     """Apply the reviews left in MLflow, label the approved candidates (and collect pending jobs)
     with the configured oracle on its executor, and mirror the candidates' states to MLflow.
 
     Args:
         settings: ``oracle`` of the config: which oracle, its settings, executor and whether to wait.
         known: known phases for the hull (``aloop.hull.known_phases``; see ``label_candidates``).
+        placement: how approved candidates without a structure get their atoms (``label_candidates``).
         submit: ``False`` only collects pending jobs (no reviews applied, nothing new submitted).
 
     Raises:
@@ -115,14 +117,15 @@ def label_approved(store: Store, client: MlflowClient, *, campaign_id: int, sett
     reviews = apply_reviews(store, client, campaign_id=campaign_id) if submit else ReviewOutcome(0, 0, 0)
     with open_oracle(settings) as oracle:
         report = label_candidates(store, campaign_id, oracle, wait=settings.wait, submit=submit,
-                                  poll_interval_s=settings.poll_interval_s, progress=progress, known=known)
+                                  poll_interval_s=settings.poll_interval_s, progress=progress, known=known,
+                                  placement=placement)
     mirror_states(store, client, campaign_id=campaign_id)
     return SubmitReport(reviews, report)
 
 
 def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bool = True,
                      poll_interval_s: float = 1.0, progress: bool = False, known: Sequence[KnownPhase] = (),
-                     submit: bool = True) -> LabellingReport:
+                     placement: Placement = Placement(), submit: bool = True) -> LabellingReport:
     """Label the campaign's approved candidates (and collect its pending jobs) with ``oracle``.
 
     Args:
@@ -135,11 +138,13 @@ def label_candidates(store: Store, campaign_id: int, oracle: Oracle, *, wait: bo
         known: known phases of the space's chemical systems; a ``ThermoOracle`` that is waited
             for relaxes those it has not relaxed in this campaign before anything else, and they
             join its elemental references and labels on the hull.
+        placement: how approved candidates without a structure get their atoms
+            (``aloop.space.structure.place``, seeded by the candidate's id).
         submit: also submit the approved candidates; ``False`` only collects pending jobs.
     """
     failed = submitted = 0
     if submit:
-        failed = _prepare(store, campaign_id, oracle)
+        failed = _prepare(store, campaign_id, oracle, placement)
         submitted, rejected = _submit(store, oracle, _approved(store, campaign_id))
         failed += rejected
     known_relaxed = 0
@@ -193,15 +198,15 @@ def print_hull(console: Console, report: LabellingReport) -> None:
     console.print(f"E_hull against: {report.hull}{relaxed}")
 
 
-def _prepare(store: Store, campaign_id: int, oracle: Oracle) -> int:
-    """Give approved candidates a structure; those pyxtal cannot fill fail here. Returns failures."""
+def _prepare(store: Store, campaign_id: int, oracle: Oracle, placement: Placement) -> int:
+    """Give approved candidates a structure; those that cannot be placed fail here. Returns failures."""
     failures = 0
     with store.session() as session:
         for candidate in candidates(session, session.get_one(Campaign, campaign_id), state="approved"):
             if candidate.cif is not None:
                 continue
             try:
-                candidate.cif = to_structure(candidate.crystal, seed=candidate.id).to(fmt="cif")
+                candidate.cif = place(candidate.crystal, placement, seed=candidate.id).to(fmt="cif")
             except StructureError as err:
                 transition(candidate, "submitted")
                 _fail(session, candidate, oracle, f"atoms cannot be placed: {err}", job_id=None, kind="placement")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -32,7 +33,7 @@ from aloop.gfn import CheckpointError, CrystalEnv, CrystalPolicy, LogRewardFn, T
 from aloop.gfn import load_checkpoint, sample, train
 from aloop.proxy import Prediction, Proxy
 from aloop.selection import KnownMaterials, select_diverse
-from aloop.space import Crystal, CrystalBatch, placed_structure, valid_mask
+from aloop.space import Crystal, CrystalBatch, Placement, placed_structure, valid_mask
 from aloop.thermo import FormationHull
 
 
@@ -62,8 +63,9 @@ class Proposal:
         acquisition: ``(V,)`` acquisition value of each valid sample (higher is better).
         prediction: the proxy's latent prediction of each valid sample (reference source).
         chosen: indices into the valid samples of the batch, in the order chosen.
-        structures: the atoms of each chosen crystal (pyxtal, seeded by its hash), sent to the oracle.
-        skipped: why high-acquisition samples were passed over (duplicate, known, no_structure).
+        structures: the atoms of each chosen crystal (``placed_structure``: a template or pyxtal, seeded
+            by its hash), sent to the oracle.
+        skipped: why high-acquisition samples were passed over (duplicate, known, rediscovery, no_structure).
     """
 
     samples: CrystalBatch
@@ -89,7 +91,8 @@ class Proposal:
         buffer = io.BytesIO()
         torch.save({
             "elements": list(self.samples.elements), "space_group": self.samples.space_group,
-            "counts": self.samples.counts, "lattice": self.samples.lattice, "log_reward": self.log_reward,
+            "counts": self.samples.counts, "lattice": self.samples.lattice, "sites": self.samples.sites,
+            "log_reward": self.log_reward,
             "valid": self.valid, "acquisition": self.acquisition, "mean": self.prediction.mean,
             "std": self.prediction.std, "chosen": list(self.chosen),
             "cifs": [s.to(fmt="cif") for s in self.structures], "skipped": dict(self.skipped)}, buffer)
@@ -98,7 +101,8 @@ class Proposal:
     @classmethod
     def load(cls, path: Path) -> Proposal:
         data = torch.load(path, weights_only=True)
-        samples = CrystalBatch(tuple(data["elements"]), data["space_group"], data["counts"], data["lattice"])
+        samples = CrystalBatch(tuple(data["elements"]), data["space_group"], data["counts"], data["lattice"],
+                               data.get("sites"))  # proposals saved before sites have none
         return cls(samples, data["log_reward"], data["valid"], data["acquisition"],
                    Prediction(data["mean"], data["std"]), tuple(data["chosen"]),
                    tuple(Structure.from_str(cif, fmt="cif") for cif in data["cifs"]), dict(data["skipped"]))
@@ -141,12 +145,13 @@ def train_generator(env: CrystalEnv, reward: LogRewardFn, settings: GFNSettings,
 
 def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: CrystalPolicy, known: KnownMaterials,
                   *, acquisition: AcquisitionSettings, selection: SelectionSettings, seed: int,
-                  hull: FormationHull | None = None, threads: int | None = None, progress: bool = False) -> Proposal:
+                  hull: FormationHull | None = None, threads: int | None = None, placement: Placement = Placement(),
+                  progress: bool = False) -> Proposal:
     """Sample ``selection.n_samples`` crystals and choose a batch of up to ``selection.batch_size``.
 
     The batch is greedy in acquisition, with penalties for repeated chemical systems and
     space groups; a sample whose atoms cannot be placed, one already in the batch (same
-    cell formula and group) or one ``known`` is passed over.
+    cell formula, group and sites) or one ``known`` is passed over.
 
     Args:
         data: the proxy's training set (its best label is the acquisition's ``best_f``).
@@ -154,6 +159,7 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
         seed: seeds the draw; the same inputs and seed give the same proposal.
         hull: the acquisition is on the energy above it (the ``stability`` target) when given.
         threads: torch threads while sampling (``gfn.threads``).
+        placement: templates and settings the atoms are placed with (``aloop.space.structure.place``).
     """
     samples = sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")
     target, best_f = _objective(proxy, data, acquisition, hull)
@@ -162,7 +168,7 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
     valid = valid_mask(samples, env.space)
     candidates, scores = samples[valid], everything[valid]
     choice = select_diverse(candidates.to_crystals(), scores.numpy(), size=selection.batch_size, known=known,
-                            to_structure=placed_structure, chemsys_penalty=selection.chemsys_penalty,
+                            to_structure=partial(placed_structure, placement=placement), chemsys_penalty=selection.chemsys_penalty,
                             space_group_penalty=selection.space_group_penalty)
     return Proposal(samples=samples, log_reward=to_log_reward(everything, acquisition), valid=valid,
                     acquisition=scores, prediction=proxy.predict(candidates, observation_noise=False),

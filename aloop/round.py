@@ -37,6 +37,7 @@ from aloop.config import Config, label_property
 from aloop.data import TrainingSet
 from aloop.data.assembly import Assembly, assemble_training_set
 from aloop.data.cold_start import initial_design
+from aloop.data.known_structures import known_templates
 from aloop.gfn import CrystalEnv, CrystalPolicy, load_checkpoint, save_checkpoint
 from aloop.hull import formation_hull, known_phases
 from aloop.labelling import SubmitReport, label_approved, print_hull
@@ -49,10 +50,12 @@ from aloop.thermo import FormationHull
 from aloop.report import RoundReport, round_report
 from aloop.review import apply_reviews, approve_round
 from aloop.selection import KnownMaterials, nearest_distance
-from aloop.space import CrystalBatch, CrystalSpace, diversity_report, plot_diversity
+from aloop.space import CrystalBatch, CrystalSpace, Placement, diversity_report, plot_diversity
 from aloop.space.features import featurize
+from aloop.space.templates import TemplatePool, template_of
 from aloop.store import (Campaign, NewCandidate, Round, RoundLock, Store, add_candidates, candidate_structures,
-                         get_or_create_campaign, latest_round, open_store, pending_jobs, start_round)
+                         get_or_create_campaign, latest_round, open_store, pending_jobs, relaxed_structures,
+                         start_round)
 
 T = TypeVar("T")
 
@@ -212,7 +215,7 @@ def label_initial_design(ctx: RoundContext) -> Assembly | None:
             return assembly
         ctx.console.print(f"no training data (no Materials Project key or cache, no labels): labelling a "
                           f"space-filling design of {size} crystals with {ctx.cfg.oracle.name}")
-        design = initial_design(ctx.space, ctx.cfg.gfn, size, seed=ctx.seed("designed"))
+        design = initial_design(ctx.space, ctx.cfg.gfn, size, seed=ctx.seed("designed"), placement=placement(ctx))
         with ctx.store.session() as session:
             add_candidates(session, session.get_one(Round, ctx.round_id),
                            [NewCandidate(crystal, cif=structure.to(fmt="cif")) for crystal, structure in design])
@@ -293,12 +296,13 @@ def train_gfn(ctx: RoundContext, env: CrystalEnv, proxy: Proxy, data: TrainingSe
 def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: CrystalPolicy) -> Proposal:
     """Sample the generator and choose the batch (``propose_batch``); log the samples, keep the proposal on disk."""
     with ctx.store.session() as session:
+        campaign = session.get_one(Campaign, ctx.campaign_id)
         known = KnownMaterials.from_sources(
             crystals=data.crystals.to_crystals(),
-            structures=candidate_structures(session, session.get_one(Campaign, ctx.campaign_id)))
+            structures=[*candidate_structures(session, campaign), *relaxed_structures(session, campaign).values()])
     proposal = propose_batch(data, proxy, env, policy, known, acquisition=ctx.cfg.acquisition,
                              selection=ctx.cfg.selection, seed=ctx.seed("sampled"), hull=stability_hull(ctx),
-                             threads=ctx.cfg.gfn.threads, progress=ctx.progress)
+                             threads=ctx.cfg.gfn.threads, placement=placement(ctx), progress=ctx.progress)
     report = diversity_report(proposal.samples, ctx.space)
     tracking.log_metrics(ctx.client, ctx.run_id, {
         "samples": len(proposal.samples), "samples_valid_fraction": float(proposal.valid.float().mean()),
@@ -382,10 +386,27 @@ def label(ctx: RoundContext) -> SubmitReport:
     """Send approved candidates to the oracle, store the labels, mirror states to MLflow (``label_approved``);
     an energy oracle first relaxes the known phases of the space it has not relaxed yet (``aloop.hull``)."""
     report = label_approved(ctx.store, ctx.client, campaign_id=ctx.campaign_id, settings=ctx.cfg.oracle,
-                            known=known_phases(ctx.cfg.space, ctx.cfg.data, ctx.cfg.hull), progress=ctx.progress)
+                            known=known_phases(ctx.cfg.space, ctx.cfg.data, ctx.cfg.hull), placement=placement(ctx),
+                            progress=ctx.progress)
     print_hull(ctx.console, report.labelling)
     ctx.client.set_tag(ctx.run_id, "hull", report.labelling.hull)
     return report
+
+
+def placement(ctx: RoundContext) -> Placement:
+    """The ``placement`` settings with this round's template pool (``templates: false``: none): Materials
+    Project structures of the configured sources that fit the space, and every relaxed structure of the
+    campaign (labelled candidates, relaxed known phases)."""
+    if not ctx.cfg.placement.templates:
+        return Placement.from_settings(ctx.cfg.placement, None)
+    start = time.perf_counter()
+    with ctx.store.session() as session:
+        relaxed = relaxed_structures(session, session.get_one(Campaign, ctx.campaign_id))
+    pool = TemplatePool.build([*known_templates(ctx.space, ctx.cfg.data),
+                               *(template_of(structure, source) for source, structure in relaxed.items())])
+    ctx.console.print(f"placement templates: {len(pool)} ({len(relaxed)} relaxed in this campaign), "
+                      f"indexed in {time.perf_counter() - start:.1f} s")
+    return Placement.from_settings(ctx.cfg.placement, pool)
 
 
 def finish(ctx: RoundContext) -> None:

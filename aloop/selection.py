@@ -17,6 +17,7 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
 from aloop.space import Crystal
+from aloop.space.structure import TEMPLATE_PROPERTY
 
 MATCHER_SETTINGS = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}
 def structure_matcher() -> StructureMatcher:
@@ -87,7 +88,12 @@ class Selection:
     indices: list[int]
     structures: list[Structure]
     skipped: dict[str, int]
-    """Why candidates above the cut were passed over: duplicate, known, no_structure."""
+    """Why candidates above the cut were passed over: duplicate, known, rediscovery, no_structure."""
+
+
+def diversity_key(crystal: Crystal) -> str:
+    """Near-duplicates share it: same space group, cell formula and Wyckoff sites (when it has sites)."""
+    return f"{crystal.composition_key}|{crystal.wyckoff}"
 
 
 def diversity_penalised_scores(
@@ -113,21 +119,23 @@ def select_diverse(
     """Greedy batch: repeatedly take the best penalised candidate that is new and novel.
 
     Acquisition values are standardised (z-scores) so the penalties are in units of the
-    spread of the batch. At most one candidate per (space group, cell formula) is taken.
+    spread of the batch. At most one candidate per ``diversity_key`` (space group, cell
+    formula, Wyckoff sites) is taken. A candidate placed on a template (``TEMPLATE_PROPERTY``)
+    that is a known material is a ``rediscovery``; other known ones are ``known``.
 
     Args:
         crystals: the deduplicated-or-not sample set, length N.
         acquisition: ``(N,)`` acquisition values, higher is better.
         size: batch size wanted (fewer when the pool runs out).
         known: known materials for novelty.
-        to_structure: places atoms (pyxtal); ``None`` when that fails.
+        to_structure: places atoms (``aloop.space.structure.placed_structure``); ``None`` when that fails.
     """
     acquisition = np.asarray(acquisition, dtype=float)
     spread = acquisition.std() or 1.0
     scores = (acquisition - acquisition.mean()) / spread
     chemsys = [c.chemical_system for c in crystals]
     groups = [c.space_group for c in crystals]
-    keys = [c.composition_key for c in crystals]
+    keys = [diversity_key(c) for c in crystals]
     available = np.ones(len(crystals), dtype=bool)
     chosen_chemsys: Counter = Counter()
     chosen_groups: Counter = Counter()
@@ -151,7 +159,7 @@ def select_diverse(
             skipped["no_structure"] += 1
             continue
         if not known.is_novel(structure, space_group=groups[best], matcher=matcher):
-            skipped["known"] += 1
+            skipped["rediscovery" if TEMPLATE_PROPERTY in structure.properties else "known"] += 1
             continue
         taken_keys.add(keys[best])
         chosen_chemsys[chemsys[best]] += 1

@@ -11,7 +11,7 @@ from aloop.acquisition import best_observed
 from aloop.config import CONFIG_DIR, AcquisitionSettings, load_config
 from aloop.gfn import CrystalEnv, build_policy, save_checkpoint
 from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
-from aloop.selection import KnownMaterials
+from aloop.selection import KnownMaterials, diversity_key
 from aloop.space import CrystalSpace, valid_mask
 
 
@@ -39,7 +39,7 @@ def test_the_batch_is_valid_distinct_and_led_by_the_best_acquisition(setting):
     assert proposal.acquisition.shape == proposal.prediction.mean.shape == proposal.prediction.std.shape == (valid,)
     batch = proposal.batch
     assert 0 < len(batch) == len(proposal.structures) <= cfg.selection.batch_size
-    assert len({c.composition_key for c in batch}) == len(batch)
+    assert len({diversity_key(c) for c in batch}) == len(batch)
     for crystal, structure in zip(batch, proposal.structures, strict=True):
         assert structure.composition.reduced_formula == crystal.composition.reduced_formula
     # greedy: the first pick is the best sample but for those passed over (duplicate, known, unplaceable)

@@ -12,7 +12,7 @@ from pymatgen.core import Structure
 from aloop.config import GFNSettings
 from aloop.gfn import CrystalEnv, build_policy, sample
 from aloop.selection import farthest_point_indices
-from aloop.space import Crystal, CrystalSpace, placed_structure, valid_mask
+from aloop.space import Crystal, CrystalSpace, Placement, placed_structure, valid_mask
 from aloop.space.features import featurize
 
 DESIGN_SPARE = 3
@@ -22,9 +22,9 @@ MIN_POOL = 1000
 """Fewest crystals drawn for the design (50 per design point above 20 points)."""
 
 
-def initial_design(space: CrystalSpace, settings: GFNSettings, size: int, *, seed: int
-                   ) -> list[tuple[Crystal, Structure]]:
-    """Up to ``size`` valid, spread-out crystals of ``space`` with their atoms placed (pyxtal).
+def initial_design(space: CrystalSpace, settings: GFNSettings, size: int, *, seed: int,
+                   placement: Placement = Placement()) -> list[tuple[Crystal, Structure]]:
+    """Up to ``size`` valid, spread-out crystals of ``space`` with their atoms placed (``placed_structure``).
 
     The same ``seed`` gives the same design on the same device: the draw runs on
     ``settings.device``, the selection on CPU.
@@ -36,8 +36,8 @@ def initial_design(space: CrystalSpace, settings: GFNSettings, size: int, *, see
     pool = pool[valid_mask(pool, space)]
     order = farthest_point_indices(featurize(pool), DESIGN_SPARE * size, seed=seed)
     design = []
-    for crystal in pool[order].to_crystals():  # the most spread first; those pyxtal cannot fill are passed over
-        if (structure := placed_structure(crystal)) is not None:
+    for crystal in pool[order].to_crystals():  # the most spread first; those that cannot be placed are passed over
+        if (structure := placed_structure(crystal, placement)) is not None:
             design.append((crystal, structure))
         if len(design) == size:
             break

@@ -24,6 +24,7 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from statistics import NormalDist
 
@@ -38,7 +39,7 @@ from aloop.data.training import TrainingSet
 from aloop.hardware import torch_threads
 from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel
 from aloop.space.crystal import CrystalBatch
-from aloop.space.features import feature_names, featurize
+from aloop.space.features import SITE_FEATURES, feature_names, featurize
 
 DTYPE = torch.float64
 """The model's precision (botorch's recommendation; float32 saved little time here, see benchmarks)."""
@@ -158,6 +159,8 @@ class Proxy:
         reference_source: the source predicted when no ``fidelity`` is given.
         feature_mean, feature_std: ``(D,)`` feature standardisation.
         settings: the settings it was fitted with.
+        features: the D ``featurize`` columns it reads, by name (``proxy_feature_names``): a proxy keeps
+            reading its own columns when the featurizer gains new ones.
         quantiles: widths of its central intervals, fitted on validation rows (Gaussian: none).
     """
 
@@ -168,6 +171,7 @@ class Proxy:
     feature_mean: torch.Tensor
     feature_std: torch.Tensor
     settings: ProxySettings
+    features: tuple[str, ...]
     quantiles: ResidualQuantiles = GAUSSIAN
 
     def source_index(self, names: Sequence[str]) -> torch.Tensor:
@@ -186,7 +190,7 @@ class Proxy:
             fidelity: the source to predict for every crystal (default ``reference_source``).
             source: ``(N,)`` long per-crystal source columns instead of ``fidelity``.
         """
-        features = proxy_features(batch, cell_scale=self.settings.cell_scale)
+        features = proxy_features(batch, self.features)
         if source is None:
             source = self.source_index([fidelity or self.reference_source]).expand(len(batch))
         one_hot = torch.nn.functional.one_hot(source.cpu(), len(self.sources)).to(DTYPE)
@@ -242,38 +246,69 @@ class Proxy:
                 "feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist(),
                 "inducing_points": int(self.model.model.variational_strategy.inducing_points.shape[0]),
                 "hidden_dims": self.hidden_dims, "quantiles": self.quantiles.as_dict(),
-                "settings": self.settings.model_dump(mode="json")}
+                "features": list(self.features), "settings": self.settings.model_dump(mode="json")}
         (directory / META).write_text(json.dumps(meta))
 
     @classmethod
     def load(cls, directory: Path) -> Proxy:
-        """The proxy saved by ``save`` in ``directory``; ``ProxyError`` if it is not one."""
+        """The proxy saved by ``save`` in ``directory``; ``ProxyError`` if it is not one, or if it reads
+        feature columns the featurizer no longer gives (it must be refitted).
+
+        A proxy saved before the column names were recorded read the columns before ``SITE_FEATURES``
+        (without ``SCALE_FEATURES`` if it was fitted without the cell's scale), and still does.
+        """
         try:
             meta = json.loads((directory / META).read_text())
             state = torch.load(directory / WEIGHTS, weights_only=True)
             settings = ProxySettings.model_validate(meta["settings"])
+            features = _saved_features(meta, settings, directory)
             n_inputs = len(meta["feature_mean"]) + len(meta["sources"])
             hidden_dims = meta.get("hidden_dims", settings.hidden_dims)  # saved before the key: always the settings'
             model = _build(torch.zeros(meta["inducing_points"], n_inputs, dtype=DTYPE), len(meta["sources"]), settings,
                            hidden_dims)
             model.load_state_dict(state, keep_transforms=False)  # botorch would re-fit transforms from training targets a variational model does not keep
             quantiles = ResidualQuantiles(**meta.get("quantiles", {}))  # saved before they were fitted: Gaussian
+        except ProxyError:
+            raise
         except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:
             raise ProxyError(f"{directory}: not a saved proxy ({type(err).__name__}: {err})") from None
         model.eval()
         return cls(model=model, target=meta["target"], sources=tuple(meta["sources"]),
                    reference_source=meta["reference_source"],
                    feature_mean=torch.tensor(meta["feature_mean"], dtype=DTYPE),
-                   feature_std=torch.tensor(meta["feature_std"], dtype=DTYPE), settings=settings, quantiles=quantiles)
+                   feature_std=torch.tensor(meta["feature_std"], dtype=DTYPE), settings=settings, features=features,
+                   quantiles=quantiles)
 
 
-def proxy_features(batch: CrystalBatch, *, cell_scale: bool) -> torch.Tensor:
-    """``(N, D)`` features the proxy reads, on CPU in ``DTYPE``: every ``featurize`` column, or all but
-    ``SCALE_FEATURES`` without ``cell_scale``."""
-    features = featurize(batch.to("cpu")).to(DTYPE)
-    if cell_scale:
-        return features
-    return features[:, [i for i, name in enumerate(feature_names()) if name not in SCALE_FEATURES]]
+def _saved_features(meta: dict, settings: ProxySettings, directory: Path) -> tuple[str, ...]:
+    """The feature columns a saved proxy reads (``meta["features"]``; before they were recorded, the columns
+    before ``SITE_FEATURES``); ``ProxyError`` saying to refit when the featurizer no longer gives them."""
+    features = tuple(meta.get("features") or (name for name in proxy_feature_names(settings.cell_scale)
+                                              if name not in SITE_FEATURES))
+    unknown = [name for name in features if name not in feature_names()]
+    if unknown or len(features) != len(meta["feature_mean"]):
+        raise ProxyError(f"{directory}: this proxy was fitted on {len(meta['feature_mean'])} features that the "
+                         f"featurizer no longer gives ({', '.join(unknown[:5]) or 'an older column set'}); "
+                         "refit it (`aloop proxy fit`, or a new round)")
+    return features
+
+
+def proxy_feature_names(cell_scale: bool) -> tuple[str, ...]:
+    """The ``featurize`` columns a proxy fitted now reads: every one, or all but ``SCALE_FEATURES``
+    without ``cell_scale``."""
+    return tuple(name for name in feature_names() if cell_scale or name not in SCALE_FEATURES)
+
+
+def proxy_features(batch: CrystalBatch, names: Sequence[str]) -> torch.Tensor:
+    """``(N, len(names))`` the ``featurize`` columns ``names``, in that order, on CPU in ``DTYPE``."""
+    return featurize(batch.to("cpu")).to(DTYPE)[:, _columns(tuple(names))]
+
+
+@cache
+def _columns(names: tuple[str, ...]) -> torch.Tensor:
+    """``(len(names),)`` long: the index of each name in ``feature_names()``."""
+    index = {name: i for i, name in enumerate(feature_names())}
+    return torch.tensor([index[name] for name in names], dtype=torch.long)
 
 
 def validation_rows(crystals: CrystalBatch, n: int, *, by_system: bool, generator: torch.Generator
@@ -333,7 +368,8 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
         raise ProxyError(f"proxy.reference_source={reference!r} is not among the training sources {list(sources)}")
     with torch_threads(settings.threads):
         torch.manual_seed(seed)
-        features = proxy_features(train.crystals, cell_scale=settings.cell_scale)
+        names = proxy_feature_names(settings.cell_scale)
+        features = proxy_features(train.crystals, names)
         mean, std = features.mean(dim=0), features.std(dim=0)
         std = torch.where(std > 1e-8, std, torch.ones_like(std))
         source = torch.tensor([sources.index(s) if s in sources else -1 for s in train.sources])[train.source]
@@ -355,7 +391,7 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
             quantiles = ResidualQuantiles.from_residuals(standardised_residuals(model, x[val_rows], y[val_rows],
                                                                                 source[val_rows]))
     return Proxy(model=model, target=train.target, sources=sources, reference_source=reference,
-                 feature_mean=mean, feature_std=std, settings=settings, quantiles=quantiles)
+                 feature_mean=mean, feature_std=std, settings=settings, features=names, quantiles=quantiles)
 
 
 def standardised_residuals(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor,

@@ -1,8 +1,12 @@
-"""Atom placement: Crystal -> pymatgen ``Structure`` through pyxtal, atoms on Wyckoff sites of the group.
+"""Atom placement: Crystal -> pymatgen ``Structure``, atoms on Wyckoff sites of the group.
 
-pyxtal places the given counts on Wyckoff positions of the space group (its standard
-setting, R groups hexagonal) inside the given lattice, at random but seeded, keeping
-atoms apart by its tolerance matrix. ``Crystal.from_structure`` is the way back.
+``place`` is the one placement every path uses (proposal, cold start, labelling): a
+crystal with sites first takes the free coordinates of the chemically closest template
+(``aloop.space.templates``) that keeps its atoms apart and its group; otherwise pyxtal
+places the counts on exactly the crystal's sites (on Wyckoff positions of its choice when
+the crystal has none) inside the given lattice, at random but seeded, keeping atoms apart
+by its tolerance matrix. pyxtal's standard setting, R groups hexagonal.
+``Crystal.from_structure`` is the way back.
 
 Example:
     >>> from pymatgen.core import Composition
@@ -18,15 +22,20 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
-from pymatgen.core import Structure
+from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
+from aloop.config import PlacementSettings
 from aloop.space.crystal import SYMPREC, Crystal
 from aloop.space.groups import space_group
 from aloop.space.lattice import cell_volume
+from aloop.space.templates import Decoration, TemplatePool
+from aloop.space.wyckoff import positions, site_errors
 
 MIN_DISTANCE = 0.5
 """Two atoms closer than this (Angstrom) make a structure invalid (MatterGen/CDVAE convention)."""
@@ -38,6 +47,22 @@ PLACEMENT_CPU_S = 5.0
 """CPU seconds pyxtal may spend on the atoms of one candidate. Placements take 0.01-1 s; a
 crystal whose Wyckoff sites cannot keep its atoms apart takes pyxtal about 10 s of CPU per
 try and ten tries (measured: Na6Co6O6 in R3c, a = 5.2, c = 6.2 A), which stalled a round."""
+TEMPLATE_PROPERTY = "template"
+"""Key of ``Structure.properties`` naming the template a placed structure was decorated from (absent: pyxtal)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How atoms are placed: the template pool (``None``: pyxtal only) and the ``placement`` settings."""
+
+    pool: TemplatePool | None = None
+    attempts: int = 10
+    """pyxtal placements tried, and templates tried, before giving up."""
+    lattice: Literal["sampled", "template"] = "sampled"
+
+    @classmethod
+    def from_settings(cls, settings: PlacementSettings, pool: TemplatePool | None) -> Placement:
+        return cls(pool if settings.templates else None, settings.attempts, settings.lattice)
 
 
 class StructureError(ValueError):
@@ -85,8 +110,10 @@ def to_structure(crystal: Crystal, *, seed: int | None = None, attempts: int = 1
             than the requested group, e.g. Ti2O4 in P4_2/mnm with O on a fixed 4c site
             (I4/mmm); by default any placement pyxtal accepts is returned.
 
+    A crystal with sites gets its atoms on exactly those orbits.
+
     Raises:
-        StructureError: the counts do not fit the group's Wyckoff positions, or no
+        StructureError: the counts (or sites) do not fit the group's Wyckoff positions, or no
             placement in ``attempts`` keeps the atoms apart (or has the exact group).
     """
     from pyxtal import pyxtal
@@ -96,9 +123,13 @@ def to_structure(crystal: Crystal, *, seed: int | None = None, attempts: int = 1
     group = space_group(crystal.space_group)
     species = [el.symbol for el in crystal.composition]
     counts = [int(round(n)) for n in crystal.composition.values()]
+    table = positions(crystal.space_group)
+    sites = [[f"{table[w].multiplicity}{w}" for el, w in crystal.sites if el == symbol] for symbol in species]
     rng = np.random.default_rng(seed)
     where = f"{crystal.formula} in space group {crystal.space_group} ({group.symbol}) with lattice {crystal.lattice}"
     volume = float(cell_volume(torch.tensor([crystal.lattice], dtype=torch.float64))[0])
+    if crystal.sites and (errors := site_errors(crystal.sites, crystal.space_group, dict(zip(species, counts)))):
+        raise StructureError(f"cannot place {where} on sites {crystal.wyckoff}: {'; '.join(errors)}")
     if not volume >= MIN_VOLUME_PER_ATOM * sum(counts):
         raise StructureError(f"cannot place {where}: cell volume {volume:.2f} A^3 is below "
                              f"{MIN_VOLUME_PER_ATOM} A^3 per atom")
@@ -108,26 +139,63 @@ def to_structure(crystal: Crystal, *, seed: int | None = None, attempts: int = 1
         try:
             lattice = Lattice.from_para(*crystal.lattice, ltype=group.crystal_system, random_state=rng)
             generator.from_random(3, crystal.space_group, species, counts, lattice=lattice, max_count=1,
-                                  random_state=rng)
+                                  sites=sites if crystal.sites else None, random_state=rng)
         except PyxtalError as err:  # incompatible counts or impossible cell: no point in trying again
             raise StructureError(f"pyxtal cannot place {where}: {err}") from err
         except RuntimeError as err:  # pyxtal's "long time to generate structure": atoms too close
             reason = f"atoms could not be kept apart ({err})"
             continue
         structure = generator.to_pymatgen()
-        found = SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number() if exact_group else None
+        found = _group(structure) if exact_group else None
         if found is None or found == crystal.space_group:
             return structure
         reason = f"placements have the higher symmetry of space group {found}"
     raise StructureError(f"pyxtal cannot place {where} in {attempts} attempts: {reason}")
 
 
-def placed_structure(crystal: Crystal) -> Structure | None:
-    """The atoms of ``crystal`` placed by pyxtal, seeded by its hash (always the same placement),
-    or ``None`` when pyxtal cannot place them within ``PLACEMENT_CPU_S``."""
+def place(crystal: Crystal, placement: Placement = Placement(), *, seed: int | None) -> Structure:
+    """The atoms of ``crystal``: on the closest template that fits, else by pyxtal (``to_structure``).
+
+    A template fits when its decoration keeps atoms ``MIN_DISTANCE`` apart and has exactly the
+    crystal's group (spglib, ``SYMPREC``); up to ``placement.attempts`` templates are tried, closest
+    first. A templated structure names its template in ``properties[TEMPLATE_PROPERTY]``. pyxtal's
+    placement is kept whatever its symmetry: sites on fixed positions only can force a higher group
+    (about half of an untrained generator's samples in the smoke space), and such a crystal is still
+    worth a label.
+
+    Raises:
+        StructureError: no template fits and pyxtal cannot place the atoms.
+    """
+    if crystal.sites and placement.pool is not None:
+        for decoration in placement.pool.decorations(crystal)[:placement.attempts]:
+            structure = decorated(crystal, decoration, placement.lattice)
+            if not has_close_atoms(structure) and _group(structure) == crystal.space_group:
+                structure.properties[TEMPLATE_PROPERTY] = decoration.template.source
+                return structure
+    return to_structure(crystal, seed=seed, attempts=placement.attempts)
+
+
+def decorated(crystal: Crystal, decoration: Decoration, lattice: Literal["sampled", "template"]) -> Structure:
+    """The crystal's elements on the template's orbits, in the crystal's lattice or (``template``) the
+    template's lattice rescaled to the crystal's volume."""
+    if lattice == "sampled":
+        return decoration.template.structure(decoration.elements, Lattice.from_parameters(*crystal.lattice))
+    own = Lattice.from_parameters(*decoration.template.lattice)
+    scale = (float(cell_volume(torch.tensor([crystal.lattice], dtype=torch.float64))[0]) / own.volume) ** (1 / 3)
+    return decoration.template.structure(decoration.elements, Lattice.from_parameters(
+        *(x * scale for x in own.abc), *own.angles))
+
+
+def _group(structure: Structure) -> int:
+    return SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number()
+
+
+def placed_structure(crystal: Crystal, placement: Placement = Placement()) -> Structure | None:
+    """``place`` seeded by the crystal's hash (always the same placement), or ``None`` when the atoms
+    cannot be placed within ``PLACEMENT_CPU_S``."""
     try:
         with cpu_time_limit(PLACEMENT_CPU_S):
-            return to_structure(crystal, seed=int(crystal.canonical_hash[:8], 16))
+            return place(crystal, placement, seed=int(crystal.canonical_hash[:8], 16))
     except (StructureError, TimeLimit):
         return None
 

@@ -38,6 +38,7 @@ from aloop.store.records import (
     material_key,
     pending_jobs,
     record_job,
+    relaxed_structures,
     start_round,
     upsert_label,
 )
@@ -47,5 +48,5 @@ __all__ = [
     "LockHeld", "LockLost", "Material", "NewCandidate", "OracleJob", "Round", "RoundLease", "RoundLock",
     "Store", "StoreError", "add_candidates", "candidate_structures", "candidates", "find_campaign",
     "get_or_create_campaign", "get_or_create_material", "label_rows", "labelled_data", "latest_round", "material_key",
-    "open_store", "pending_jobs", "record_job", "start_round", "transition", "upsert_label",
+    "open_store", "pending_jobs", "record_job", "relaxed_structures", "start_round", "transition", "upsert_label",
 ]

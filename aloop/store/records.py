@@ -284,6 +284,18 @@ def label_rows(session: Session, campaign: Campaign, *, status: str | None = "ok
     return list(session.execute(query).tuples())
 
 
+def relaxed_structures(session: Session, campaign: Campaign) -> dict[str, Structure]:
+    """Every relaxed structure the oracle returned in ``campaign``, one per candidate (``candidate-<id>``)
+    or known phase (``material-<id>``)."""
+    found: dict[str, Structure] = {}
+    for label, candidate, material in label_rows(session, campaign):
+        if label.structure:
+            source = f"candidate-{candidate.id}" if candidate is not None else f"material-{material.id}"  # type: ignore[union-attr]
+            text = label.structure.lstrip()
+            found.setdefault(source, Structure.from_str(text, fmt="json" if text.startswith("{") else "cif"))
+    return found
+
+
 def labelled_data(session: Session, campaign: Campaign, *, property: str | None = None) -> list[LabelledPoint]:
     """Every ``ok`` label of the campaign's candidates and materials, as training examples; the hull's
     reference labels (materials of source ``REFERENCE_SOURCE``) are not examples and stay out."""

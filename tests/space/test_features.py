@@ -6,9 +6,8 @@ import math
 
 import pytest
 import torch
-from pymatgen.core import Composition, Element, Lattice, Structure
+from pymatgen.core import Composition, Element
 
-from aloop.config import load_config
 from aloop.space.crystal import Crystal, CrystalBatch
 from aloop.space.features import MAX_Z, feature_names, featurize
 
@@ -55,22 +54,6 @@ def test_hexagonal_cell_volume_and_angles() -> None:
     assert f[column("volume_per_atom")] == pytest.approx(volume / 30, rel=1e-5)
     assert f[column("cos_gamma")] == pytest.approx(-0.5, abs=1e-6)
     assert f[column("lattice_system_trigonal_rhombohedral")] == 1
-
-
-def test_same_features_from_a_materials_project_structure_and_a_gflownet_batch() -> None:
-    """MP path: structure -> conventional cell -> batch over MP's elements; GFN path: the space's float32 tensors."""
-    structure = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.25), ["Mg", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    primitive = structure.get_primitive_structure()
-    mp_elements = tuple(Element.from_Z(z).symbol for z in range(1, 95))
-    mp_path = featurize(CrystalBatch.from_crystals([Crystal.from_structure(primitive)], mp_elements))
-
-    space_elements = tuple(load_config().space.elements)
-    counts = torch.zeros(1, len(space_elements), dtype=torch.long)
-    counts[0, space_elements.index("Mg")] = 4
-    counts[0, space_elements.index("O")] = 4
-    gfn_path = featurize(CrystalBatch(space_elements, torch.tensor([225]), counts,
-                                      torch.tensor([[4.25, 4.25, 4.25, 90.0, 90.0, 90.0]], dtype=torch.float32)))
-    torch.testing.assert_close(mp_path, gfn_path, rtol=1e-5, atol=1e-5)
 
 
 def test_element_order_does_not_matter() -> None:
