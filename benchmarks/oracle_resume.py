@@ -42,7 +42,7 @@ store = open_store(sys.argv[1])
 with store.session() as session:
     campaign_id = find_campaign(session, "resume").id
 with open_executor() as executor:
-    oracle = load_oracle("chgnet", {"max_steps": 100}, executor=executor)
+    oracle = load_oracle("chgnet", {"max_steps": 100, "batch_size": 1}, executor=executor)
     label_candidates(store, campaign_id, oracle, poll_interval_s=0.05)
 """
 

@@ -267,7 +267,7 @@ CHILD = textwrap.dedent("""
     with store.session() as session:
         campaign_id = find_campaign(session, "test").id
     with open_executor() as executor:
-        oracle = load_oracle("chgnet", {"max_steps": 60, "fmax": 0.2}, executor=executor)
+        oracle = load_oracle("chgnet", {"max_steps": 60, "fmax": 0.2, "batch_size": 1}, executor=executor)
         label_candidates(store, campaign_id, oracle, poll_interval_s=0.05)
 """)
 
