@@ -4,9 +4,9 @@ Default space (17 elements, 227 groups, about 5 million (group, composition) pai
 default ``gfn`` settings. Region: cubic space group, oxygen in the composition and
 5 <= a <= 7 A; log reward 0 inside, ``-KAPPA`` outside. Trajectory balance samples the
 region with probability ``p* = m_in / (m_in + exp(-KAPPA) m_out)`` and learns
-``log Z* = log(m_in + exp(-KAPPA) m_out)``, with m the lattice volume of each part
-(``benchmarks._gfn_targets``; the in-region volume is exact: the share of each cubic
-interval of a that lies in [5, 7] A).
+``log Z* = log(m_in + exp(-KAPPA) m_out)``, with m the measure of each part: every
+(group, composition, Wyckoff assignment) with its lattice volume, estimated by importance
+sampling from the uniform policy (too many assignments to enumerate).
 
 Protocol: one ``train`` call, stopped after ``--budget-s`` seconds of training time
 (evaluations excluded); every ``--every`` steps 2,000 crystals are sampled (fixed seed)
@@ -33,11 +33,11 @@ from pathlib import Path
 
 import torch
 
-from aloop.config import CRYSTAL_LATTICE_SYSTEMS, load_config
+from aloop.config import CRYSTAL_LATTICE_SYSTEMS, GFNSettings, load_config
 from aloop.gfn import CrystalEnv, build_policy, sample, train
+from aloop.gfn.sampler import log_prob, rollout
 from aloop.space.crystal import CrystalBatch
 from aloop.space.space import CrystalSpace
-from benchmarks._gfn_targets import discrete_pairs
 
 KAPPA = 8.0
 A_WINDOW = (5.0, 7.0)
@@ -45,6 +45,7 @@ TOLERANCE = 0.03
 WINDOW = 5
 PLATEAU = 0.1
 EVAL_SAMPLES = 2000
+TARGET_SAMPLES = 200_000
 CUBIC = CRYSTAL_LATTICE_SYSTEMS.index("cubic")
 RESULTS = Path(__file__).resolve().parent / "results" / "gfn_training.md"
 
@@ -69,17 +70,24 @@ def _in_region(batch: CrystalBatch, env: CrystalEnv) -> torch.Tensor:
             & (a >= A_WINDOW[0]) & (a <= A_WINDOW[1]))
 
 
-def _targets(env: CrystalEnv) -> tuple[float, float]:
-    """p* and log Z* of the region reward."""
-    group, composition, volume = discrete_pairs(env)
-    counts = env.space.compositions[composition]
-    chosen = (env.group_lattice_system[group] == CUBIC) & (counts[:, env.space.elements.index("O")] > 0)
-    n = len(group)
-    lowest, _ = env.cell.to_lattice(torch.full((n,), CUBIC), torch.zeros(n, 6), counts.sum(dim=1))
-    span = env.cell.length_range[1] - env.cell.length_range[0]
-    inside = (A_WINDOW[1] - lowest[:, 0].clamp(min=A_WINDOW[0])).clamp(min=0) / span
-    m_in = float(torch.where(chosen, inside, 0.0).sum())
-    m_out = float(volume.sum()) - m_in
+def _targets(env: CrystalEnv, settings: GFNSettings) -> tuple[float, float]:
+    """p* and log Z* of the region reward, estimated by importance sampling with the uniform policy.
+
+    The measure trajectory balance samples against counts every (group, composition, Wyckoff
+    assignment) with its lattice volume; there are too many assignments in the default space to
+    enumerate, so each mass is ``E_q[1[x in part] / q(x)]`` over ``TARGET_SAMPLES`` trajectories of
+    the uniform policy q (its exact probability density, ``log_prob``).
+    """
+    uniform = build_policy(env, settings.model_copy(update={"wyckoff_prior_weight": 0.0}))
+    weights, inside = [], []
+    with torch.no_grad(), torch.random.fork_rng():
+        torch.manual_seed(11)
+        for _ in range(TARGET_SAMPLES // 10_000):
+            trajectories = rollout(env, uniform, 10_000)
+            weights.append(torch.exp(-log_prob(env, uniform, trajectories).double()))
+            inside.append(_in_region(env.to_batch(trajectories), env))
+    weight, region = torch.cat(weights), torch.cat(inside)
+    m_in, m_out = float((weight * region).mean()), float((weight * ~region).mean())
     z = m_in + math.exp(-KAPPA) * m_out
     return m_in / z, math.log(z)
 
@@ -98,7 +106,7 @@ def main() -> None:
     config = load_config()
     settings = config.gfn
     env = CrystalEnv.from_space(CrystalSpace.from_settings(config.space), settings, device=settings.device)
-    p_star, log_z_star = _targets(env.to("cpu"))
+    p_star, log_z_star = _targets(env, settings)
 
     def log_reward(batch: CrystalBatch) -> torch.Tensor:
         return torch.where(_in_region(batch, env), 0.0, -KAPPA)

@@ -41,6 +41,7 @@ from click.testing import CliRunner
 from data.mp_server import VALID_KEY, FakeMaterialsProject, fixture_documents, serve
 from mlflow.tracking import MlflowClient
 from proxy.test_cli import FAST, write_csv
+from pymatgen.core import Composition
 from round.conftest import smoke_overrides
 from sqlalchemy import func, select
 
@@ -50,6 +51,7 @@ from aloop.oracle import TRANSIENT_KINDS
 from aloop.retry import current_failures
 from aloop.store import REFERENCE_SOURCE, Candidate, Label, Material, OracleJob, Store, find_campaign, open_store
 from aloop.store.models import Round
+from aloop.space.wyckoff import parse_sites, site_errors
 from aloop.tracking import REVIEW_TAG
 
 REPO = Path(__file__).resolve().parents[1]
@@ -405,7 +407,7 @@ def test_retry_then_submit(campaign: Campaign) -> None:
 def test_sample_with_and_without_the_round_checkpoint(campaign: Campaign, tmp_path: Path) -> None:
     line = "aloop sample --n 1000 --out samples.csv [--checkpoint .aloop/default/round-1/gfn.pt]"
     checkpoint = campaign.root / "work" / "default" / "round-1" / "gfn.pt"
-    columns = ["formula", "space_group", "a", "b", "c", "alpha", "beta", "gamma"]
+    columns = ["formula", "space_group", "a", "b", "c", "alpha", "beta", "gamma", "wyckoff"]
     for optional, extra in ((False, []), (True, ["log_reward"])):
         out = tmp_path / f"samples-{optional}.csv"
         values = {"samples.csv": str(out)} | ({".aloop/default/round-1/gfn.pt": str(checkpoint)} if optional else {})
@@ -418,6 +420,10 @@ def test_sample_with_and_without_the_round_checkpoint(campaign: Campaign, tmp_pa
             rows = list(csv.DictReader(handle))
         assert len(rows) == 1000 and list(rows[0]) == columns + extra
         assert {e for row in rows for e in re.findall(r"[A-Z][a-z]?", row["formula"])} <= {"Li", "Mn", "O"}
+        for row in rows:  # every sample has Wyckoff sites that hold its cell's atoms
+            group, counts = int(row["space_group"]), {el.symbol: int(n) for el, n in Composition(row["formula"]).items()}
+            sites = parse_sites(row["wyckoff"], group)
+            assert sites and site_errors(sites, group, counts) == [], row
 
 
 def test_proxy_fit_then_eval(tmp_path: Path) -> None:

@@ -66,13 +66,13 @@ def test_a_cache_pulled_before_sites_is_converted_again_once(tmp_path: Path) -> 
 
     assert entries.ids == ("mp-1265",) and entries.crystals.to_crystals()[0].wyckoff == "Mg:4a O:4b"
     payload = json.loads(gzip.decompress(path.read_bytes()))
-    assert payload["crystals_version"] == 2 and payload["db_version"] == "old"
+    assert payload["crystals_version"] == 3 and payload["db_version"] == "old"
     assert payload["records"][0]["crystal"]["wyckoff"] == "Mg:4a O:4b"
     assert load_cache(query, cache_dir=tmp_path).crystals.to_crystals() == entries.crystals.to_crystals()
 
 
 def test_shared_data_rows_have_the_sites_of_their_cifs(shared_data: Path) -> None:
-    """At most 1% of mp_cgcnn36k lacks sites (spglib finds another group in the conventional cell); a sample of
+    """At most 1% of mp_cgcnn36k lacks sites (spglib finds another group in pyxtal's setting); a sample of
     rows has the sites ``Crystal.from_structure`` gives its CIF, and they fit the row's group and counts."""
     entries = read_local(shared_data / "mp_cgcnn36k")
     sited = (entries.crystals.sites[:, :, 0] >= 0).any(dim=1)
