@@ -145,6 +145,9 @@ def to_structure(crystal: Crystal, *, seed: int | None = None, attempts: int = 1
         except RuntimeError as err:  # pyxtal's "long time to generate structure": atoms too close
             reason = f"atoms could not be kept apart ({err})"
             continue
+        except TypeError as err:  # pyxtal 1.1.5 compares with a missing distance tolerance on some given sites
+            reason = f"pyxtal failed inside its distance check ({err})"
+            continue
         structure = generator.to_pymatgen()
         found = _group(structure) if exact_group else None
         if found is None or found == crystal.space_group:

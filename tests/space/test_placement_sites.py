@@ -37,6 +37,29 @@ def test_sites_that_do_not_fit_are_refused() -> None:
         place(crystal, seed=0)
 
 
+def test_a_pyxtal_type_error_is_a_failed_attempt_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """pyxtal 1.1.5 sometimes compares a distance with a missing tolerance on given sites (TypeError): the
+    attempt fails, the next one runs, and a crystal whose every attempt fails is a StructureError, not a crash."""
+    from pyxtal import pyxtal
+
+    calls = []
+    original = pyxtal.from_random
+
+    def flaky(self, *args, **kwargs):  # noqa: ANN001, ANN202
+        calls.append(1)
+        if len(calls) == 1:
+            raise TypeError("'<' not supported between instances of 'float' and 'NoneType'")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(pyxtal, "from_random", flaky)
+    structure = place(CRYSTALS[0], seed=0)
+    assert len(calls) == 2 and Crystal.from_structure(structure).sites == CRYSTALS[0].sites
+
+    monkeypatch.setattr(pyxtal, "from_random", lambda self, *a, **k: (_ for _ in ()).throw(TypeError("tolerance")))
+    with pytest.raises(StructureError, match="distance check"):
+        place(CRYSTALS[0], seed=0)
+
+
 def test_same_group_composition_and_sites_are_near_duplicates() -> None:
     base = CRYSTALS[0]
     stretched = Crystal(base.space_group, base.composition, (10.5, 6.1, 5.2, 90.0, 90.0, 90.0), base.sites)
