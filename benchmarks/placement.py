@@ -37,7 +37,7 @@ from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 from aloop.config import CONFIG_DIR, Config, load_config
 from aloop.gfn import CrystalEnv, build_policy, sample
 from aloop.oracle import Labelled, OracleInput
-from aloop.round import known_templates
+from aloop.data.known_structures import known_templates
 from aloop.selection import structure_matcher
 from aloop.space import Crystal, CrystalSpace, Placement, TemplatePool, placed_structure, valid_mask
 from aloop.space.crystal import SYMPREC
