@@ -40,6 +40,7 @@ from functools import cache
 
 import torch
 
+from aloop.space.composition import fixed_usages, representable_by
 from aloop.space.groups import space_group
 
 Tensor = torch.Tensor
@@ -358,14 +359,17 @@ def _lookup(good: Tensor, index: Tensor) -> Tensor:
 
 @cache
 def _group_layout(number: int) -> tuple[list[tuple[int, int, int, int]], list[int], list[int]]:
-    """Per letter (multiplicity, kind, order, class); class multiplicities; class caps."""
-    wps = space_group(number).wyckoff_positions
-    free_mults = {w.multiplicity for w in wps if w.free}
-    capped = sorted({w.multiplicity for w in wps if not w.free and w.multiplicity not in free_mults})
-    caps = [sum(1 for w in wps if not w.free and w.multiplicity == m) for m in capped]
+    """Per letter (multiplicity, kind, order, class); class multiplicities; class caps. The classes are
+    pyxtal's capped multiplicities in its order (``SpaceGroup.multiplicity_bounds``), as ``fixed_usages``
+    counts them."""
+    group = space_group(number)
+    wps = group.wyckoff_positions
+    base, upper = group.multiplicity_bounds
+    capped = [b for b, u in zip(base, upper, strict=True) if u is not None]
+    caps = [u for u in upper if u is not None]
 
     def kind(w) -> int:  # noqa: ANN001
-        return FREE if w.free else (UNBOUNDED if w.multiplicity in free_mults else BOUNDED)
+        return FREE if w.free else (BOUNDED if w.multiplicity in capped else UNBOUNDED)
 
     rank = sorted(range(len(wps)), key=lambda i: (kind(wps[i]),
                                                   capped.index(wps[i].multiplicity) if kind(wps[i]) == BOUNDED else 0,
@@ -409,12 +413,11 @@ def _build(groups: tuple[int, ...], max_count: int) -> WyckoffTables:
         add[g] = torch.where(inside, (total * torch.tensor(strides)).sum(dim=2), -1)
         free_by_order = sorted((o, m) for m, k, o, _ in letters if k == FREE)
         for p in range(width + 1):
-            representable[g, p] = _sums([m for o, m in free_by_order if o >= p], max_count)
-        everything = representable[g, 0]
-        class_atoms = (state_usage[g] * torch.tensor(capped + [0] * (n_classes - len(capped)))).sum(dim=1)  # (S,)
+            free = tuple(sorted({m for o, m in free_by_order if o >= p}))
+            representable[g, p] = torch.tensor([representable_by(free, r) for r in range(max_count + 1)])
         for n in range(max_count + 1):
-            rest = n - class_atoms
-            fits[g, n] = state_valid[g] & (rest >= 0) & everything[rest.clamp(min=0)]
+            for use in fixed_usages(groups[g], n):
+                fits[g, n, sum(k * stride for k, stride in zip(use, strides, strict=False))] = True
     n_capped = int((kind == BOUNDED).sum(dim=1).max())
     capped = torch.full((n_groups, n_capped), -1, dtype=torch.long)
     for g in range(n_groups):
@@ -422,15 +425,6 @@ def _build(groups: tuple[int, ...], max_count: int) -> WyckoffTables:
         capped[g, : len(letters_in_order)] = torch.tensor([w for _, w in letters_in_order], dtype=torch.long)
     return WyckoffTables(exists, multiplicity, kind, order, klass, state_usage, state_valid, add, unit, fits,
                          representable, capped)
-
-
-def _sums(multiplicities: list[int], max_count: int) -> torch.Tensor:
-    """``(K+1,)`` bool: which totals are sums of ``multiplicities`` used any number of times (0 always)."""
-    reachable = torch.zeros(max_count + 1, dtype=torch.bool)
-    reachable[0] = True
-    for total in range(1, max_count + 1):
-        reachable[total] = any(total >= m and bool(reachable[total - m]) for m in multiplicities)
-    return reachable
 
 
 def letter_prior(groups: tuple[int, ...], width: int) -> Tensor:

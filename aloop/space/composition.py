@@ -148,7 +148,7 @@ def multiset(counts: Iterable[int]) -> tuple[int, ...]:
 
 
 @cache
-def _representable(free: tuple[int, ...], n: int) -> bool:
+def representable_by(free: tuple[int, ...], n: int) -> bool:
     """``n`` is a sum of the reusable multiplicities ``free`` (coin problem, by dynamic programming:
     a recursion ran out of stack at a few hundred atoms of an element)."""
     reachable = [True] + [False] * n
@@ -158,7 +158,7 @@ def _representable(free: tuple[int, ...], n: int) -> bool:
 
 
 @cache
-def _fixed_usages(number: int, n: int) -> tuple[tuple[int, ...], ...]:
+def fixed_usages(number: int, n: int) -> tuple[tuple[int, ...], ...]:
     """Ways ``n`` atoms of one element use the bounded multiplicities of group ``number``:
     usage counts per bounded multiplicity, the rest filled by reusable ones."""
     base, upper = space_group(number).multiplicity_bounds
@@ -167,7 +167,7 @@ def _fixed_usages(number: int, n: int) -> tuple[tuple[int, ...], ...]:
     usages = []
     for use in product(*(range(min(u, n // b) + 1) for b, u in bounded)):
         rest = n - sum(k * b for k, (b, _) in zip(use, bounded, strict=True))
-        if rest >= 0 and _representable(free, rest):
+        if rest >= 0 and representable_by(free, rest):
             usages.append(use)
     return tuple(usages)
 
@@ -178,7 +178,7 @@ def _group_hosts(number: int, counts: tuple[int, ...]) -> bool:
     caps = [u for u in space_group(number).multiplicity_bounds[1] if u is not None]
     reach = {(0,) * len(caps)}
     for n in counts:
-        totals = (tuple(a + b for a, b in zip(r, use, strict=True)) for r in reach for use in _fixed_usages(number, n))
+        totals = (tuple(a + b for a, b in zip(r, use, strict=True)) for r in reach for use in fixed_usages(number, n))
         reach = {t for t in totals if all(x <= c for x, c in zip(t, caps, strict=True))}
         if not reach:
             return False

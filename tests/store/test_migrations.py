@@ -10,7 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
-from aloop.store import Label, OracleJob, open_store
+from aloop.store import Label, OracleJob, Store, open_store
 from aloop.store.engine import MIGRATIONS
 from aloop.store.models import Base
 
@@ -40,19 +40,25 @@ def migrate(url: str, revision: str, *, down: bool = False) -> None:
     engine.dispose()
 
 
-def test_a_database_at_0001_is_upgraded_with_its_data(store_url: str) -> None:
-    migrate(store_url, "0001")
-    engine = create_engine(store_url)
+def upgraded_from(url: str, revision: str, statements: list[str]) -> Store:
+    """A database written at ``revision`` (``statements`` run there) and opened by this aloop, which
+    upgrades it: checked to be at the head with exactly the models' schema."""
+    migrate(url, revision)
+    engine = create_engine(url)
     with engine.begin() as connection:
-        for statement in AT_0001:
+        for statement in statements:
             connection.execute(text(statement))
     engine.dispose()
+    store = open_store(url)
+    assert store.revision() == "0003"
+    with store.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    return store
 
-    store = open_store(store_url)
+
+def test_a_database_at_0001_is_upgraded_with_its_data(store_url: str) -> None:
+    store = upgraded_from(store_url, "0001", AT_0001)
     try:
-        assert store.revision() == "0003"
-        with store.engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         with store.session() as session:
             label = session.scalars(select(Label)).one()
             job = session.scalars(select(OracleJob)).one()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 
-from alembic.autogenerate import compare_metadata
-from alembic.runtime.migration import MigrationContext
 from pymatgen.core import Composition
 from sqlalchemy import create_engine, inspect, select, text
 
@@ -22,9 +20,8 @@ from aloop.store import (
     start_round,
     upsert_label,
 )
-from aloop.store.models import Base
 
-from .test_migrations import migrate
+from .test_migrations import migrate, upgraded_from
 
 ROCK_SALT = Crystal(225, Composition("Na4Cl4"), (5.6, 5.6, 5.6, 90.0, 90.0, 90.0))
 SITED = dataclasses.replace(ROCK_SALT, sites=(("Na", "a"), ("Cl", "b")))
@@ -47,18 +44,8 @@ AT_0002 = [  # a labelled candidate and a material, as revision 0002 stored them
 
 
 def test_rows_of_0002_are_read_without_sites_and_new_rows_keep_theirs(store_url: str) -> None:
-    migrate(store_url, "0002")
-    engine = create_engine(store_url)
-    with engine.begin() as connection:
-        for statement in AT_0002:
-            connection.execute(text(statement))
-    engine.dispose()
-
-    store = open_store(store_url)
+    store = upgraded_from(store_url, "0002", AT_0002)
     try:
-        assert store.revision() == "0003"
-        with store.engine.connect() as connection:
-            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
         with store.session() as session:
             old = session.scalars(select(Candidate)).one()
             assert old.wyckoff is None and old.crystal == ROCK_SALT and old.crystal.sites == ()
