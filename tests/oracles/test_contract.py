@@ -8,7 +8,7 @@ import pytest
 
 from aloop.oracle import Failed, Labelled, Lost, Oracle, ThermoOracle, load_oracle
 
-SHIPPED = ["chgnet", "lookup", "atomate2"]
+SHIPPED = ["chgnet", "sevennet", "lookup", "atomate2"]
 
 
 @pytest.fixture
@@ -18,6 +18,7 @@ def oracle(request, executor, tmp_path) -> Oracle:
                      "mp-22862,NaCl,225,-2.105,5.1\nmp-1265,MgO,225,-3.062,4.4\n")
     settings = {
         "chgnet": {"max_steps": 100},
+        "sevennet": {"max_steps": 100},
         "lookup": {"table": str(table)},
         "atomate2": {"maker": "atomate2.forcefields.jobs:ForceFieldRelaxMaker", "correction": "none",
                      "maker_settings": {"force_field_name": "CHGNet", "steps": 100}, "references": "maker",
@@ -46,7 +47,7 @@ def test_every_shipped_oracle_keeps_the_protocol(oracle, rock_salt, wait_for):
     assert isinstance(oracle.poll(["no-such-job"])["no-such-job"], Lost | Failed)
 
 
-@pytest.mark.parametrize("oracle", ["chgnet", "atomate2"], indirect=True)
+@pytest.mark.parametrize("oracle", ["chgnet", "sevennet", "atomate2"], indirect=True)
 def test_energy_oracles_give_elemental_references_on_their_own_scale(oracle):
     assert isinstance(oracle, ThermoOracle)
     references = oracle.reference_energies(["Na", "Cl"])
