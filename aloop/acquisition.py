@@ -30,6 +30,7 @@ from aloop.config import AcquisitionSettings
 from aloop.proxy import Proxy
 from aloop.proxy.proxy import CHUNK
 from aloop.space import CrystalBatch
+from aloop.space.spacing import crowded
 from aloop.thermo import FormationHull
 
 MC_SAMPLES = 64
@@ -98,8 +99,9 @@ def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str, b
                   hull: FormationHull | None = None) -> Callable[[CrystalBatch], torch.Tensor]:
     """A GFlowNet log reward ``CrystalBatch -> (N,)``: acquisition / temperature, floored.
 
-    The proxy runs on CPU (the GFlowNet may sample on a GPU); the result is on the batch's
-    device and always finite.
+    Crystals whose sites have no room for their atoms in the sampled lattice (``crowded``: pyxtal
+    could never place them) get the floor, so the generator learns to leave them. The proxy runs
+    on CPU (the GFlowNet may sample on a GPU); the result is on the batch's device and always finite.
     """
     acqf = acquisition_function(proxy, settings, target=target, best_f=best_f)
     shift = _hull_for(target, hull)
@@ -107,6 +109,7 @@ def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str, b
     def log_reward(batch: CrystalBatch) -> torch.Tensor:
         with torch.no_grad():
             value = _acquire(acqf, proxy, settings, batch, best_f=best_f, hull=shift)
+        value = torch.where(crowded(batch).to(value.device), -torch.inf, value)
         return to_log_reward(value, settings).to(batch.space_group.device)
 
     return log_reward

@@ -11,6 +11,8 @@ from pymatgen.core import Composition
 
 from aloop.acquisition import acquisition_values, log_reward_fn, to_log_reward
 from aloop.config import AcquisitionSettings
+from aloop.space import Crystal, CrystalBatch
+from aloop.space.spacing import crowded
 from aloop.thermo import FormationHull
 
 
@@ -64,10 +66,27 @@ def test_reward_is_monotone_in_acquisition_and_clipped(fitted):
     log_reward = log_reward_fn(proxy, settings, target="formation_energy_per_atom", best_f=0.0)(test.crystals)
     assert log_reward.shape == (len(test),) and torch.isfinite(log_reward).all()
     assert log_reward.min() >= -3.0
-    order = acquisition.argsort()
-    assert (log_reward[order].diff() >= -1e-5).all()
-    unclipped = acquisition / 0.1 > -3.0
+    room = ~crowded(test.crystals)  # crystals whose sites cannot hold their atoms get the floor
+    assert (log_reward[~room] == -3.0).all()
+    order = acquisition[room].argsort()
+    assert (log_reward[room][order].diff() >= -1e-5).all()
+    unclipped = room & (acquisition / 0.1 > -3.0)
     torch.testing.assert_close(log_reward[unclipped], (acquisition / 0.1)[unclipped].float(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_crystal_whose_sites_have_no_room_gets_the_floor(fitted):
+    proxy, test = fitted
+    settings = AcquisitionSettings(kind="ucb", temperature=100.0, log_reward_min=-3.0)  # every value well above -3
+    el = test.crystals.elements[0]
+    on_a_line = [Crystal(99, Composition({el: 4}), (9.0, 9.0, c, 90.0, 90.0, 90.0), ((el, "a"),) * 4)
+                 for c in (2.0, 15.0)]
+    batch = CrystalBatch.from_crystals(on_a_line, test.crystals.elements)
+    assert crowded(batch).tolist() == [True, False]
+    acquisition = acquisition_values(proxy, settings, batch, target="formation_energy_per_atom", best_f=0.0)
+    log_reward = log_reward_fn(proxy, settings, target="formation_energy_per_atom", best_f=0.0)(batch)
+    assert (acquisition / 100.0 > -3.0).all()
+    assert log_reward[0] == -3.0
+    torch.testing.assert_close(log_reward[1], (acquisition[1] / 100.0).float())
 
 
 def hand_hull() -> FormationHull:
@@ -106,7 +125,8 @@ def test_stability_is_the_acquisition_of_the_energy_above_the_hull(fitted, kind)
         finite = expected > -20
         torch.testing.assert_close(values[finite], expected[finite], rtol=1e-3, atol=1e-3)
     reward = log_reward_fn(proxy, settings, target="stability", best_f=best, hull=hull)
-    torch.testing.assert_close(reward(test.crystals), to_log_reward(values, settings))
+    room = ~crowded(test.crystals)
+    torch.testing.assert_close(reward(test.crystals)[room], to_log_reward(values, settings)[room])
 
 
 def test_stability_needs_a_hull(fitted):

@@ -10,7 +10,7 @@ by its tolerance matrix. pyxtal's standard setting, R groups hexagonal.
 
 Example:
     >>> from pymatgen.core import Composition
-    >>> from aloop.space.crystal import SYMPREC, Crystal
+    >>> from aloop.space.crystal import SYMPREC, Crystal, CrystalBatch
     >>> s = to_structure(Crystal(225, Composition("Na4Cl4"), (5.64,) * 3 + (90.0,) * 3), seed=0)
     >>> s.composition.reduced_formula, round(s.lattice.a, 2)
     ('NaCl', 5.64)
@@ -31,9 +31,10 @@ from pymatgen.core import Lattice, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
 from aloop.config import PlacementSettings
-from aloop.space.crystal import SYMPREC, Crystal
+from aloop.space.crystal import SYMPREC, Crystal, CrystalBatch
 from aloop.space.groups import space_group
 from aloop.space.lattice import cell_volume
+from aloop.space.spacing import crowded
 from aloop.space.templates import Decoration, TemplatePool
 from aloop.space.wyckoff import positions, site_errors
 
@@ -132,6 +133,9 @@ def to_structure(crystal: Crystal, *, seed: int | None = None, attempts: int = 1
     volume = float(cell_volume(torch.tensor([crystal.lattice], dtype=torch.float64))[0])
     if crystal.sites and (errors := site_errors(crystal.sites, crystal.space_group, dict(zip(species, counts)))):
         raise StructureError(f"cannot place {where} on sites {crystal.wyckoff}: {'; '.join(errors)}")
+    if crystal.sites and bool(crowded(CrystalBatch.from_crystals([crystal], tuple(species)))[0]):
+        raise StructureError(f"cannot place {where} on sites {crystal.wyckoff}: a Wyckoff line or plane has no room "
+                             "for its atoms (aloop.space.spacing)")
     if not volume >= MIN_VOLUME_PER_ATOM * sum(counts):
         raise StructureError(f"cannot place {where}: cell volume {volume:.2f} A^3 is below "
                              f"{MIN_VOLUME_PER_ATOM} A^3 per atom")
