@@ -50,8 +50,9 @@ CONVENTIONAL = ("formula_full", "nsites", "spacegroup_number", *(f"conv_{k}" for
 DEFAULT_SOURCE = "mp_legacy"
 PARALLEL_CIFS = 500
 """From this many CIFs to convert on, conversion runs in one (forked) process per CPU."""
-_CACHE_VERSION = 3
-"""Version of the cached CIF conversions: 2 added the Wyckoff sites, 3 reads them in pyxtal's setting."""
+_CACHE_VERSION = 4
+"""Version of the cached CIF conversions: 2 added the Wyckoff sites, 3 reads them in pyxtal's setting,
+4 gives the lattice in that setting too."""
 _FORMULA_TOKEN = r"([A-Z][a-z]?)(\d+(?:\.\d+)?)"
 
 
@@ -128,9 +129,10 @@ def _conventional_counts(summary: pd.DataFrame) -> tuple[list[str], np.ndarray, 
 
 
 def _with_sites(batch: CrystalBatch, from_cifs: list[Crystal | None]) -> CrystalBatch:
-    """``batch`` with each row's sites taken from its CIF's crystal, where that has the row's group and counts."""
+    """``batch`` with each row's sites, and lattice in their setting, taken from its CIF's crystal, where that
+    has the row's group and counts (the summary's conventional lattice orders orthorhombic axes by length)."""
     return CrystalBatch.from_crystals([
-        dataclasses.replace(crystal, sites=cif.sites) if cif is not None and (cif.space_group, cif.composition)
+        dataclasses.replace(crystal, lattice=cif.lattice, sites=cif.sites) if cif is not None and (cif.space_group, cif.composition)
         == (crystal.space_group, crystal.composition) else crystal
         for crystal, cif in zip(batch.to_crystals(), from_cifs, strict=True)], batch.elements)
 

@@ -44,8 +44,8 @@ API_KEY_ENV = "MP_API_KEY"
 MAX_Z = 94
 """Materials Project has no element beyond plutonium."""
 _CACHE_VERSION = 1
-_CRYSTALS_VERSION = 3
-"""Version of the records' crystals (2: with Wyckoff sites, 3: in pyxtal's setting). Kept apart from ``_CACHE_VERSION`` (part of
+_CRYSTALS_VERSION = 4
+"""Version of the records' crystals (2: with Wyckoff sites, 3: in pyxtal's setting, 4: lattice in that setting too). Kept apart from ``_CACHE_VERSION`` (part of
 the file name, which ``aloop.hull`` reads too) so that an older cache is upgraded in place, not lost."""
 
 

@@ -22,7 +22,7 @@ import torch
 from pymatgen.core import Composition, Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from aloop.space.wyckoff import Sites, canonical_sites, format_sites, letter_index, letters, parse_sites, structure_sites
+from aloop.space.wyckoff import Sites, canonical_sites, format_sites, letter_index, letters, parse_sites, standard_cell
 
 LATTICE_KEYS = ("a", "b", "c", "alpha", "beta", "gamma")
 SYMPREC = 0.1
@@ -77,16 +77,21 @@ class Crystal:
 
     @classmethod
     def from_structure(cls, structure: Structure, *, symprec: float = SYMPREC) -> Crystal:
-        """The crystal of a pymatgen structure, in its conventional standard cell."""
+        """The crystal of a pymatgen structure, in its conventional cell in pyxtal's setting (``standard_cell``);
+        pymatgen's conventional standard cell, without sites, for a disordered structure or where spglib fails."""
         analyzer = SpacegroupAnalyzer(structure, symprec=symprec)
-        conventional = analyzer.get_conventional_standard_structure()
-        lattice = conventional.lattice
         group = analyzer.get_space_group_number()
+        standard = standard_cell(structure, group, symprec=symprec)
+        if standard is None:
+            conventional = analyzer.get_conventional_standard_structure()
+            lattice, counts, sites = conventional.lattice, conventional.composition, ()
+        else:
+            lattice, counts, sites = standard
         return cls(
             space_group=group,
-            composition=Composition({el: int(round(n)) for el, n in conventional.composition.items()}),
+            composition=Composition({el: int(round(n)) for el, n in dict(counts).items()}),
             lattice=tuple(float(x) for x in (*lattice.abc, *lattice.angles)),  # type: ignore[arg-type]
-            sites=structure_sites(structure, group, symprec=symprec),
+            sites=sites,
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 
 import spglib
-from pymatgen.core import Element, Structure
+from pymatgen.core import Element, Lattice, Structure
 
 from aloop.space.groups import WyckoffPosition, space_group
 
@@ -117,21 +117,28 @@ def site_errors(sites: Iterable[tuple[str, str]], group: int, counts: Mapping[st
     return errors
 
 
-def structure_sites(structure: Structure, group: int, *, symprec: float) -> Sites:
-    """The Wyckoff assignment of ``structure`` (any cell of it) in ``group``: spglib's letters in
-    pyxtal's setting of the group (its Hall number: origin choice 2 where there are two, where
-    spglib's default names other letters). The letters follow the structure's own origin, so a
-    structure pyxtal placed reads back with the letters it was placed on.
+def standard_cell(structure: Structure, group: int, *, symprec: float) -> tuple[Lattice, Counter[str], Sites] | None:
+    """The conventional cell of ``structure`` (any cell of it) in pyxtal's setting of ``group``: spglib's
+    standardised cell for the group's Hall number (origin choice 2 where there are two, axes as in
+    pyxtal's tables), its atom counts and its Wyckoff assignment. The letters follow the
+    structure's own origin, so a structure pyxtal placed reads back with the letters it was placed on;
+    lattice and letters are in the same setting (pymatgen's conventional cell orders the axes of
+    orthorhombic groups by length, which names other letters).
 
-    Returns ``()`` for a disordered structure, or when spglib finds another group or letters
-    whose multiplicities do not match pyxtal's positions: no assignment rather than a wrong one.
+    ``None`` for a disordered structure, or when spglib finds no symmetry or another group; the sites are
+    ``()`` when letters' multiplicities do not match pyxtal's positions: no assignment rather than a wrong one.
     """
     if not structure.is_ordered:
-        return ()
+        return None
     cell = (structure.lattice.matrix, structure.frac_coords, [site.specie.Z for site in structure])
     dataset = spglib.get_symmetry_dataset(cell, symprec=symprec, hall_number=space_group(group).hall_number)
     if dataset is None or int(dataset.number) != group:
-        return ()
+        return None
+    counts = Counter(Element.from_Z(int(z)).symbol for z in dataset.std_types)
+    return Lattice(dataset.std_lattice), counts, _sites(structure, dataset, group)
+
+
+def _sites(structure: Structure, dataset: spglib.SpglibDataset, group: int) -> Sites:
     table = positions(group)
     scale = len(dataset.std_types) / len(structure)  # conventional cell atoms per atom of this cell
     orbits = Counter(int(i) for i in dataset.equivalent_atoms)

@@ -66,7 +66,7 @@ def test_a_cache_pulled_before_sites_is_converted_again_once(tmp_path: Path) -> 
 
     assert entries.ids == ("mp-1265",) and entries.crystals.to_crystals()[0].wyckoff == "Mg:4a O:4b"
     payload = json.loads(gzip.decompress(path.read_bytes()))
-    assert payload["crystals_version"] == 3 and payload["db_version"] == "old"
+    assert payload["crystals_version"] == 4 and payload["db_version"] == "old"
     assert payload["records"][0]["crystal"]["wyckoff"] == "Mg:4a O:4b"
     assert load_cache(query, cache_dir=tmp_path).crystals.to_crystals() == entries.crystals.to_crystals()
 

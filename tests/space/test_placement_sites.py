@@ -28,6 +28,8 @@ def test_atoms_sit_on_exactly_the_crystals_sites(crystal: Crystal, seed: int) ->
     structure = place(crystal, seed=seed)
     found = Crystal.from_structure(structure)
     assert (found.space_group, found.sites) == (crystal.space_group, crystal.sites)
+    # read back in the sites' setting: Pnma keeps a = 10, b = 6, c = 5 (pymatgen's conventional cell sorts them)
+    assert found.lattice == pytest.approx(crystal.lattice, abs=1e-3)
 
 
 def test_sites_that_do_not_fit_are_refused() -> None:
