@@ -241,11 +241,17 @@ class GFNSettings(Section):
     n_beta_components: int = Field(6, gt=0)
     train_steps: int = Field(2000, gt=0)
     batch_size: int = Field(128, gt=0)
-    lr: float = Field(3e-3, gt=0)
+    lr: float = Field(1e-2, gt=0)
     lr_logz: float = Field(1e-1, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    """``cosine``: both learning rates decay over each ``train`` call to ``lr_final_fraction`` of their value
+    (with ``lr`` 1e-2 and ``temperature`` 2: corr(log frequency, log reward) 0.990 after 2,000 steps on
+    ``benchmarks.gfn_correctness``, against 0.68 with 3e-3, 1 and constant)."""
+    lr_final_fraction: float = Field(0.01, gt=0, le=1)
     epsilon: float = Field(0.05, ge=0, le=1)
     """Exploration: share of training trajectories drawn whole from the uniform policy."""
-    temperature: float = Field(1.0, gt=0)
+    temperature: float = Field(2.0, gt=0)
+    """Training trajectories are drawn at this temperature (sampling for a batch is at 1): more exploration."""
     replay_size: int = Field(1000, ge=0)
     replay_fraction: float = Field(0.25, ge=0, le=1)
     min_volume_per_atom: float = Field(7.5, ge=0)

@@ -22,8 +22,8 @@ from aloop.gfn.env import CrystalEnv
 from aloop.gfn.policy import CrystalPolicy
 from aloop.gfn.trainer import build_policy
 
-FORMAT = 3
-"""3: the Wyckoff stage (2: Beta concentrations exp(raw output), no sites; 1: a scaled softplus)."""
+FORMAT = 4
+"""4: one-hot count and site codes in the policy (3: the Wyckoff stage; 2: Beta concentrations exp(raw output), no sites; 1: a scaled softplus)."""
 ARCHITECTURE_KEYS = ("hidden_dim", "n_layers", "n_beta_components")
 """Settings that fix the network's shape: they must match to load the weights."""
 

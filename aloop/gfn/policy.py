@@ -2,8 +2,14 @@
 
 The state of a trajectory is encoded as a sum of embeddings (step, lattice system, point
 symmetry, space group, the element being placed; an extra "unset" index for choices not
-made yet) plus linear maps of the counts chosen so far and of the Wyckoff orbits placed so
-far (per letter: all elements, the current element, and the atoms it has left). Heads
+made yet) plus linear maps of one-hot codes of the counts chosen so far (per element, and
+the total) and of the Wyckoff orbits placed so far (per letter: other elements, the current
+element; and the atoms it has left). One-hot codes give every partial state its own
+direction in the trunk's input: with the counts as scaled scalars (one input per letter),
+states that differ by one orbit were nearly collinear, and ``benchmarks.gfn_correctness``
+(602 Fe-O states, random rewards) reached a log-frequency correlation of 0.85 after 2,000
+steps where one-hot codes reach 0.98. These maps have no bias, so features that are absent
+(before the Wyckoff stage) and all-zero features encode the same state. Heads
 give logits for the discrete stages and the parameters of a mixture of Beta distributions
 for each of the six lattice coordinates (in the unit interval; ``aloop.gfn.cell`` maps
 them to a valid cell). The letter logits add a fixed prior per (group, letter)
@@ -30,6 +36,8 @@ from aloop.space.groups import N_LATTICE_SYSTEMS, N_POINT_SYMMETRIES
 N_LATTICE_COORDS = 6
 MIN_CONCENTRATION = 0.1
 MAX_CONCENTRATION = 500.0
+ONE_HOT_INIT_STD = 0.3
+"""Initial scale of the weights of the one-hot count and orbit features."""
 UNIT_EPS = 1e-6
 """Beta log densities are evaluated on [UNIT_EPS, 1 - UNIT_EPS] to stay finite."""
 
@@ -43,7 +51,7 @@ class CrystalPolicy(nn.Module):
         max_count: largest count of one element (K); count actions are ``0..K``.
         letter_prior: ``(G, W)`` fixed logit bias of the Wyckoff letters per group (W letters),
             already weighted.
-        max_atoms: largest total atom count, used to scale the counts input.
+        max_atoms: largest total atom count (size of the total's one-hot code).
         hidden_dim: width of the trunk.
         n_layers: number of hidden layers of the trunk (the embedding sum is the first).
         n_components: Beta mixture components per lattice coordinate.
@@ -54,16 +62,16 @@ class CrystalPolicy(nn.Module):
         super().__init__()
         n_letters = int(letter_prior.shape[1])
         self.n_components = n_components
-        self.count_scale = 1.0 / max_count
-        self.total_scale = 1.0 / max_atoms
+        self.max_count = max_count
+        self.max_atoms = max_atoms
         self.register_buffer("letter_prior", letter_prior.float(), persistent=False)
         self.step_embedding = nn.Embedding(n_elements + 5, hidden_dim)
         self.element_embedding = nn.Embedding(n_elements + 1, hidden_dim)
-        self.sites_projection = nn.Linear(2 * n_letters + 1, hidden_dim)
+        self.sites_projection = _one_hot_projection((2 * n_letters + 1) * max_count, hidden_dim)
         self.lattice_system_embedding = nn.Embedding(N_LATTICE_SYSTEMS + 1, hidden_dim)
         self.point_symmetry_embedding = nn.Embedding(N_POINT_SYMMETRIES + 1, hidden_dim)
         self.group_embedding = nn.Embedding(n_groups + 1, hidden_dim)
-        self.counts_projection = nn.Linear(n_elements + 1, hidden_dim)
+        self.counts_projection = _one_hot_projection(n_elements * max_count + max_atoms, hidden_dim)
         self.hidden = nn.ModuleList(nn.Linear(hidden_dim, hidden_dim) for _ in range(n_layers - 1))
         self.lattice_system_head = nn.Linear(hidden_dim, N_LATTICE_SYSTEMS)
         self.point_symmetry_head = nn.Linear(hidden_dim, N_POINT_SYMMETRIES)
@@ -93,11 +101,12 @@ class CrystalPolicy(nn.Module):
             group: ``(B,)`` long, index into the allowed groups, or -1 while unset.
             counts: ``(B, E)`` long, counts chosen so far (0 for elements not reached).
             element: ``(B,)`` long, the element whose orbit is next, -1 (or None) otherwise.
-            sites: ``(B, 2W+1)`` float, ``site_features`` of the orbits so far (None: none yet).
+            sites: ``(B, (2W+1) K)`` float, ``site_features`` of the orbits so far (None, or zeros: none yet).
         """
-        counts = counts.to(self.counts_projection.weight.dtype)
-        count_features = torch.cat(
-            [counts * self.count_scale, counts.sum(dim=1, keepdim=True) * self.total_scale], dim=1)
+        counts = counts.long()
+        count_features = torch.cat([_one_hot(counts, self.max_count),
+                                    _one_hot(counts.sum(dim=1, keepdim=True), self.max_atoms)],
+                                   dim=1).to(self.counts_projection.weight.dtype)
         x = (self.step_embedding(step)
              + self.lattice_system_embedding(_unset_last(lattice_system, N_LATTICE_SYSTEMS))
              + self.point_symmetry_embedding(_unset_last(point_symmetry, N_POINT_SYMMETRIES))
@@ -117,13 +126,28 @@ class CrystalPolicy(nn.Module):
         return self.letter_head(h) + self.letter_prior[group]
 
     def site_features(self, placed: torch.Tensor, mine: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
-        """``(B, 2W+1)`` trunk input of the Wyckoff stage: orbits per letter so far (all elements, the
-        current one) and the current element's atoms left, scaled by the largest count."""
-        return torch.cat([placed, mine, remaining.unsqueeze(1)], dim=1).float() * self.count_scale
+        """``(B, (2W+1) K)`` trunk input of the Wyckoff stage, one-hot: per letter, the orbits of the other
+        elements and of the current one on it so far (1..K, more counts as K), and the current element's
+        atoms left (1..K); all zero before any orbit and outside the Wyckoff stage."""
+        return torch.cat([_one_hot(placed - mine, self.max_count), _one_hot(mine, self.max_count),
+                          _one_hot(remaining.unsqueeze(1), self.max_count)], dim=1).float()
 
     def lattice_params(self, h: torch.Tensor) -> torch.Tensor:
         """Beta-mixture parameters ``(B, 6, C, 3)``: mixture logit, raw alpha, raw beta."""
         return self.lattice_head(h).view(-1, N_LATTICE_COORDS, self.n_components, 3)
+
+
+def _one_hot(values: torch.Tensor, n: int) -> torch.Tensor:
+    """``(B, F)`` counts -> ``(B, F * n)`` one-hot of 1..n per column (0 and below: all zero; above n: n)."""
+    return nn.functional.one_hot(values.clamp(0, n), n + 1)[..., 1:].flatten(1)
+
+
+def _one_hot_projection(n_features: int, hidden_dim: int) -> nn.Linear:
+    """A linear map of one-hot features without bias, so that absent features (all zero) add nothing;
+    initialised like an embedding table of scale ``ONE_HOT_INIT_STD``."""
+    layer = nn.Linear(n_features, hidden_dim, bias=False)
+    nn.init.normal_(layer.weight, 0.0, ONE_HOT_INIT_STD)
+    return layer
 
 
 def _unset_last(index: torch.Tensor, n: int) -> torch.Tensor:

@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,7 +75,8 @@ def train(env: CrystalEnv, policy: CrystalPolicy, log_reward_fn: LogRewardFn, *,
     Each step draws ``settings.batch_size`` trajectories with exploration (``epsilon``,
     ``temperature``), of which a ``replay_fraction`` share is replaced by crystals from a
     buffer of the ``replay_size`` best distinct ones seen so far, and takes one Adam step
-    on the trajectory-balance loss (learning rate ``lr``, ``lr_logz`` for log Z).
+    on the trajectory-balance loss (learning rate ``lr``, ``lr_logz`` for log Z; with
+    ``lr_schedule: cosine`` both decay over the call's steps to ``lr_final_fraction`` of their value).
 
     Args:
         env: the environment; must be on the policy's device.
@@ -102,6 +104,7 @@ def _train(env: CrystalEnv, policy: CrystalPolicy, log_reward_fn: LogRewardFn, *
         {"params": [p for name, p in policy.named_parameters() if name != "log_z"], "lr": settings.lr},
         {"params": [policy.log_z], "lr": settings.lr_logz},
     ])
+    scheduler = _scheduler(optimizer, steps, settings)
     buffer = ReplayBuffer.empty(capacity=settings.replay_size)
     n_replay = round(settings.batch_size * settings.replay_fraction) if settings.replay_size else 0
     losses, log_zs, rewards = [], [], []
@@ -121,12 +124,28 @@ def _train(env: CrystalEnv, policy: CrystalPolicy, log_reward_fn: LogRewardFn, *
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), MAX_GRAD_NORM)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         losses.append(float(loss.detach()))
         log_zs.append(float(policy.log_z.detach()))
         rewards.append(float(fresh_log_reward.mean()))
         if callback is not None and callback(step + 1, losses[-1]):
             break
     return TrainingHistory(losses, log_zs, rewards, time.perf_counter() - start)
+
+
+def _scheduler(optimizer: torch.optim.Optimizer, steps: int, settings: GFNSettings
+               ) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The learning-rate schedule of one ``train`` call (None: constant)."""
+    if settings.lr_schedule == "constant":
+        return None
+    floor = settings.lr_final_fraction
+
+    def factor(step: int) -> float:
+        progress = min(step / max(steps - 1, 1), 1.0)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _checked_log_reward(log_reward_fn: LogRewardFn, env: CrystalEnv, trajectories: Trajectories) -> torch.Tensor:

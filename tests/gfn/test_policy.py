@@ -11,10 +11,35 @@ def _policy(**changes) -> CrystalPolicy:
     return CrystalPolicy(**{**options, **changes})
 
 
-def _states(n: int):
+def _states(n: int, policy: CrystalPolicy | None = None):
     step = torch.randint(0, 8, (n,))
+    placed = torch.randint(0, 3, (n, 4))
+    sites = (policy or _policy()).site_features(placed, placed // 2, torch.randint(0, 5, (n,)))
     return (step, torch.randint(-1, 8, (n,)), torch.randint(-1, 3, (n,)), torch.randint(-1, 5, (n,)),
-            torch.randint(0, 5, (n, 3)), torch.randint(-1, 3, (n,)), torch.rand(n, 9))
+            torch.randint(0, 5, (n, 3)), torch.randint(-1, 3, (n,)), sites)
+
+
+def test_absent_and_all_zero_site_features_encode_the_same_state():
+    # rollout passes no site features before the Wyckoff stage, log_prob passes zeros for those steps:
+    # both must score the same policy
+    torch.manual_seed(0)
+    policy = _policy()
+    step, system, symmetry, group, counts, _, _ = _states(7, policy)
+    none_yet = policy.site_features(torch.zeros(7, 4, dtype=torch.long), torch.zeros(7, 4, dtype=torch.long),
+                                    torch.zeros(7, dtype=torch.long))
+    assert not none_yet.any()
+    assert torch.equal(policy.trunk(step, system, symmetry, group, counts),
+                       policy.trunk(step, system, symmetry, group, counts, sites=none_yet))
+
+
+def test_states_one_orbit_apart_are_far_apart_in_the_trunk_input():
+    # one-hot codes: one more orbit on a letter moves the input by a whole weight column
+    policy = _policy()
+    empty = torch.zeros(1, 4, dtype=torch.long)
+    one, two = torch.tensor([[1, 0, 0, 0]]), torch.tensor([[2, 0, 0, 0]])
+    remaining = torch.tensor([2])
+    inputs = [policy.sites_projection(policy.site_features(p, empty, remaining)) for p in (empty, one, two)]
+    assert (inputs[2] - inputs[1]).norm() > 0.5 * (inputs[1] - inputs[0]).norm() > 0
 
 
 def test_untrained_policy_is_uniform_with_uniform_lattice_coordinates():

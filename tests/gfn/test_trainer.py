@@ -81,3 +81,21 @@ def test_estimated_log_reward_is_finite_inside_and_minus_infinity_outside(small_
     assert torch.isfinite(estimated_log_reward(small_env, policy, batch)).all()
     batch.lattice[:, :3] = 100.0
     assert torch.isinf(estimated_log_reward(small_env, policy, batch)).all()
+
+
+def test_cosine_schedule_decays_both_learning_rates_to_the_final_fraction():
+    from aloop.gfn.trainer import _scheduler
+
+    settings = SMALL.model_copy(update={"lr": 0.01, "lr_logz": 0.1, "lr_schedule": "cosine",
+                                        "lr_final_fraction": 0.05})
+    parameter = torch.nn.Parameter(torch.zeros(()))
+    optimizer = torch.optim.Adam([{"params": [parameter], "lr": 0.01}, {"params": [], "lr": 0.1}])
+    scheduler = _scheduler(optimizer, 11, settings)
+    rates = []
+    for _ in range(11):
+        rates.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == pytest.approx([0.01, 0.1]) and rates[-1] == pytest.approx([0.0005, 0.005])
+    assert rates[5] == pytest.approx([0.00525, 0.0525])  # half way: the mean of start and end
+    assert _scheduler(optimizer, 11, SMALL.model_copy(update={"lr_schedule": "constant"})) is None
