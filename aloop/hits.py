@@ -4,11 +4,15 @@ A hit is a relaxed candidate whose energy above the reference hull is at or belo
 threshold (``THRESHOLDS``). It is unique when it matches no earlier hit and novel when,
 in addition, it matches no known structure of its chemical system (pymatgen's
 ``StructureMatcher``). The hit rate is novel hits per oracle call, and the acceleration
-factor compares it with a baseline's, such as random search.
+factor compares it with a baseline's, such as random search. A hit is *confirmed* when a
+second, independent model, relaxing the hit's relaxed structure again, also puts it at or
+below the threshold on its own hull of the same known phases.
 
 A label is one oracle call's result as a plain dict: ``ok`` (relaxed), ``relaxed_cif``,
-``e_above_hull`` (eV/atom, negative below the hull) and ``formula`` (reduced). These are
-pure functions of such records, so the counting is testable without an oracle.
+``e_above_hull`` (eV/atom, negative below the hull) and ``formula`` (reduced); a second
+model's result sits under its own key (e.g. ``"sevennet"``) as a dict with ``ok`` and
+``e_above_hull``. These are pure functions of such records, so the counting is testable
+without an oracle.
 
 Example:
     >>> hits = hit_mask([{"ok": True, "e_above_hull": 0.05}, {"ok": False}], threshold=0.1)
@@ -34,6 +38,21 @@ THRESHOLDS = (0.1, 0.0)
 def hit_mask(labels: Sequence[dict], *, threshold: float) -> list[bool]:
     """Which labels are hits: relaxed (``ok``) with ``e_above_hull <= threshold``."""
     return [bool(label.get("ok")) and label["e_above_hull"] <= threshold for label in labels]
+
+
+def confirmed_mask(labels: Sequence[dict], *, threshold: float, by: str) -> list[bool]:
+    """Which labels are hits under both models: ``hit_mask`` and the second model's record ``label[by]``
+    relaxed (``ok``) with its own ``e_above_hull <= threshold``; a label without that record is not confirmed.
+
+    Example:
+        >>> confirmed_mask([{"ok": True, "e_above_hull": 0.05, "sevennet": {"ok": True, "e_above_hull": 0.12}},
+        ...                 {"ok": True, "e_above_hull": 0.0, "sevennet": {"ok": True, "e_above_hull": 0.02}},
+        ...                 {"ok": True, "e_above_hull": 0.0}], threshold=0.1, by="sevennet")
+        [False, True, False]
+    """
+    second = [label.get(by) or {} for label in labels]
+    return [hit and bool(other.get("ok")) and other["e_above_hull"] <= threshold
+            for hit, other in zip(hit_mask(labels, threshold=threshold), second, strict=True)]
 
 
 def first_occurrences(structures: Sequence[Structure]) -> list[bool]:
@@ -64,6 +83,7 @@ class HitCounts:
         unique: hits matching no earlier hit among the same calls.
         novel: unique hits matching no known entry of the searched chemical systems.
         formulas: distinct reduced formulas among the novel hits (diversity; labels carry ``formula``).
+        confirmed: novel hits the second model confirms (0 when none was asked for).
     """
 
     calls: int
@@ -71,6 +91,7 @@ class HitCounts:
     unique: int
     novel: int
     formulas: int
+    confirmed: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -78,9 +99,12 @@ class HitCounts:
         return self.novel / self.calls if self.calls else math.nan
 
 
-def hit_flags(labels: Sequence[dict], *, threshold: float, known: Sequence[Structure]) -> dict[str, np.ndarray]:
+def hit_flags(labels: Sequence[dict], *, threshold: float, known: Sequence[Structure],
+              confirm_by: str | None = None) -> dict[str, np.ndarray]:
     """Per label, in call order: ``hit``, ``unique`` (a hit matching no earlier hit) and ``novel``
-    (a unique hit matching no ``known`` structure), each ``(len(labels),)`` bool."""
+    (a unique hit matching no ``known`` structure), each ``(len(labels),)`` bool; with ``confirm_by``
+    also ``confirmed``: a novel hit that the second model's record ``label[confirm_by]`` confirms
+    (``confirmed_mask``)."""
     hit = np.array(hit_mask(labels, threshold=threshold), dtype=bool)
     rows = np.flatnonzero(hit)
     structures = [Structure.from_str(labels[i]["relaxed_cif"], fmt="cif") for i in rows]
@@ -88,15 +112,21 @@ def hit_flags(labels: Sequence[dict], *, threshold: float, known: Sequence[Struc
     unique, novel = np.zeros_like(hit), np.zeros_like(hit)
     unique[rows[first]] = True
     novel[rows[first][_novel([s for s, f in zip(structures, first, strict=True) if f], known)]] = True
-    return {"hit": hit, "unique": unique, "novel": novel}
+    flags = {"hit": hit, "unique": unique, "novel": novel}
+    if confirm_by is not None:
+        flags["confirmed"] = novel & np.array(confirmed_mask(labels, threshold=threshold, by=confirm_by), dtype=bool)
+    return flags
 
 
-def count_hits(labels: Sequence[dict], *, threshold: float, known: Sequence[Structure]) -> HitCounts:
-    """Hits, unique hits, novel hits and their distinct formulas among ``labels`` (in call order)."""
-    flags = hit_flags(labels, threshold=threshold, known=known)
+def count_hits(labels: Sequence[dict], *, threshold: float, known: Sequence[Structure],
+               confirm_by: str | None = None) -> HitCounts:
+    """Hits, unique hits, novel hits and their distinct formulas among ``labels`` (in call order), and the
+    novel hits the second model ``confirm_by`` confirms."""
+    flags = hit_flags(labels, threshold=threshold, known=known, confirm_by=confirm_by)
     formulas = {labels[i]["formula"] for i in np.flatnonzero(flags["novel"])}
     return HitCounts(calls=len(labels), hits=int(flags["hit"].sum()), unique=int(flags["unique"].sum()),
-                     novel=int(flags["novel"].sum()), formulas=len(formulas))
+                     novel=int(flags["novel"].sum()), formulas=len(formulas),
+                     confirmed=int(flags["confirmed"].sum()) if confirm_by is not None else 0)
 
 
 def _novel(structures: Sequence[Structure], known: Sequence[Structure]) -> np.ndarray:

@@ -1,27 +1,34 @@
-"""Campaign simulation: aloop against random, mean-only and ion-substitution arms, CHGNet oracle, offline.
+"""Campaign simulation v2: aloop against four baselines on Li-Mn-O and Fe-O, hits confirmed by SevenNet.
 
-Every arm starts from ``mp_cgcnn36k`` inside the searched space (``configs/campaign.yaml``:
-Li-Mn-O, at most 12 atoms of an element and 16 in the conventional cell), gets the same
-oracle budget (rounds x batch CHGNet relaxations with the oracle's settings) and the same
-novelty filter. Hits are judged against a reference hull of CHGNet energies only
-(``_campaign_hull``, cached under the cache folder).
+The arms (``_campaign_arms``): aloop, mean-only, random valid crystals placed at random, the same
+placed from templates, and ion substitution; CHGNet oracle; offline.
+Every arm of a system starts from the ``mp_cgcnn36k`` entries inside its space
+(``configs/campaign.yaml``: Li-Mn-O, ``configs/campaign-fe-o.yaml``: Fe-O, at most 12 atoms of
+an element and 16 in the conventional cell; all other settings the product's defaults), gets the
+same oracle budget (rounds x batch relaxations by the config's oracle, CHGNet, built by name as
+the round builds it) and the same novelty filter. Hits are judged against a reference hull of
+CHGNet energies of the known entries only (``_campaign_hull``); every novel CHGNet hit is relaxed
+again by SevenNet-0 and judged against SevenNet's hull of the same entries (``_campaign_confirm``).
 
-A round in progress is kept candidate by candidate under the cache folder,
+A round in progress is kept under the cache folder,
 ``<cache>/campaign/runs/run-<config key>/<arm>/seed-<s>/round-<n>/`` (``proposal.json``,
-``label-<i>.json``, and ``gfn.pt`` for the guided arms), so a killed run continues where it
-stopped. A finished round becomes one line (seed, round, labels, proposal seconds) of its
-arm's records, ``benchmarks/results/campaign_records/run-<config key>/<arm>.jsonl.gz``,
-committed with the report: a recorded round is never recomputed, so a run longer than one
-machine's session continues on the next, and with every round recorded the command only
-rebuilds the report. A guided arm's next round warm-starts from the previous round's
-checkpoint, which stays in the cache of the machine that ran it. Delete an arm's records to
-recompute it.
+``label-<i>.json``, ``confirm-<i>.json``, and ``gfn.pt`` for the guided arms), so a killed run
+continues where it stopped. A finished round becomes one line (seed, round, labels with their
+SevenNet results, seconds, how the batch was made) of its arm's records,
+``benchmarks/results/campaign_records/run-<config key>/<arm>.jsonl.gz``, committed with the report
+beside both models' hulls (``hull-<model>.json.gz``) and the system's facts (``system.json``): a
+recorded round is never recomputed, so a run longer than one machine's session continues on the
+next, and with every round recorded the command only rebuilds the report (no relaxation, no
+fit). A guided arm's next round warm-starts from the previous round's checkpoint, which stays in
+the cache of the machine that ran it. Delete an arm's records to recompute it. The config key
+hashes the protocol version and every setting but names, seeds and paths, so v1's records
+(``run-9b9b8c80ce86``, report ``campaign.md``) are never mixed with v2's.
 
-    python -m benchmarks.campaign                       # 4 rounds of 16 per arm, seeds 0 1 2
-    python -m benchmarks.campaign --batch 32 --name campaign-4x32    # the issue's example budget
-    python -m benchmarks.campaign --rounds 3 --batch 8 --gfn-steps 200 --n-samples 2000
+    python -m benchmarks.campaign                # both systems, 4 rounds of 16 per arm, seeds 0 1 2
+    python -m benchmarks.campaign --systems fe-o --arms aloop random --seeds 0 --no-report   # a partial run
+    python -m benchmarks.campaign --rounds 1 --batch 2 --seeds 0 --gfn-steps 20 --n-samples 200 --name campaign-smoke
 
-Writes ``benchmarks/results/campaign.md``, ``campaign.json`` and ``campaign_hits.png``
+Writes ``benchmarks/results/campaign-v2.md``, ``campaign-v2.json`` and ``campaign-v2_<system>_hits.png``
 (``--name`` chooses another stem, so runs of another budget sit beside them).
 """
 
@@ -38,72 +45,151 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from pymatgen.core import Structure
 
-from aloop.config import Config, load_config
-from aloop.data import read_local, to_training_set
+from aloop.config import Config, label_property, load_config
+from aloop.data import read_local
+from aloop.data.convert import to_training_set
+from aloop.data.known_structures import known_templates
 from aloop.files import write_atomic
 from aloop.gfn import CrystalEnv
+from aloop.hull import known_phases
 from aloop.oracle import Labelled, OracleInput
-from aloop.proxy import calibration_metrics
 from aloop.selection import MATCHER_SETTINGS
 from aloop.space import Crystal, CrystalSpace
+from aloop.space.structure import TEMPLATE_PROPERTY
+from aloop.space.templates import template_of
 from benchmarks import CACHE_ROOT, SHARED_DATA
-from benchmarks._campaign_arms import ARMS, ArmBatch, Setup, propose_guided, propose_random, propose_substitution
-from benchmarks._campaign_hull import ReferenceHull, build_hull, known_structures, relax
+from benchmarks._campaign_arms import (
+    ARMS,
+    GUIDED,
+    ArmBatch,
+    Setup,
+    propose_guided,
+    propose_random,
+    propose_substitution,
+)
+from benchmarks._campaign_confirm import CONFIRM_BY, confirm, confirmer, to_confirm
+from benchmarks._campaign_hull import (
+    EnergyModel,
+    ReferenceHull,
+    known_structures,
+    load_hull,
+    relax_all,
+)
 from benchmarks._campaign_report import write_report
 from benchmarks._campaign_substitution import substitution_pool
-from oracles.chgnet import CHGNetSettings
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "campaign.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SYSTEMS = {"li-mn-o": CONFIGS / "campaign.yaml", "fe-o": CONFIGS / "campaign-fe-o.yaml"}
+PROTOCOL = "campaign-v2"
+"""Part of the config key: records of another protocol (v1's) are never mixed in."""
 CACHE = CACHE_ROOT / "campaign"
 RUNS = CACHE / "runs"
 RECORDS = Path(__file__).resolve().parent / "results" / "campaign_records"
+DATA = SHARED_DATA / "mp_cgcnn36k"
 
 
 def run_key(cfg: Config) -> str:
-    """Cache key of a campaign: every setting but the campaign's name and seed (seeds are folders)."""
-    settings = cfg.model_dump(mode="json", exclude={"campaign", "seed", "workdir", "store", "tracking"})
-    return hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    """Records key of a campaign: the protocol and every setting but names, seeds (folders) and local paths."""
+    settings = cfg.model_dump(mode="json", exclude={"campaign", "seed", "workdir", "store", "tracking", "review"})
+    settings["data"] = {k: v for k, v in settings["data"].items() if k not in ("local_path", "mp")}
+    text = json.dumps({"protocol": PROTOCOL, "config": settings}, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:12]
 
 
-def make_setup(cfg: Config, *, arms: list[str], oracle: CHGNetSettings) -> tuple[Setup, ReferenceHull]:
-    """The space, the starting data, the reference hull and (for the substitution arm) its pool."""
+@dataclass
+class System:
+    """One searched system: its config, records, both models' hulls, and (built when a round must run) its setup."""
+
+    name: str
+    cfg: Config
+    records: Path
+    oracle: EnergyModel
+    second: EnergyModel
+    hull: ReferenceHull
+    second_hull: ReferenceHull
+    known: dict[str, Structure]
+    setup: Setup | None = None
+
+    @property
+    def facts(self) -> dict:
+        """What the report says of the space and data (``system.json``, written with the setup)."""
+        path = self.records / "system.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+
+def make_system(name: str, config: Path, overrides: list[str], *, progress: bool = True) -> System:
+    """The system's config (overridden), records folder and hulls (read from its records, else relaxed)."""
+    cfg = load_config(config, overrides=[*overrides, f"data.local_path={DATA}",
+                                         f"data.mp.cache_dir={CACHE / 'no-mp-cache'}"])
+    records = RECORDS / f"run-{run_key(cfg)}"
+    oracle = EnergyModel(cfg.oracle.name, dict(cfg.oracle.settings))
+    second = confirmer(oracle)
+    known = known_structures(DATA, cfg.space.elements)
+    hulls = [load_hull(known, cfg.space.elements, model, cache_dir=CACHE, record=records, progress=progress)
+             for model in (oracle, second)]
+    return System(name, cfg, records, oracle, second, *hulls, known=known)
+
+
+def make_setup(system: System, *, arms: list[str]) -> Setup:
+    """The space, environment, starting data, known phases and templates (and the substitution pool when
+    that arm runs); writes the system's facts beside its records."""
+    cfg, hull = system.cfg, system.hull
     space = CrystalSpace.from_settings(cfg.space)
-    data_dir = SHARED_DATA / "mp_cgcnn36k"
-    start = to_training_set(read_local(data_dir), target=cfg.proxy.target, space=space)
-    print(f"starting data: {start.describe()}", flush=True)
-    hull = build_hull(known_structures(data_dir, space.elements), space.elements, oracle, cache_dir=CACHE)
-    pool = substitution_pool(space, data_dir, cache_dir=CACHE) if "substitution" in arms else []
+    conversion = to_training_set(read_local(DATA, source=cfg.data.local_source), space=space,
+                                 target=label_property(cfg.proxy.target), scope=cfg.data.scope)
+    start = conversion.training
+    phases = {p.material_id for p in known_phases(cfg.space, cfg.data, cfg.hull)}
+    relaxed = {e.material_id: e.relaxed for e in hull.entries if e.relaxed is not None and e.material_id in phases}
+    templates = [*known_templates(space, cfg.data), *(template_of(s, f"known-{m}") for m, s in relaxed.items())]
+    pool = substitution_pool(space, DATA, cache_dir=CACHE) if "substitution" in arms else []
     setup = Setup(cfg=cfg, space=space, env=CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device),
-                  start=start.training, known=tuple(hull.known_structures), pool=tuple(pool),
-                  label_source=f"chgnet-{oracle.model}")
-    return setup, hull
+                  start=start, known=tuple(hull.known_structures), phases=tuple(hull.formation_entries(sorted(phases))),
+                  templates=tuple(t for t in templates if t is not None), pool=tuple(pool),
+                  label_source=system.oracle.source)
+    facts = system.facts | {
+        "compositions": len(space.compositions), "start": len(start), "start_sources": sorted(set(start.row_sources())),
+        "phases": sorted(relaxed), "templates": len(setup.templates)}
+    facts |= {"substitution_pool": len(pool)} if pool else {}
+    system.records.mkdir(parents=True, exist_ok=True)
+    write_atomic(system.records / "system.json", json.dumps(facts, indent=1, sort_keys=True))
+    print(f"{system.name}: {len(start)} starting entries, {len(phases)} known phases in the reward's hull, "
+          f"{len(setup.templates)} templates, substitution pool {len(pool)}", flush=True)
+    return setup
 
 
-def run_round(setup: Setup, hull: ReferenceHull, oracle: CHGNetSettings, *, arm: str, seed: int, number: int,
-              records: Path, folder: Path, history: list[dict]) -> list[dict]:
-    """One round's labels: from the arm's ``records`` when finished, else proposed (or reloaded from ``folder``),
-    labelled candidate by candidate in ``folder`` and then recorded."""
+def run_round(system: System, *, arms: list[str], arm: str, seed: int, number: int, folder: Path,
+              history: list[dict]) -> dict:
+    """One round's record: from the arm's records when finished, else proposed (or reloaded from ``folder``),
+    labelled by the oracle, its novel hits confirmed by the second model, and then recorded."""
+    records = system.records / f"{arm}.jsonl.gz"
     finished = read_records(records).get((seed, number))
     if finished:
-        return finished["labels"]
+        return finished
+    system.setup = system.setup or make_setup(system, arms=arms)
     folder.mkdir(parents=True, exist_ok=True)
-    batch, propose_s = _proposal(setup, arm=arm, seed=seed, number=number, folder=folder, records=records,
-                                 history=history)
-    labels = [_label(setup, hull, oracle, batch, i, folder=folder, ident=f"{arm}-{seed}-{number}-{i}",
-                     number=number) for i in range(len(batch.crystals))]
-    record_round(records, {"seed": seed, "round": number, "labels": labels, "propose_s": propose_s})
-    for path in (folder / "proposal.json", *folder.glob("label-*.json")):
+    batch, propose_s, about = _proposal(system.setup, arm=arm, seed=seed, number=number, folder=folder,
+                                        records=records, history=history)
+    start = time.perf_counter()
+    labels = label_batch(system, batch, folder=folder, ident=f"{arm}-{seed}-{number}", number=number)
+    oracle_s, start = time.perf_counter() - start, time.perf_counter()
+    confirm(labels, to_confirm(history, labels, known=system.hull.known_structures), model=system.second,
+            hull=system.second_hull, folder=folder)
+    record = {"seed": seed, "round": number, "labels": labels, "propose_s": propose_s, "oracle_s": oracle_s,
+              "confirm_s": time.perf_counter() - start, "about": about}
+    record_round(records, record)
+    for path in (folder / "proposal.json", *folder.glob("label-*.json"), *folder.glob("confirm-*.json")):
         path.unlink()
-    return labels
+    return record
 
 
 def read_records(path: Path) -> dict[tuple[int, int], dict]:
-    """An arm's finished rounds by (seed, round): ``{"seed", "round", "labels", "propose_s"}``, none if no file."""
+    """An arm's finished rounds by (seed, round), as ``run_round`` returns them; none if no file."""
     if not path.exists():
         return {}
     with gzip.open(path, "rt") as lines:
@@ -133,30 +219,37 @@ def _locked(folder: Path) -> Iterator[None]:
 
 
 def _proposal(setup: Setup, *, arm: str, seed: int, number: int, folder: Path, records: Path, history: list[dict]
-              ) -> tuple[ArmBatch, float]:
+              ) -> tuple[ArmBatch, float, dict]:
     path = folder / "proposal.json"
     if path.exists():
         saved = json.loads(path.read_text())
-        return ArmBatch([Crystal.from_dict(c) for c in saved["crystals"]],
-                        [Structure.from_str(c, fmt="cif") for c in saved["cifs"]],
-                        saved["proxy_mean"], saved["proxy_std"]), saved["seconds"]
+        structures = [Structure.from_str(c, fmt="cif") for c in saved["cifs"]]
+        for structure, template in zip(structures, saved["templates"], strict=True):
+            if template is not None:
+                structure.properties[TEMPLATE_PROPERTY] = template  # a CIF does not keep it
+        return ArmBatch([Crystal.from_dict(c) for c in saved["crystals"]], structures, saved["proxy_mean"],
+                        saved["proxy_std"], saved["quantiles"], saved["about"]), saved["seconds"], saved["about"]
     size, round_seed = setup.cfg.selection.batch_size, seed * 1009 + number
-    proposed = [Structure.from_str(label["cif"], fmt="cif") for label in history]
+    proposed = [Structure.from_str(label[key], fmt="cif") for label in history
+                for key in ("cif", "relaxed_cif") if label.get(key)]
     start = time.perf_counter()
-    if arm in ("aloop", "mean"):
+    if arm in GUIDED:
         previous = _warm_start(folder, records=records, arm=arm, seed=seed, number=number)
         batch = propose_guided(setup, history, proposed, arm=arm, seed=round_seed, size=size, workdir=folder,
                                previous=previous)
-    elif arm == "random":
-        batch = propose_random(setup, history, proposed, seed=round_seed, size=size)
+    elif arm in ("random", "random-templates"):
+        batch = propose_random(setup, history, proposed, seed=round_seed, size=size,
+                               templates=arm == "random-templates")
     else:
         batch = propose_substitution(setup, proposed, seed=seed, size=size)
     seconds = time.perf_counter() - start
+    about = batch.about | {"templated": sum(t is not None for t in batch.templates)}
     write_atomic(path, json.dumps({"crystals": [c.as_dict() for c in batch.crystals],
                                    "cifs": [s.to(fmt="cif") for s in batch.structures],
-                                   "proxy_mean": batch.proxy_mean, "proxy_std": batch.proxy_std,
-                                   "seconds": seconds}))
-    return batch, seconds
+                                   "templates": batch.templates, "proxy_mean": batch.proxy_mean,
+                                   "proxy_std": batch.proxy_std, "quantiles": batch.quantiles,
+                                   "about": about, "seconds": seconds}))
+    return batch, seconds, about
 
 
 def _warm_start(folder: Path, *, records: Path, arm: str, seed: int, number: int) -> Path | None:
@@ -172,62 +265,68 @@ def _warm_start(folder: Path, *, records: Path, arm: str, seed: int, number: int
     return previous
 
 
-def _label(setup: Setup, hull: ReferenceHull, oracle: CHGNetSettings, batch: ArmBatch, i: int, *, folder: Path,
-           ident: str, number: int) -> dict:
-    """One oracle call (cached): CHGNet relaxation, formation energy and energy above the reference hull."""
-    path = folder / f"label-{i}.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    crystal, structure = batch.crystals[i], batch.structures[i]
-    start = time.perf_counter()
-    result = relax(OracleInput(ident, crystal, structure), oracle)
-    label = {"id": ident, "round": number, "crystal": crystal.as_dict(), "cif": structure.to(fmt="cif"),
+def label_batch(system: System, batch: ArmBatch, *, folder: Path, ident: str, number: int) -> list[dict]:
+    """The oracle's labels of the batch (each cached as ``label-<i>.json`` as it arrives): relaxed energy,
+    formation energy and energy above the CHGNet reference hull, or why it failed."""
+    labels: list[dict | None] = [None] * len(batch.crystals)
+    todo = []
+    for i, (crystal, structure) in enumerate(zip(batch.crystals, batch.structures, strict=True)):
+        path = folder / f"label-{i}.json"
+        if path.exists():
+            labels[i] = json.loads(path.read_text())
+        else:
+            todo.append(OracleInput(f"{ident}-{i}", crystal, structure))
+    templates = batch.templates
+
+    def keep(item: OracleInput, result: object) -> None:
+        i = int(item.candidate_id.rsplit("-", 1)[1])
+        label = _label(system.hull, item, result, number=number, template=templates[i],
+                       mean=batch.proxy_mean[i] if batch.proxy_mean else None,
+                       std=batch.proxy_std[i] if batch.proxy_std else None, quantiles=batch.quantiles)
+        write_atomic(folder / f"label-{i}.json", json.dumps(label))
+        labels[i] = label
+
+    relax_all(system.oracle, todo, on_result=keep)
+    return [label for label in labels if label is not None]
+
+
+def _label(hull: ReferenceHull, item: OracleInput, result: object, *, number: int, template: str | None,
+           mean: float | None, std: float | None, quantiles: dict | None) -> dict:
+    meta = dict(getattr(result, "metadata", {}) or {})
+    structure = item.structure
+    label = {"id": item.candidate_id, "round": number, "crystal": item.crystal.as_dict(),
+             "cif": structure.to(fmt="cif"), "template": template,
              "formula": structure.composition.reduced_formula, "ok": isinstance(result, Labelled),
-             "seconds": time.perf_counter() - start, "steps": result.metadata.get("steps"),
-             "proxy_mean": batch.proxy_mean[i] if batch.proxy_mean else None,
-             "proxy_std": batch.proxy_std[i] if batch.proxy_std else None}
+             "seconds": meta.get("seconds"), "steps": meta.get("steps"), "proxy_mean": mean, "proxy_std": std,
+             "proxy_quantiles": quantiles}
     if isinstance(result, Labelled):
         composition = result.structure.composition
-        label |= {"energy_per_atom": result.energy_per_atom, "relaxed_cif": result.structure.to(fmt="cif"),
-                  "formula": composition.reduced_formula,
-                  "formation_energy_per_atom": hull.formation_energy(composition, result.energy_per_atom),
-                  "e_above_hull": hull.e_above_hull(composition, result.energy_per_atom)}
-    else:
-        label |= {"reason": result.reason, "kind": result.kind}
-    write_atomic(path, json.dumps(label))
-    return label
-
-
-def round_calibration(labels: list[dict]) -> dict[str, float]:
-    """The proxy's calibration on one round's new labels, predicted before they were added."""
-    rows = [label for label in labels if label.get("ok") and label.get("proxy_mean") is not None]
-    if not rows:
-        return {}
-    report = calibration_metrics(torch.tensor([r["formation_energy_per_atom"] for r in rows]),
-                                 torch.tensor([r["proxy_mean"] for r in rows]),
-                                 torch.tensor([r["proxy_std"] for r in rows]))
-    return {"n": report.n, "mae": report.mae, "nll": report.nll, "coverage_50": report.coverage_50,
-            "coverage_90": report.coverage_90}
+        return label | {"energy_per_atom": result.energy_per_atom, "relaxed_cif": result.structure.to(fmt="cif"),
+                        "formula": composition.reduced_formula,
+                        "formation_energy_per_atom": hull.formation_energy(composition, result.energy_per_atom),
+                        "e_above_hull": hull.e_above_hull(composition, result.energy_per_atom)}
+    return label | {"reason": getattr(result, "reason", ""), "kind": getattr(result, "kind", None)}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--systems", nargs="+", choices=list(SYSTEMS), default=list(SYSTEMS),
+                        help="searched systems, each with its config (configs/campaign.yaml, campaign-fe-o.yaml)")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--batch", type=int, default=16,
-                        help="oracle calls per round and arm (16: all arms and 3 seeds in about 2.5 hours of 2 cores)")
+    parser.add_argument("--batch", type=int, default=16, help="oracle calls per round and arm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
     parser.add_argument("--gfn-steps", type=int, help="gfn.train_steps (default: the config's)")
     parser.add_argument("--n-samples", type=int, help="selection.n_samples (default: the config's)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="config overrides, e.g. oracle.settings.timeout_s=120")
+                        help="config overrides for every system, e.g. oracle.settings.timeout_s=120")
     parser.add_argument("--no-report", action="store_true", help="only run the rounds (parallel partial runs); no report")
-    parser.add_argument("--note", default="", help="a line printed under the command in the report")
+    parser.add_argument("--note", default="", help="a paragraph printed under the command in the report")
     parser.add_argument("--runs", type=Path, default=RUNS,
                         help="folder of the rounds in progress (default: %(default)s); finished rounds go to "
                              "benchmarks/results/campaign_records/run-<config key>/<arm>.jsonl.gz")
-    parser.add_argument("--name", default="campaign", help="report files: <name>.md, <name>.json, <name>_hits.png")
+    parser.add_argument("--name", default="campaign-v2",
+                        help="report files: <name>.md, <name>.json, <name>_<system>_hits.png")
     return parser.parse_args(argv)
 
 
@@ -238,35 +337,43 @@ def main(argv: list[str] | None = None) -> None:
     overrides = [f"selection.batch_size={args.batch}", *args.overrides]
     overrides += [f"gfn.train_steps={args.gfn_steps}"] if args.gfn_steps else []
     overrides += [f"selection.n_samples={args.n_samples}"] if args.n_samples else []
-    cfg = load_config(args.config, overrides=overrides)
-    oracle = CHGNetSettings(**cfg.oracle.settings)
-    if not (SHARED_DATA / "mp_cgcnn36k").exists():
-        sys.exit(f"shared data not found at {SHARED_DATA} (set ALOOP_SHARED_DATA)")
-    setup, hull = make_setup(cfg, arms=args.arms, oracle=oracle)
-    key = run_key(cfg)
-    run_dir, records = args.runs / f"run-{key}", RECORDS / f"run-{key}"
-    print(f"rounds in progress: {run_dir}; finished rounds: {records}", flush=True)
-    runs: dict[tuple[str, int], list[list[dict]]] = {}
-    for seed in args.seeds:
-        for arm in args.arms:
-            history: list[dict] = []
-            runs[arm, seed] = []
-            for number in range(1, args.rounds + 1):
-                start = time.perf_counter()
-                labels = run_round(setup, hull, oracle, arm=arm, seed=seed, number=number,
-                                   records=records / f"{arm}.jsonl.gz",
-                                   folder=run_dir / arm / f"seed-{seed}" / f"round-{number}", history=history)
-                history += labels
-                runs[arm, seed].append(labels)
-                ok = [x for x in labels if x.get("ok")]
-                print(f"{arm} seed {seed} round {number}: {len(labels)} calls, {len(ok)} relaxed, "
-                      f"{sum(x['e_above_hull'] <= 0.1 for x in ok)} within 0.1 eV/atom of the hull "
-                      f"({time.perf_counter() - start:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
+    if not DATA.exists():
+        sys.exit(f"shared data not found at {DATA} (set ALOOP_SHARED_DATA)")
+    runs: dict[str, dict[tuple[str, int], list[dict]]] = {}
+    systems = []
+    for name in args.systems:
+        system = make_system(name, SYSTEMS[name], overrides)
+        systems.append(system)
+        print(f"{name}: rounds in progress under {args.runs / system.records.name}, finished rounds in "
+              f"{system.records}", flush=True)
+        runs[name] = {}
+        for seed in args.seeds:
+            for arm in args.arms:
+                history: list[dict] = []
+                runs[name][arm, seed] = []
+                for number in range(1, args.rounds + 1):
+                    start = time.perf_counter()
+                    record = run_round(system, arms=args.arms, arm=arm, seed=seed, number=number, history=history,
+                                       folder=args.runs / system.records.name / arm / f"seed-{seed}" / f"round-{number}")
+                    history += record["labels"]
+                    runs[name][arm, seed].append(record)
+                    _print_round(name, arm, seed, number, record, seconds=time.perf_counter() - start)
     if not args.no_report:
         command = "python -m benchmarks.campaign " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
                                                                if a != "--note" and a != args.note)
-        write_report(runs, hull=hull, setup=setup, oracle=oracle, command=command.strip(), note=args.note,
-                     matcher=MATCHER_SETTINGS, calibration=round_calibration, name=args.name)
+        write_report(runs, systems=systems, command=command.strip(), note=args.note, matcher=MATCHER_SETTINGS,
+                     name=args.name)
+
+
+def _print_round(name: str, arm: str, seed: int, number: int, record: dict, *, seconds: float) -> None:
+    labels = record["labels"]
+    ok = [x for x in labels if x.get("ok")]
+    confirmed = [x for x in labels if (x.get(CONFIRM_BY) or {}).get("ok") and x[CONFIRM_BY]["e_above_hull"] <= 0.1]
+    print(f"{name} {arm} seed {seed} round {number}: {len(labels)} calls, {len(ok)} relaxed, "
+          f"{sum(x['e_above_hull'] <= 0.1 for x in ok)} within 0.1 eV/atom of the CHGNet hull, "
+          f"{sum(CONFIRM_BY in x for x in labels)} novel sent to SevenNet, {len(confirmed)} confirmed "
+          f"(propose {record['propose_s']:.0f} s, oracle {record['oracle_s']:.0f} s, "
+          f"confirm {record['confirm_s']:.0f} s; {seconds:.0f} s here, load {os.getloadavg()[0]:.1f})", flush=True)
 
 
 if __name__ == "__main__":

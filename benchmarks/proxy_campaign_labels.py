@@ -53,11 +53,15 @@ from aloop.proxy import Proxy, calibration, fit_proxy
 from aloop.space import Crystal, CrystalBatch, CrystalSpace
 from aloop.store import get_or_create_campaign, open_store
 from benchmarks import SHARED_DATA
-from benchmarks._campaign_arms import ARMS
 from benchmarks._markdown import table, write_report
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "campaign.yaml"
+V1 = ("space.charge_rule=[per_atom_icsd]", "space.lattice.length={min: 2.0, max: 15.0}", "proxy.target=formation_energy_per_atom")
+"""What campaign v1 pinned in ``configs/campaign.yaml`` (v2 unpinned it): the labels measured here are v1's."""
+ARMS = ("aloop", "mean", "random", "substitution")
+"""Campaign v1's arms."""
 RECORDS = Path(__file__).resolve().parent / "results" / "campaign_records"
+V1_RUN = RECORDS / "run-9b9b8c80ce86"
 VARIANTS = ("space", "neighbours,validation_split=random", "neighbours", "all", "space,cell_scale=false",
             "neighbours,cell_scale=false", "neighbours,cell_scale=false,space_share=0.2", "all,cell_scale=false")
 LATER = ("space", "neighbours", "space,cell_scale=false", "neighbours,cell_scale=false",
@@ -257,17 +261,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="scope[,key=value...]")
     parser.add_argument("--later", nargs="*", default=list(LATER), help="variants also measured on later rounds")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--records", type=Path, help="a campaign_records/run-* folder (default: the only one)")
+    parser.add_argument("--records", type=Path, default=V1_RUN, help="a campaign v1 records folder")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    runs = sorted(RECORDS.glob("run-*"))
-    records = args.records or (runs[0] if len(runs) == 1 else None)
-    if records is None:
-        sys.exit(f"pass --records: {len(runs)} record folders under {RECORDS}")
+    records = args.records
     if not (SHARED_DATA / "mp_cgcnn36k").exists():
         sys.exit(f"shared data not found at {SHARED_DATA} (set ALOOP_SHARED_DATA)")
-    base = load_config(CONFIG)
+    base = load_config(CONFIG, list(V1))
     start = time.perf_counter()
     labels = read_labels(records)
     first, later, summaries = {}, {}, []

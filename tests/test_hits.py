@@ -9,6 +9,7 @@ from pymatgen.core import Lattice, Structure
 
 from aloop.hits import (
     acceleration_factor,
+    confirmed_mask,
     count_hits,
     first_occurrences,
     hit_mask,
@@ -52,6 +53,28 @@ def test_count_hits_separates_duplicates_known_entries_and_non_hits() -> None:
     assert counts.hit_rate == pytest.approx(1 / 5)
     strict = count_hits(labels, threshold=0.0, known=[])
     assert (strict.hits, strict.unique, strict.novel) == (2, 2, 2)
+
+
+def test_confirmed_mask_needs_a_hit_under_both_models() -> None:
+    labels = [{"ok": True, "e_above_hull": 0.05, "sevennet": {"ok": True, "e_above_hull": 0.1}},
+              {"ok": True, "e_above_hull": 0.05, "sevennet": {"ok": True, "e_above_hull": 0.12}},  # second says no
+              {"ok": True, "e_above_hull": 0.2, "sevennet": {"ok": True, "e_above_hull": 0.0}},   # first says no
+              {"ok": True, "e_above_hull": 0.0, "sevennet": {"ok": False, "reason": "not converged"}},
+              {"ok": True, "e_above_hull": 0.0},                                                  # never re-relaxed
+              {"ok": False, "reason": "timed out"}]
+    assert confirmed_mask(labels, threshold=0.1, by="sevennet") == [True, False, False, False, False, False]
+    assert confirmed_mask(labels, threshold=0.0, by="sevennet") == [False] * 6
+
+
+def test_count_hits_confirms_only_novel_hits() -> None:
+    second = {"ok": True, "e_above_hull": 0.03}
+    labels = [label(rock_salt(4.2), 0.05) | {"sevennet": second},
+              label(rock_salt(4.22), 0.0) | {"sevennet": second},    # a duplicate: not counted again
+              label(zinc_blende(4.6), -0.01) | {"sevennet": second},  # known: not novel, so not confirmed
+              label(zinc_blende(5.5).copy(), 0.3)]
+    counts = count_hits(labels, threshold=0.1, known=[zinc_blende(4.65)], confirm_by="sevennet")
+    assert (counts.novel, counts.confirmed) == (1, 1)
+    assert count_hits(labels, threshold=0.1, known=[zinc_blende(4.65)]).confirmed == 0
 
 
 def test_acceleration_factor_and_spread() -> None:
