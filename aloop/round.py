@@ -52,7 +52,7 @@ from aloop.review import apply_reviews, approve_round
 from aloop.selection import KnownMaterials, nearest_distance
 from aloop.space import CrystalBatch, CrystalSpace, Placement, diversity_report, plot_diversity
 from aloop.space.features import featurize
-from aloop.space.templates import TemplatePool, template_of
+from aloop.space.templates import TemplatePool
 from aloop.store import (Campaign, NewCandidate, Round, RoundLock, Store, add_candidates, candidate_structures,
                          get_or_create_campaign, latest_round, open_store, pending_jobs, relaxed_structures,
                          start_round)
@@ -402,8 +402,7 @@ def placement(ctx: RoundContext) -> Placement:
     start = time.perf_counter()
     with ctx.store.session() as session:
         relaxed = relaxed_structures(session, session.get_one(Campaign, ctx.campaign_id))
-    pool = TemplatePool.build([*known_templates(ctx.space, ctx.cfg.data),
-                               *(template_of(structure, source) for source, structure in relaxed.items())])
+    pool = TemplatePool.build(known_templates(ctx.space, ctx.cfg.data), relaxed)
     ctx.console.print(f"placement templates: {len(pool)} ({len(relaxed)} relaxed in this campaign), "
                       f"indexed in {time.perf_counter() - start:.1f} s")
     return Placement.from_settings(ctx.cfg.placement, pool)

@@ -53,7 +53,6 @@ from aloop.space import (
     valid_mask,
 )
 from aloop.space.structure import TEMPLATE_PROPERTY
-from aloop.space.templates import template_of
 from aloop.thermo import FormationHull
 from benchmarks._campaign_substitution import SubstitutedStructure, seeded_order
 
@@ -144,9 +143,8 @@ def placement(setup: Setup, labels: Sequence[dict]) -> Placement:
     the Materials Project data, the relaxed known phases and every structure the arm has relaxed."""
     if not setup.cfg.placement.templates:
         return Placement.from_settings(setup.cfg.placement, None)
-    own = [template_of(Structure.from_str(label["relaxed_cif"], fmt="cif"), label["id"])
-           for label in relaxed_labels(labels)]
-    return Placement.from_settings(setup.cfg.placement, TemplatePool.build([*setup.templates, *own]))
+    own = {label["id"]: Structure.from_str(label["relaxed_cif"], fmt="cif") for label in relaxed_labels(labels)}
+    return Placement.from_settings(setup.cfg.placement, TemplatePool.build(setup.templates, own))
 
 
 def propose_guided(setup: Setup, labels: Sequence[dict], proposed: Sequence[Structure], *, arm: str, seed: int,

@@ -231,9 +231,12 @@ class TemplatePool:
     index: Mapping[tuple[int, AnonymousSet], tuple[int, ...]] = field(repr=False)
 
     @classmethod
-    def build(cls, templates: Iterable[Template | None]) -> TemplatePool:
-        """The pool of ``templates`` (``None`` entries, structures that are no template, left out)."""
-        kept = tuple(t for t in templates if t is not None)
+    def build(cls, templates: Iterable[Template | None],
+              relaxed: Mapping[str, Structure] | None = None) -> TemplatePool:
+        """The pool of ``templates`` and of every ``relaxed`` structure (source -> structure, ``template_of``);
+        ``None`` entries and structures that are no template are left out."""
+        extra = (template_of(structure, source) for source, structure in (relaxed or {}).items())
+        kept = tuple(t for t in itertools.chain(templates, extra) if t is not None)
         index: dict[tuple[int, AnonymousSet], list[int]] = defaultdict(list)
         for i, template in enumerate(kept):
             index[template.key].append(i)
