@@ -3,7 +3,8 @@
 A terminal crystal determines its trajectory (fixed construction order, deterministic
 backward policy), so the buffer keeps terminal states with their log rewards and
 replays them by scoring that single trajectory under the current policy; no backward
-sampling is needed and nothing stale (old log-probabilities) is stored.
+sampling is needed and nothing stale (old log-probabilities) is stored. The masks their
+rollout recorded are kept with them: they depend on the actions alone, so scoring reuses them.
 """
 
 from __future__ import annotations

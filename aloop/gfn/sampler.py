@@ -13,7 +13,9 @@ whole trajectories 0.83-0.86.
 
 ``log_prob`` scores given trajectories under the policy itself (no exploration): all
 partial states are rebuilt from the actions and encoded in two passes of the trunk
-(teacher forcing). Training uses it for fresh and replayed trajectories alike.
+(teacher forcing). Training uses it for fresh and replayed trajectories alike; both carry
+the count and letter masks the rollout recorded, so only trajectories rebuilt from
+crystals (``CrystalEnv.from_batch``) have them recomputed.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def _choose(logits: torch.Tensor, mask: torch.Tensor, explore: torch.Tensor, tem
 @torch.no_grad()
 def rollout(env: CrystalEnv, policy: CrystalPolicy, n: int, *, epsilon: float = 0.0,
             temperature: float = 1.0) -> Trajectories:
-    """Draw ``n`` complete trajectories; ``epsilon = 0, temperature = 1`` samples the policy."""
+    """Draw ``n`` complete trajectories, masks recorded; ``epsilon = 0, temperature = 1`` samples the policy."""
     device = env.device
     unset = torch.full((n,), -1, dtype=torch.long, device=device)
     counts = torch.zeros(n, env.n_elements, dtype=torch.long, device=device)
@@ -54,8 +56,10 @@ def rollout(env: CrystalEnv, policy: CrystalPolicy, n: int, *, epsilon: float = 
     h = trunk(2, system, symmetry, unset)
     group = _choose(policy.group_head(h), env.group_mask[system, symmetry], explore, temperature)
     node = torch.zeros(n, dtype=torch.long, device=device)
+    count_masks = []
     for level in range(env.n_elements):
         mask = env.trie.count_mask(level, node, group)
+        count_masks.append(mask)
         open_rows = (mask.sum(dim=1) > 1).nonzero().squeeze(1)
         count = mask.long().argmax(dim=1)  # the only allowed count, for forced rows
         if open_rows.numel():
@@ -64,27 +68,31 @@ def rollout(env: CrystalEnv, policy: CrystalPolicy, n: int, *, epsilon: float = 
             count[open_rows] = _choose(policy.count_head(h), mask[open_rows], explore[open_rows], temperature)
         counts[:, level] = count
         node = env.trie.step(level, node, count)
-    sites, placed = _place_orbits(env, policy, system, symmetry, group, counts, explore, temperature)
+    sites, placed, letter_mask = _place_orbits(env, policy, system, symmetry, group, counts, explore, temperature)
     h = policy.trunk(torch.full((n,), env.lattice_step, device=device), system, symmetry, group, counts,
                      sites=policy.site_features(placed, torch.zeros_like(placed), torch.zeros_like(group)))
     unit = sample_beta_mixture(policy.lattice_params(h), temperature=temperature)
     if epsilon > 0:
         unit = torch.where(explore.unsqueeze(1), torch.rand_like(unit), unit)
     lattice, _ = env.cell.to_lattice(system, unit, counts.sum(dim=1))
-    return Trajectories(system, symmetry, group, counts, sites, unit, lattice)
+    return Trajectories(system, symmetry, group, counts, sites, unit, lattice, torch.stack(count_masks, dim=1),
+                        letter_mask)
 
 
 def _place_orbits(env: CrystalEnv, policy: CrystalPolicy, system: torch.Tensor, symmetry: torch.Tensor,
                   group: torch.Tensor, counts: torch.Tensor, explore: torch.Tensor, temperature: float
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The Wyckoff stage for a batch: one orbit per round for every row still placing atoms.
 
-    Returns ``(n, L, 2)`` sites (element column, letter; -1 pads) and ``(n, W)`` orbits per letter.
+    Returns ``(n, L, 2)`` sites (element column, letter; -1 pads), ``(n, W)`` orbits per letter and
+    ``(n, L, W)`` the letters each orbit's step allowed (False on padding).
     Rows whose mask leaves one letter take it without a policy call.
     """
     state = OrbitState.start(env.wyckoff, group, counts, env.max_atoms)
+    letter_mask = torch.zeros(len(group), env.max_atoms, env.wyckoff.n_letters, dtype=torch.bool, device=env.device)
     while bool((active := (state.remaining > 0).nonzero().squeeze(1)).numel()):
         mask = state.mask(env.wyckoff, active)
+        letter_mask[active, state.n_orbits[active]] = mask
         letter = mask.long().argmax(dim=1)  # the only allowed letter, for forced rows
         open_rows = (mask.sum(dim=1) > 1).nonzero().squeeze(1)
         if open_rows.numel():
@@ -95,7 +103,7 @@ def _place_orbits(env: CrystalEnv, policy: CrystalPolicy, system: torch.Tensor, 
             letter[open_rows] = _choose(policy.letter_logits(h, group[pick]), mask[open_rows], explore[pick],
                                         temperature)
         state.advance(env.wyckoff, active, letter)
-    return state.sites, state.placed
+    return state.sites, state.placed, letter_mask
 
 
 def log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories) -> torch.Tensor:
@@ -103,7 +111,8 @@ def log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories)
 
     The fixed-length steps (system, class, group, counts, lattice) are encoded in one pass of
     the trunk, the orbits of the Wyckoff stage in a second one (``WyckoffTables.replay``
-    rebuilds the state before each orbit). The lattice step adds the Beta-mixture log
+    rebuilds the state before each orbit; the count and letter masks are the ones the rollout
+    recorded, recomputed where there are none). The lattice step adds the Beta-mixture log
     density of the free unit coordinates minus the log Jacobian of ``CellMap``: a density
     per unit of the normalised lattice box.
     """
@@ -116,7 +125,7 @@ def log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories)
     def revealed(value: torch.Tensor, from_step: int) -> torch.Tensor:
         return torch.where(step >= from_step, value.unsqueeze(1), -1)
 
-    orbits = env.wyckoff.replay(trajectories.group, trajectories.counts, trajectories.sites)
+    orbits = env.wyckoff.replay(trajectories.group, trajectories.counts, trajectories.sites, trajectories.letter_mask)
     final = orbits.placed[:, -1] + torch.nn.functional.one_hot(orbits.letter[:, -1].clamp(min=0),
                                                                env.wyckoff.n_letters) * orbits.real[:, -1:]
     features = policy.site_features(final, torch.zeros_like(final), torch.zeros(n, dtype=torch.long, device=device))
@@ -131,9 +140,9 @@ def log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories)
     total = _masked_log_prob(policy.lattice_system_head(h[:, 0]), env.lattice_system_mask.expand(n, -1), system)
     total = total + _masked_log_prob(policy.point_symmetry_head(h[:, 1]), env.point_symmetry_mask[system], symmetry)
     total = total + _masked_log_prob(policy.group_head(h[:, 2]), env.group_mask[system, symmetry], group)
-    nodes = env.trie.path(trajectories.counts)  # (N, E+1)
-    count_masks = torch.stack([env.trie.count_mask(k, nodes[:, k].clamp(min=0), group) for k in range(n_elements)],
-                              dim=1)  # (N, E, K+1)
+    count_masks = trajectories.count_mask
+    if count_masks is None:
+        count_masks = env.trie.count_masks(trajectories.counts, group)  # (N, E, K+1)
     count_logits = policy.count_head(h[:, 3:3 + n_elements])
     total = total + _masked_log_prob(count_logits, count_masks, trajectories.counts).sum(dim=1)
     total = total + _orbit_log_prob(env, policy, trajectories, orbits)

@@ -117,6 +117,12 @@ class CompositionTrie:
         feasible = self.patterns[level + 1][self.group_class[group].unsqueeze(1), pattern]
         return (children >= 0) & feasible
 
+    def count_masks(self, counts: Tensor, group: Tensor) -> Tensor:
+        """Allowed counts at every element's step of whole count vectors ``(B, E)`` -> ``(B, E, K+1)`` bool."""
+        nodes = self.path(counts)
+        return torch.stack([self.count_mask(k, nodes[:, k].clamp(min=0), group) for k in range(self.n_elements)],
+                           dim=1)
+
     def step(self, level: int, node: Tensor, count: Tensor) -> Tensor:
         """Child node after choosing ``count`` ``(B,)`` at ``level``; -1 off the tree."""
         return self.children(level, node).gather(1, count.unsqueeze(1)).squeeze(1)

@@ -186,13 +186,15 @@ class WyckoffTables:
         step = self.add[group, usage, self.unit[group, klass.clamp(min=0)]]
         return torch.where(klass >= 0, step, usage)
 
-    def replay(self, group: Tensor, counts: Tensor, sites: Tensor) -> OrbitSteps:
+    def replay(self, group: Tensor, counts: Tensor, sites: Tensor, mask: Tensor | None = None) -> OrbitSteps:
         """The state before every orbit of given assignments, and whether each orbit was allowed.
 
         Args:
             group: ``(N,)`` long group rows.
             counts: ``(N, E)`` long atom counts.
             sites: ``(N, L, 2)`` long (element column, letter index) in trajectory order, -1 pads.
+            mask: ``(N, L, W)`` bool, the letters allowed at each orbit when already known
+                (``Trajectories.letter_mask``); None computes them, the costliest part of the replay.
         """
         n, length = sites.shape[:2]
         element, letter = sites[..., 0], sites[..., 1]
@@ -200,30 +202,33 @@ class WyckoffTables:
         rows = group.unsqueeze(1).expand(n, length)
         safe = letter.clamp(min=0)
         mult = self.multiplicity[rows, safe] * real
-        order = self.order[rows, safe]
         previous = torch.cat([torch.full_like(element[:, :1], -1), element[:, :-1]], dim=1)
         starts = real & (element != previous)
-        last = torch.where(starts, -1, torch.cat([torch.full_like(order[:, :1], -1), order[:, :-1]], dim=1))
         placed_atoms = mult.cumsum(dim=1) - mult
         before_element = (counts.cumsum(dim=1) - counts).gather(1, element.clamp(min=0))
         remaining = counts.gather(1, element.clamp(min=0)) - (placed_atoms - before_element)
         one_hot = torch.nn.functional.one_hot(safe, self.n_letters) * real.unsqueeze(2)  # (N, L, W)
         placed = one_hot.cumsum(dim=1) - one_hot
-        fixed = one_hot * (self.kind[rows, safe] != FREE).unsqueeze(2)
-        used = (fixed.cumsum(dim=1) - fixed) > 0
-        klass = self.klass[group]  # (N, W)
-        per_class = torch.nn.functional.one_hot(klass.clamp(min=0), self.state_usage.shape[2]) * (klass >= 0).unsqueeze(2)
-        usage = torch.einsum("nlw,nwc,nc->nl", used.long(), per_class.long(), self.unit[group])
         start_index = torch.where(starts, torch.arange(length, device=sites.device), 0).cummax(dim=1).values
         mine = placed - placed.gather(1, start_index.unsqueeze(2).expand_as(placed))
-        slot = starts.long().cumsum(dim=1) - 1
-        _, slot_count = self.slots(counts)
-        good = self.good_states(group, slot_count)  # (N, J+1, S)
-        good_after = good.gather(1, (slot + 1).clamp(0, good.shape[1] - 1).unsqueeze(2).expand(-1, -1, good.shape[2]))
-        mask = torch.zeros(n, length, self.n_letters, dtype=torch.bool, device=sites.device)
-        flat = real.nonzero(as_tuple=True)
-        mask[flat] = self.letter_mask(rows[flat], remaining[flat].clamp(1, self.max_count), last[flat], used[flat],
-                                      usage[flat], good_after[flat])
+        if mask is None:
+            order = self.order[rows, safe]
+            last = torch.where(starts, -1, torch.cat([torch.full_like(order[:, :1], -1), order[:, :-1]], dim=1))
+            fixed = one_hot * (self.kind[rows, safe] != FREE).unsqueeze(2)
+            used = (fixed.cumsum(dim=1) - fixed) > 0
+            klass = self.klass[group]  # (N, W)
+            per_class = (torch.nn.functional.one_hot(klass.clamp(min=0), self.state_usage.shape[2])
+                         * (klass >= 0).unsqueeze(2))
+            usage = torch.einsum("nlw,nwc,nc->nl", used.long(), per_class.long(), self.unit[group])
+            slot = starts.long().cumsum(dim=1) - 1
+            _, slot_count = self.slots(counts)
+            good = self.good_states(group, slot_count)  # (N, J+1, S)
+            next_slot = (slot + 1).clamp(0, good.shape[1] - 1)
+            good_after = good.gather(1, next_slot.unsqueeze(2).expand(-1, -1, good.shape[2]))
+            mask = torch.zeros(n, length, self.n_letters, dtype=torch.bool, device=sites.device)
+            flat = real.nonzero(as_tuple=True)
+            mask[flat] = self.letter_mask(rows[flat], remaining[flat].clamp(1, self.max_count), last[flat],
+                                          used[flat], usage[flat], good_after[flat])
         allowed = mask.gather(2, safe.unsqueeze(2)).squeeze(2) | ~real
         per_element = torch.zeros_like(counts).scatter_add_(1, element.clamp(min=0), mult)
         complete = ((per_element == counts).all(dim=1) & allowed.all(dim=1) & (counts <= self.max_count).all(dim=1)

@@ -1,5 +1,7 @@
 """Rollouts and their log-probabilities: valid samples, exact probabilities, hand-computed TB."""
 
+import dataclasses
+
 import pytest
 import torch
 from pymatgen.core import Composition
@@ -7,6 +9,7 @@ from pymatgen.core import Composition
 from aloop.gfn import build_policy
 from aloop.gfn.losses import trajectory_balance_loss
 from aloop.gfn.policy import N_LATTICE_COORDS
+from aloop.gfn.replay import ReplayBuffer
 from aloop.gfn.sampler import log_prob, rollout
 from aloop.gfn.states import Trajectories
 from aloop.gfn.wyckoff import all_assignments
@@ -39,6 +42,24 @@ def test_every_sample_is_valid_and_every_step_had_allowed_actions(env_for, name)
     assert valid_mask(env.to_batch(trajectories), env.space).all()
     # a finite log-probability means every chosen action was allowed by its step's mask
     assert torch.isfinite(log_prob(env, policy, trajectories)).all()
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_recorded_masks_equal_recomputed_ones_also_after_replay(env_for, name):
+    # training scores fresh and replayed trajectories with the masks their rollout recorded; they
+    # must be the masks the environment computes from the actions alone, and give the same log P_F
+    env = env_for(name)
+    policy = _random_policy(env, seed=2, lattice_too=True)
+    torch.manual_seed(0)
+    fresh = rollout(env, policy, 600, epsilon=0.3, temperature=2.0)
+    buffer = ReplayBuffer.empty(capacity=200).add(fresh[:400], torch.randn(400))
+    replayed, _ = buffer.sample(200)
+    trajectories = Trajectories.cat([fresh[400:], replayed])
+    assert torch.equal(trajectories.count_mask, env.trie.count_masks(trajectories.counts, trajectories.group))
+    assert torch.equal(trajectories.letter_mask,
+                       env.wyckoff.replay(trajectories.group, trajectories.counts, trajectories.sites).mask)
+    bare = dataclasses.replace(trajectories, count_mask=None, letter_mask=None)
+    assert torch.equal(log_prob(env, policy, trajectories), log_prob(env, policy, bare))
 
 
 def test_batch_shapes(small_env):

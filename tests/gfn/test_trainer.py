@@ -1,10 +1,12 @@
 """Training moves the sampler toward the reward; sampling is seeded; bad rewards fail clearly."""
 
+import dataclasses
+
 import pytest
 import torch
 
-from aloop.gfn import build_policy, estimated_log_reward, sample, train
-from aloop.gfn.sampler import rollout
+from aloop.gfn import build_policy, estimated_log_reward, sample, train, trainer
+from aloop.gfn.sampler import log_prob, rollout
 
 from .conftest import SMALL
 
@@ -40,6 +42,19 @@ def test_short_training_moves_sampling_toward_the_reward(small_env):
     assert len(history.loss) == 80 and history.loss[-1] < history.loss[0]
     # the learned log Z approaches log of the total reward mass: positive once group 225 pays e^3
     assert history.log_z[-1] > 0.5
+
+
+def test_training_with_recorded_masks_matches_training_that_recomputes_them(small_env, monkeypatch):
+    def run():
+        torch.manual_seed(0)
+        history = train(small_env, build_policy(small_env, SMALL), _log_reward, steps=30, settings=SMALL,
+                        progress=False)
+        return history.loss, history.log_z
+
+    recorded = run()
+    monkeypatch.setattr(trainer, "log_prob", lambda env, policy, trajectories: log_prob(
+        env, policy, dataclasses.replace(trajectories, count_mask=None, letter_mask=None)))
+    assert run() == recorded
 
 
 def test_callback_sees_every_step_and_can_stop_training(small_env):
