@@ -31,6 +31,7 @@ from aloop.proxy import Proxy
 from aloop.proxy.proxy import CHUNK
 from aloop.space import CrystalBatch
 from aloop.space.spacing import crowded
+from aloop.space.templates import Prototypes
 from aloop.thermo import FormationHull
 
 MC_SAMPLES = 64
@@ -83,32 +84,39 @@ def acquisition_function(proxy: Proxy, settings: AcquisitionSettings, *, target:
 
 
 def acquisition_values(proxy: Proxy, settings: AcquisitionSettings, batch: CrystalBatch, *, target: str,
-                       best_f: float, hull: FormationHull | None = None) -> torch.Tensor:
+                       best_f: float, hull: FormationHull | None = None,
+                       prototypes: Prototypes | None = None) -> torch.Tensor:
     """``(N,)`` acquisition value of each crystal (one at a time, q = 1), in chunks, on CPU.
 
     ``hull`` is required for the ``stability`` target (the hull the energies above it are taken from).
+    With ``prototypes`` (the placement templates' keys), crystals without a template lose
+    ``settings.untemplated_penalty``.
     """
     acqf = acquisition_function(proxy, settings, target=target, best_f=best_f)
     with torch.no_grad():
-        values = [_acquire(acqf, proxy, settings, batch[i:i + CHUNK], best_f=best_f, hull=_hull_for(target, hull))
+        values = [_acquire(acqf, proxy, settings, batch[i:i + CHUNK], best_f=best_f, hull=_hull_for(target, hull),
+                           prototypes=prototypes)
                   for i in range(0, len(batch), CHUNK)]
     return torch.cat(values) if values else torch.empty(0)
 
 
 def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str, best_f: float,
-                  hull: FormationHull | None = None) -> Callable[[CrystalBatch], torch.Tensor]:
+                  hull: FormationHull | None = None,
+                  prototypes: Prototypes | None = None) -> Callable[[CrystalBatch], torch.Tensor]:
     """A GFlowNet log reward ``CrystalBatch -> (N,)``: acquisition / temperature, floored.
 
     Crystals whose sites have no room for their atoms in the sampled lattice (``crowded``: pyxtal
-    could never place them) get the floor, so the generator learns to leave them. The proxy runs
-    on CPU (the GFlowNet may sample on a GPU); the result is on the batch's device and always finite.
+    could never place them) get the floor, so the generator learns to leave them; with
+    ``prototypes``, those without a placement template lose ``settings.untemplated_penalty``. The
+    proxy runs on CPU (the GFlowNet may sample on a GPU); the result is on the batch's device and
+    always finite.
     """
     acqf = acquisition_function(proxy, settings, target=target, best_f=best_f)
     shift = _hull_for(target, hull)
 
     def log_reward(batch: CrystalBatch) -> torch.Tensor:
         with torch.no_grad():
-            value = _acquire(acqf, proxy, settings, batch, best_f=best_f, hull=shift)
+            value = _acquire(acqf, proxy, settings, batch, best_f=best_f, hull=shift, prototypes=prototypes)
         value = torch.where(crowded(batch).to(value.device), -torch.inf, value)
         return to_log_reward(value, settings).to(batch.space_group.device)
 
@@ -122,15 +130,20 @@ def _hull_for(target: str, hull: FormationHull | None) -> FormationHull | None:
 
 
 def _acquire(acqf: AcquisitionFunction, proxy: Proxy, settings: AcquisitionSettings, batch: CrystalBatch, *,
-             best_f: float, hull: FormationHull | None) -> torch.Tensor:
-    """``(N,)`` acquisition of a batch; with ``hull``, of the energy above it (``E_f - h``, minimised)."""
+             best_f: float, hull: FormationHull | None, prototypes: Prototypes | None = None) -> torch.Tensor:
+    """``(N,)`` acquisition of a batch; with ``hull``, of the energy above it (``E_f - h``, minimised); with
+    ``prototypes``, less ``settings.untemplated_penalty`` where the crystal has no template."""
     inputs = proxy.inputs(batch).unsqueeze(-2)
     if hull is None:
-        return acqf(inputs)
-    height = hull.at(batch.elements, batch.counts.cpu()).to(torch.float64)
-    if settings.kind == "logei":
-        return LogExpectedImprovement(proxy.model, best_f=(best_f + height).unsqueeze(-1), maximize=False)(inputs)
-    return acqf(inputs) + height
+        value = acqf(inputs)
+    elif settings.kind == "logei":
+        height = hull.at(batch.elements, batch.counts.cpu()).to(torch.float64)
+        value = LogExpectedImprovement(proxy.model, best_f=(best_f + height).unsqueeze(-1), maximize=False)(inputs)
+    else:
+        value = acqf(inputs) + hull.at(batch.elements, batch.counts.cpu()).to(torch.float64)
+    if prototypes is None or not settings.untemplated_penalty:
+        return value
+    return value - settings.untemplated_penalty * (~prototypes.known(batch.to("cpu"))).to(value.dtype)
 
 
 def to_log_reward(acquisition: torch.Tensor, settings: AcquisitionSettings) -> torch.Tensor:

@@ -150,13 +150,16 @@ class DataSettings(Section):
     """Folder in the format of ``mp_cgcnn36k`` (summary.csv.gz + cifs.jsonl.xz)."""
     local_source: str = "mp_legacy"
     """Label source (fidelity) of the local folder's rows; mp_cgcnn36k has legacy, pre-MP2020 corrections."""
-    scope: Literal["all", "space", "neighbours"] = "space"
+    scope: Literal["all", "space", "neighbours"] = "neighbours"
     """Materials Project entries (and labels) the proxy trains on: those inside the space (``space``), those sharing an
     element with it (``neighbours``), or every one (``all``). Measured on the campaign's CHGNet labels
     (benchmarks/results/proxy_campaign_labels.md): ``neighbours`` with ``proxy.cell_scale: false`` predicts the
     substitution arm's proposed crystals far better (MAE 0.157, Spearman 0.70; ``space`` 0.248, 0.67) and beats
     ``space`` on every arm once the campaign has labels, but not on the first round's other arms, where its 90%
-    intervals cover 30-46% of labels (``space`` 92-97%)."""
+    intervals cover 30-46% of labels (``space`` 92-97%). The default since the first Li-Mn-O campaign round: on
+    ``space``'s 5 entries the proxy predicted -1.94 eV/atom for every crystal and Li-Mn alloys led the batch (0
+    hits in 16 calls); on ``neighbours`` (17,170 rows) it tells them apart (README "Materials Project data and the
+    proxy")."""
     max_entries: int | None = Field(None, gt=0)
     """At most this many Materials Project rows, those inside the space first; the campaign's labels are all kept."""
     cold_start_size: int = Field(16, ge=0)
@@ -204,13 +207,14 @@ class ProxySettings(Section):
     campaign's labels) when the training set also has rows outside it (``data.scope`` neighbours or all); 0:
     every row alike. At 0.2 the campaign's substitution arm is predicted better and the other arms worse
     (benchmarks/results/proxy_campaign_labels.md), so it is off by default."""
-    cell_scale: bool = True
+    cell_scale: bool = False
     """Whether the proxy reads the cell's scale (volume per atom, its log, packing fraction). A candidate's cell
     is the generator's guess and its label the energy after relaxation: without the scale a proxy fitted on
     Materials Project predicts proposed crystals about as well as their relaxed structures (the campaign's
     substitution arm, ``data.scope: neighbours``: MAE 0.225 -> 0.157, Spearman 0.41 -> 0.70;
     benchmarks/results/proxy_campaign_labels.md), at the same MAE on Materials Project
-    (benchmarks/results/proxy_fit.md). With the few rows of ``scope: space`` it gains nothing, so it stays on."""
+    (benchmarks/results/proxy_fit.md). With ``placement.volume: predicted`` the placed structure's scale is no
+    longer the sampled cell's, so a proxy reading it would score a scale the oracle never sees."""
     reference_source: str | None = None
     """Label source (fidelity) the proxy predicts by default; null: its most frequent training source."""
     threads: int = Field(1, ge=0)
@@ -231,6 +235,10 @@ class AcquisitionSettings(Section):
     temperature: float = Field(0.2, gt=0)
     """Reward = exp(acquisition / temperature), clipped; lower is peakier."""
     log_reward_min: float = -20.0
+    untemplated_penalty: float = Field(4.0, ge=0)
+    """Subtracted from the acquisition (its units: eV/atom for energies) of crystals whose space group and
+    anonymous Wyckoff set no placement template has (``placement.templates``): their atoms land at random
+    coordinates, which relax far above what the proxy predicts for the composition (0: no penalty)."""
 
 
 class GFNSettings(Section):
@@ -326,8 +334,13 @@ class PlacementSettings(Section):
     """Take free coordinates from a known structure with the same group and anonymous Wyckoff set when one exists."""
     attempts: int = Field(10, gt=0)
     """pyxtal placements tried (without a template) before the crystal is given up."""
-    lattice: Literal["sampled", "template"] = "sampled"
-    """``template``: a templated crystal takes the template's lattice rescaled to its own volume."""
+    lattice: Literal["sampled", "template"] = "template"
+    """``template``: a templated crystal takes the template's lattice rescaled to its own volume (its shape is
+    the one the template's coordinates belong to); ``sampled``: the generator's lattice."""
+    volume: Literal["sampled", "predicted"] = "predicted"
+    """``predicted``: the placed atoms are scaled, cell and all, so that their shortest bonds take the lengths
+    pymatgen's ``DLSVolumePredictor`` expects (the generator's lattice gives the cell's shape);
+    ``sampled``: the cell keeps the generator's volume."""
 
 
 class StoreSettings(Section):

@@ -6,7 +6,8 @@ structures of the space's chemical systems (local folder, mp-api cache) that lie
 own data set's hull; ``relax_known_phases`` has a ``ThermoOracle`` relax those it has not
 relaxed yet and stores each as a reference label (a material of source ``reference``,
 property ``energy_per_atom``), reused by every later round and by ``aloop submit``.
-Reference labels are never candidates and never training targets.
+Reference labels are never candidates; each known phase trains the proxy once, as a formation-energy row
+of the oracle (``known_phase_entries``), so the proxy learns the oracle's scale from the first round.
 ``refresh_e_above_hull`` recomputes the stored E_hull of every label of the oracle against
 the current hull (references, known phases and all labels), so no stored value is stale;
 the value at labelling time stays in the label's metadata.
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Structure
@@ -37,10 +39,11 @@ from sqlalchemy.orm import Session
 from tqdm.auto import tqdm
 
 from aloop.config import DataSettings, HullSettings, SpaceSettings
+from aloop.data.convert import Entries
 from aloop.data.local import CIFS, SUMMARY
 from aloop.data.mp import MPQuery, cache_file
 from aloop.oracle import Failed, Labelled, OracleInput, ThermoOracle
-from aloop.space.crystal import Crystal
+from aloop.space.crystal import Crystal, CrystalBatch
 from aloop.store import (
     REFERENCE_SOURCE,
     Campaign,
@@ -49,6 +52,7 @@ from aloop.store import (
     Material,
     Store,
     get_or_create_material,
+    stored_structure,
     upsert_label,
 )
 from aloop.thermo import FormationHull, formation_energy_per_atom
@@ -214,6 +218,37 @@ def hull_entries(session: Session, campaign_id: int, oracle: str) -> list[tuple[
     return entries
 
 
+def known_phase_entries(store: Store, campaign_id: int, elements: Sequence[str]) -> list[Entries]:
+    """The relaxed known phases as formation-energy rows of each energy oracle (its source, its references, its
+    relaxed structures): the proxy learns the oracle's scale from them before the oracle has labelled anything.
+
+    Each phase is one row per oracle, however many rounds ran; phases whose relaxation failed, or with an
+    element the oracle has no reference for, are left out.
+    """
+    entries = []
+    with store.session() as session:
+        for oracle in _energy_oracles(session, campaign_id):
+            refs = references(session, campaign_id, oracle)
+            rows = session.execute(
+                select(Material.key, Material.formula, Label.value, Label.structure)
+                .join(Label, Label.material_id == Material.id)
+                .where(Material.campaign_id == campaign_id, Material.source == REFERENCE_SOURCE,
+                       Label.oracle == oracle, Label.property == KNOWN_PHASE_PROPERTY, Label.status == "ok",
+                       Label.structure.is_not(None))
+                .order_by(Material.key)).all()
+            rows = [r for r in rows if all(el.symbol in refs for el in Composition(r.formula).elements)]
+            if not rows:
+                continue
+            crystals = [Crystal.from_structure(stored_structure(r.structure)) for r in rows]
+            kept = tuple(dict.fromkeys([*elements, *(el.symbol for c in crystals for el in c.composition)]))
+            entries.append(Entries(
+                source=oracle, ids=tuple(f"{oracle}-{r.key}" for r in rows),
+                crystals=CrystalBatch.from_crystals(crystals, kept),
+                properties={"formation_energy_per_atom": np.array(
+                    [formation_energy_per_atom(Composition(r.formula), r.value, refs) for r in rows])}))
+    return entries
+
+
 def describe_hull(store: Store, campaign_id: int, oracle: str) -> HullDescription:
     """How many known phases and elemental references the oracle's hull has in this campaign."""
     with store.session() as session:
@@ -265,9 +300,8 @@ def formation_hull(store: Store, campaign_id: int, elements: Sequence[str]) -> F
     above it is the formation energy.
     """
     with store.session() as session:
-        oracles = _energy_oracles(session, campaign_id)
         best: list[tuple[Composition, float]] = []
-        for oracle in oracles:
+        for oracle in _energy_oracles(session, campaign_id):
             refs = references(session, campaign_id, oracle)
             entries = [(c, formation_energy_per_atom(c, e, refs))
                        for c, e, _ in hull_entries(session, campaign_id, oracle)

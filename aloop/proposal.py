@@ -34,6 +34,7 @@ from aloop.gfn import load_checkpoint, sample, train
 from aloop.proxy import Prediction, Proxy
 from aloop.selection import KnownMaterials, select_diverse
 from aloop.space import Crystal, CrystalBatch, Placement, placed_structure, valid_mask
+from aloop.space.templates import Prototypes
 from aloop.thermo import FormationHull
 
 
@@ -109,11 +110,19 @@ class Proposal:
 
 
 def generator_reward(proxy: Proxy, data: TrainingSet, settings: AcquisitionSettings,
-                     hull: FormationHull | None = None) -> LogRewardFn:
+                     hull: FormationHull | None = None, placement: Placement = Placement()) -> LogRewardFn:
     """The GFN's log reward: the acquisition on ``proxy``, improving on the best label of ``data``;
-    with ``hull``, on the energy above it (the ``stability`` target)."""
+    with ``hull``, on the energy above it (the ``stability`` target); crystals without a template in
+    ``placement``'s pool lose ``settings.untemplated_penalty``."""
     target, best_f = _objective(proxy, data, settings, hull)
-    return log_reward_fn(proxy, settings, target=target, best_f=best_f, hull=hull)
+    return log_reward_fn(proxy, settings, target=target, best_f=best_f, hull=hull,
+                         prototypes=_prototypes(placement))
+
+
+def _prototypes(placement: Placement) -> Prototypes | None:
+    """The keys of the placement's templates (``None`` without a template: nothing is penalised, since every
+    crystal would lose the same and most would fall to the reward's floor)."""
+    return placement.pool.prototypes() if placement.pool is not None and len(placement.pool) else None
 
 
 def _objective(proxy: Proxy, data: TrainingSet, settings: AcquisitionSettings,
@@ -149,7 +158,8 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
                   progress: bool = False) -> Proposal:
     """Sample ``selection.n_samples`` crystals and choose a batch of up to ``selection.batch_size``.
 
-    The batch is greedy in acquisition, with penalties for repeated chemical systems and
+    The batch is greedy in acquisition (less ``acquisition.untemplated_penalty`` for crystals without a
+    template in ``placement``'s pool, as in ``generator_reward``), with penalties for repeated chemical systems and
     space groups; a sample whose atoms cannot be placed, one already in the batch (same
     cell formula, group and sites) or one ``known`` is passed over.
 
@@ -164,7 +174,7 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
     samples = sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")
     target, best_f = _objective(proxy, data, acquisition, hull)
     everything = acquisition_values(proxy, acquisition, samples, target=target, best_f=best_f,  # the proxy runs on CPU
-                                    hull=hull)
+                                    hull=hull, prototypes=_prototypes(placement))
     valid = valid_mask(samples, env.space)
     candidates, scores = samples[valid], everything[valid]
     choice = select_diverse(candidates.to_crystals(), scores.numpy(), size=selection.batch_size, known=known,

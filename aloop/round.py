@@ -278,7 +278,7 @@ def stability_hull(ctx: RoundContext) -> FormationHull | None:
 
 def train_gfn(ctx: RoundContext, env: CrystalEnv, proxy: Proxy, data: TrainingSet) -> CrystalPolicy:
     """Train the Crystal-GFN on the acquisition reward, warm-started from the previous round's policy."""
-    reward = generator_reward(proxy, data, ctx.cfg.acquisition, stability_hull(ctx))
+    reward = generator_reward(proxy, data, ctx.cfg.acquisition, stability_hull(ctx), placement(ctx))
     generator = train_generator(env, reward, ctx.cfg.gfn,
                                 warm_start=ctx.workdir.parent / f"round-{ctx.number - 1}" / "gfn.pt",
                                 progress=ctx.progress)

@@ -120,7 +120,8 @@ def select_diverse(
 
     Acquisition values are standardised (z-scores) so the penalties are in units of the
     spread of the batch. At most one candidate per ``diversity_key`` (space group, cell
-    formula, Wyckoff sites) is taken. A candidate placed on a template (``TEMPLATE_PROPERTY``)
+    formula, Wyckoff sites) is taken, and none whose structure matches one already taken
+    (``duplicate`` too). A candidate placed on a template (``TEMPLATE_PROPERTY``)
     that is a known material is a ``rediscovery``; other known ones are ``known``.
 
     Args:
@@ -141,6 +142,7 @@ def select_diverse(
     chosen_groups: Counter = Counter()
     taken_keys: set[str] = set()
     matcher = structure_matcher()
+    batch = KnownMaterials()
     indices: list[int] = []
     structures: list[Structure] = []
     skipped: Counter = Counter()
@@ -161,6 +163,10 @@ def select_diverse(
         if not known.is_novel(structure, space_group=groups[best], matcher=matcher):
             skipped["rediscovery" if TEMPLATE_PROPERTY in structure.properties else "known"] += 1
             continue
+        if not batch.is_novel(structure, matcher=matcher):  # the same atoms by another route (e.g. two templates)
+            skipped["duplicate"] += 1
+            continue
+        batch.add(structure)
         taken_keys.add(keys[best])
         chosen_chemsys[chemsys[best]] += 1
         chosen_groups[groups[best]] += 1

@@ -160,13 +160,14 @@ def propose_guided(setup: Setup, labels: Sequence[dict], proposed: Sequence[Stru
     proxy = fit_proxy(data, cfg.proxy, seed=seed)
     fitted = time.perf_counter()
     torch.manual_seed(seed)
-    generator = train_generator(setup.env, generator_reward(proxy, data, acquisition, hull), cfg.gfn,
+    place = placement(setup, labels)
+    generator = train_generator(setup.env, generator_reward(proxy, data, acquisition, hull, place), cfg.gfn,
                                 warm_start=previous)
     save_checkpoint(workdir / "gfn.pt", setup.env, generator.policy, cfg.gfn)
     trained = time.perf_counter()
     proposal = propose_batch(data, proxy, setup.env, generator.policy, known_materials(setup, data, proposed),
                              acquisition=acquisition, selection=selection, seed=seed, hull=hull,
-                             threads=cfg.gfn.threads, placement=placement(setup, labels))
+                             threads=cfg.gfn.threads, placement=place)
     batch = proposal.batch
     mean, std = predict_label(proxy, batch, setup)
     about = {"generator": generator.start, "samples": len(proposal.samples),
@@ -176,12 +177,12 @@ def propose_guided(setup: Setup, labels: Sequence[dict], proposed: Sequence[Stru
 
 
 def predict_label(proxy: Proxy, crystals: Sequence[Crystal], setup: Setup) -> tuple[list[float], list[float]]:
-    """The proxy's prediction of CHGNet labels (its reference source until it has seen one), noise included."""
+    """The proxy's prediction of the new labels, noise included, at its reference source: the prediction the
+    round's reward used (the oracle's own source has a handful of rows, which the kernel learns nearly
+    independent of the reference's, so its predictions there are the prior's)."""
     if not crystals:
         return [], []
-    source = setup.label_source if setup.label_source in proxy.sources else proxy.reference_source
-    batch = CrystalBatch.from_crystals(list(crystals), setup.space.elements)
-    prediction = proxy.predict(batch, source=proxy.source_index([source]).expand(len(batch)))
+    prediction = proxy.predict(CrystalBatch.from_crystals(list(crystals), setup.space.elements), observation_noise=True)
     return prediction.mean.tolist(), prediction.std.tolist()
 
 

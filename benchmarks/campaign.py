@@ -52,7 +52,7 @@ import torch
 from pymatgen.core import Structure
 
 from aloop.config import Config, label_property, load_config
-from aloop.data import read_local
+from aloop.data import TrainingSet, read_local
 from aloop.data.convert import to_training_set
 from aloop.data.known_structures import known_templates
 from aloop.files import write_atomic
@@ -143,9 +143,10 @@ def make_setup(system: System, *, arms: list[str]) -> Setup:
     space = CrystalSpace.from_settings(cfg.space)
     conversion = to_training_set(read_local(DATA, source=cfg.data.local_source), space=space,
                                  target=label_property(cfg.proxy.target), scope=cfg.data.scope)
-    start = conversion.training
     phases = {p.material_id for p in known_phases(cfg.space, cfg.data, cfg.hull)}
     relaxed = {e.material_id: e.relaxed for e in hull.entries if e.relaxed is not None and e.material_id in phases}
+    start = TrainingSet.concat([conversion.training, phase_rows(hull, relaxed, source=system.oracle.source,
+                                                                target=conversion.training.target)])
     templates = [*known_templates(space, cfg.data), *(template_of(s, f"known-{m}") for m, s in relaxed.items())]
     pool = substitution_pool(space, DATA, cache_dir=CACHE) if "substitution" in arms else []
     setup = Setup(cfg=cfg, space=space, env=CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device),
@@ -161,6 +162,17 @@ def make_setup(system: System, *, arms: list[str]) -> Setup:
     print(f"{system.name}: {len(start)} starting entries, {len(phases)} known phases in the reward's hull, "
           f"{len(setup.templates)} templates, substitution pool {len(pool)}", flush=True)
     return setup
+
+
+def phase_rows(hull: ReferenceHull, relaxed: dict[str, Structure], *, source: str, target: str) -> TrainingSet:
+    """The relaxed known phases as the oracle's formation-energy rows, as the round's training set has them
+    (``aloop.hull.known_phase_entries``)."""
+    energies = {e.material_id: e.energy_per_atom for e in hull.entries}
+    ids = sorted(relaxed)
+    return TrainingSet.from_crystals(
+        [Crystal.from_structure(relaxed[m]) for m in ids],
+        [hull.formation_energy(relaxed[m].composition, energies[m]) for m in ids],
+        sources=[source] * len(ids), ids=[f"{source}-known:{m}" for m in ids], target=target)
 
 
 def run_round(system: System, *, arms: list[str], arm: str, seed: int, number: int, folder: Path,

@@ -7,12 +7,13 @@ import math
 import pytest
 import torch
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-from pymatgen.core import Composition
+from pymatgen.core import Composition, Lattice, Structure
 
 from aloop.acquisition import acquisition_values, log_reward_fn, to_log_reward
 from aloop.config import AcquisitionSettings
 from aloop.space import Crystal, CrystalBatch
 from aloop.space.spacing import crowded
+from aloop.space.templates import TemplatePool, template_of
 from aloop.thermo import FormationHull
 
 
@@ -133,3 +134,21 @@ def test_stability_needs_a_hull(fitted):
     proxy, test = fitted
     with pytest.raises(ValueError, match="hull"):
         acquisition_values(proxy, AcquisitionSettings(), test.crystals, target="stability", best_f=0.0)
+
+
+def test_crystals_without_a_template_lose_the_untemplated_penalty(fitted):
+    proxy, test = fitted
+    el, other = test.crystals.elements[:2]
+    pair = [Crystal(225, Composition({el: 4, other: 4}), (5.0,) * 3 + (90.0,) * 3, ((el, "a"), (other, "b"))),
+            Crystal(221, Composition({el: 1, other: 1}), (3.0,) * 3 + (90.0,) * 3, ((el, "a"), (other, "b")))]
+    batch = CrystalBatch.from_crystals(pair, test.crystals.elements)
+    prototypes = TemplatePool.build([template_of(Structure.from_spacegroup(
+        225, Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]), "NaCl")]).prototypes()
+    settings = AcquisitionSettings(kind="ucb", untemplated_penalty=0.7, temperature=100.0, log_reward_min=-50.0)
+    plain = acquisition_values(proxy, settings, batch, target="formation_energy_per_atom", best_f=0.0)
+    penalised = acquisition_values(proxy, settings, batch, target="formation_energy_per_atom", best_f=0.0,
+                                   prototypes=prototypes)
+    torch.testing.assert_close(penalised, plain - torch.tensor([0.0, 0.7], dtype=plain.dtype))
+    log_reward = log_reward_fn(proxy, settings, target="formation_energy_per_atom", best_f=0.0,
+                               prototypes=prototypes)(batch)
+    torch.testing.assert_close(log_reward, (penalised / 100.0).float())

@@ -11,18 +11,20 @@ from pymatgen.core import Lattice, Structure
 from sqlalchemy import func, select
 
 from aloop.config import DataSettings, HullSettings, SpaceSettings
+from aloop.data.assembly import assemble_training_set
 from aloop.executor import open_executor
 from aloop.hull import (
     KNOWN_PHASE_PROPERTY,
     KnownPhase,
     describe_hull,
     formation_hull,
+    known_phase_entries,
     known_phases,
     relax_known_phases,
 )
 from aloop.labelling import label_candidates
 from aloop.oracle import Labelled, OracleInput, Result, load_oracle
-from aloop.space import Crystal
+from aloop.space import Crystal, CrystalSpace
 from aloop.store import Candidate, Label, Material, Store, labelled_data, open_store
 from test_labelling import approve, campaign_id, cubic, labels
 
@@ -158,3 +160,37 @@ def test_the_stability_hull_is_the_formation_energy_hull_of_the_oracle(store):
     hull = formation_hull(store, campaign_id(store), ("Na", "Cl"))
     # rock salt: -2.0 - (-1.0 - 2.0) / 2 = -0.5 eV/atom, the lowest of the two NaCl entries
     assert hull(torch.tensor([[1, 1], [4, 4], [1, 0]])).tolist() == pytest.approx([-0.5, -0.5, 0.0])
+
+
+class RelaxingTableOracle(TableOracle):
+    """``TableOracle`` that hands back each structure as its relaxed one, as a relaxing oracle does."""
+
+    def submit(self, inputs: Sequence[OracleInput]) -> list[str]:
+        self.structures = getattr(self, "structures", {}) | {f"job-{i.candidate_id}": i.structure for i in inputs}
+        return super().submit(inputs)
+
+    def poll(self, job_ids: Sequence[str]) -> dict[str, Result]:
+        return {j: Labelled(self.energies[self.jobs[j]], structure=self.structures[j]) for j in job_ids}
+
+
+def test_known_phases_train_the_proxy_once_on_the_oracles_scale(store):
+    oracle = RelaxingTableOracle({"NaCl/225": -2.0, "NaCl/221": -1.8})
+    approve(store, [cubic("Na1Cl1", 3.4, space_group=221)])
+    label_candidates(store, campaign_id(store), oracle, known=[rock_salt()])
+    approve(store, [cubic("Na4Cl4", 5.69)])  # a second round: the phase is not relaxed again
+    label_candidates(store, campaign_id(store), oracle, known=[rock_salt()])
+    [entries] = known_phase_entries(store, campaign_id(store), ("Na", "Cl"))
+    assert entries.source == "table" and len(entries) == 1
+    [crystal] = entries.crystals.to_crystals()
+    assert (crystal.space_group, crystal.composition.reduced_formula) == (225, "NaCl")
+    # E_f on the oracle's scale: -2.0 - (-1.0 - 2.0) / 2
+    assert entries.properties["formation_energy_per_atom"].tolist() == pytest.approx([-0.5])
+
+    space = CrystalSpace.from_settings(SpaceSettings(elements=["Na", "Cl"], max_atoms_per_element=4, max_atoms=8))
+    assembly = assemble_training_set(store, campaign_id(store), space=space, settings=DataSettings(),
+                                     target="formation_energy_per_atom", seed=0)
+    training = assembly.training
+    assert assembly.known_phases == 1 and "1 of them known phases" in assembly.describe()
+    # the two candidates' labels and the known phase once, all from the oracle; no reference energy is a row
+    assert sorted(training.values.tolist()) == pytest.approx([-0.5, -0.5, -0.3])
+    assert set(training.row_sources()) == {"table"}

@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from pymatgen.core import Lattice, Structure
 
 from aloop.acquisition import best_observed
 from aloop.config import CONFIG_DIR, AcquisitionSettings, load_config
 from aloop.gfn import CrystalEnv, build_policy, save_checkpoint
 from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
 from aloop.selection import KnownMaterials, diversity_key
-from aloop.space import CrystalSpace, valid_mask
+from aloop.gfn.sampler import rollout
+from aloop.space import CrystalSpace, Placement, valid_mask
+from aloop.space.templates import TemplatePool, template_of
 
 
 @pytest.fixture
@@ -88,3 +91,22 @@ def test_the_generator_warm_starts_from_a_checkpoint_of_its_space_only(setting, 
     other_env = CrystalEnv.from_space(CrystalSpace.from_settings(other.space), other.gfn)
     foreign = save_checkpoint(tmp_path / "other.pt", other_env, build_policy(other_env, other.gfn), settings)
     assert train_generator(env, reward, settings, warm_start=foreign).start.startswith("cold start: ")
+
+
+def test_templates_steer_the_reward_only_where_some_exist(setting):
+    cfg, env, data, proxy = setting
+    torch.manual_seed(0)
+    samples = env.to_batch(rollout(env, build_policy(env, cfg.gfn), 200, epsilon=1.0))
+    plain = generator_reward(proxy, data, cfg.acquisition)(samples)
+    # no template at all (a cold start): every crystal would lose the same, so none does
+    assert torch.equal(generator_reward(proxy, data, cfg.acquisition, placement=Placement(TemplatePool.build([])))(
+        samples), plain)
+    pool = TemplatePool.build([template_of(Structure.from_spacegroup(
+        225, Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]), "NaCl")])
+    fits = pool.prototypes().known(samples)
+    assert fits.any() and not fits.all()  # rock-salt sites (4a, 4b) among the uniform samples
+    steered = generator_reward(proxy, data, cfg.acquisition, placement=Placement(pool))(samples)
+    assert torch.equal(steered[fits], plain[fits])
+    lowered = (plain[~fits] - cfg.acquisition.untemplated_penalty / cfg.acquisition.temperature).clamp(
+        min=cfg.acquisition.log_reward_min)
+    torch.testing.assert_close(steered[~fits], lowered)

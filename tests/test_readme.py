@@ -463,13 +463,15 @@ def test_data_pull_fills_the_cache(fake_mp: FakeMaterialsProject, tmp_path: Path
 
     assert default.exit_code == 0, default.output
     [written] = cache.glob("summary-*.json.gz")
-    assert f"{written}: 6 entries" in default.output and "kept 4 of 6 entries (source mp)" in default.output
+    # data.scope neighbours (default): materials sharing an element with the space, those inside it counted apart
+    assert f"{written}: 7 entries" in default.output
+    assert "kept 7 of 7 entries (source mp): 4 inside the space, 3 outside" in default.output
 
     fe_o = run_readme("aloop data pull --config configs/fe-o.yaml", overrides=overrides, env=key)
 
     assert fe_o.exit_code == 0, fe_o.output
     [other] = set(cache.glob("summary-*.json.gz")) - {written}  # another space, another query
-    assert f"{other}: 1 entries" in fe_o.output and "kept 0 of 1 entries" in fe_o.output
+    assert f"{other}: 4 entries" in fe_o.output and "kept 4 of 4 entries (source mp): 0 inside the space" in fe_o.output
     assert VALID_KEY not in default.output + fe_o.output and len(fake_mp.requests) >= 2
 
 

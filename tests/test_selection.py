@@ -51,6 +51,17 @@ def test_select_skips_duplicates_known_and_unplaceable():
     assert [s.composition.reduced_formula for s in selection.structures] == ["NaCl", "NaCl", "MgO"]
 
 
+def test_two_crystals_placed_as_the_same_atoms_are_one_candidate():
+    # different groups and sites (distinct diversity keys), but both placed as rock salt (e.g. two templates)
+    crystals = [Crystal.from_structure(rocksalt()), Crystal.from_structure(cscl()), Crystal.from_structure(cscl(2.9))]
+    placed = [rocksalt(), rocksalt(5.66), cscl(2.9)]
+    by_hash = {c.canonical_hash: s for c, s in zip(crystals, placed)}
+    selection = select_diverse(crystals, np.array([3.0, 2.0, 1.0]), size=3, known=KnownMaterials(),
+                               to_structure=lambda c: by_hash[c.canonical_hash], chemsys_penalty=0.0,
+                               space_group_penalty=0.0)
+    assert selection.indices == [0, 2] and selection.skipped == {"duplicate": 1}
+
+
 @pytest.mark.parametrize("penalty, expected", [(0.0, [0, 2]), (5.0, [0, 3])])
 def test_chemical_system_penalty_spreads_the_batch(penalty, expected):
     structures, crystals = _pool()

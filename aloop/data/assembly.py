@@ -1,5 +1,6 @@
-"""The round's training set: Materials Project data (mp-api cache, local folder) and every label of
-the experiment database, converted into the crystal space.
+"""The round's training set: Materials Project data (mp-api cache, local folder), every label of
+the experiment database and, for formation energy, the hull's known phases as the campaign's
+oracle relaxed them (``aloop.hull.known_phase_entries``), converted into the crystal space.
 
 ``data.scope`` decides which entries train the proxy (``aloop.data.convert.SCOPES``): those
 inside the space, those sharing an element with it, or all. Entries left out are counted
@@ -34,6 +35,7 @@ from aloop.data.convert import Entries, by_reason, to_training_set
 from aloop.data.local import read_local
 from aloop.data.mp import MPQuery, load_cache
 from aloop.data.training import TrainingSet
+from aloop.hull import known_phase_entries
 from aloop.space import CrystalBatch, CrystalSpace
 from aloop.store import Campaign, Store, labelled_data
 
@@ -51,6 +53,7 @@ class Assembly:
         labels_read: the campaign's labels of the target property.
         labels_dropped: those left out, by reason (``no_crystal`` or why it is beyond the scope).
         outside: rows of ``training`` from outside the space (wide scopes), by the first constraint they break.
+        known_phases: rows of ``training`` that are the hull's known phases as the campaign's oracle relaxed them.
     """
 
     training: TrainingSet | None
@@ -58,6 +61,7 @@ class Assembly:
     labels_read: int
     labels_dropped: dict[str, int]
     outside: dict[str, int] = field(default_factory=dict)
+    known_phases: int = 0
 
     def describe(self) -> str:
         """One line for the round's log: rows inside and outside the space (when some are outside), and the
@@ -68,6 +72,8 @@ class Assembly:
             outside = sum(self.outside.values())
             kept += (f": {len(self.training) - outside:,} inside the space, {outside:,} outside "
                      f"({by_reason(self.outside)})")
+        if self.known_phases:
+            kept += f", {self.known_phases} of them known phases relaxed by the oracle"
         labels = self.labels_dropped
         return (f"{kept}; dropped: Materials Project entries {_counted(self.dropped)}, "
                 f"campaign labels {sum(labels.values())} of {self.labels_read}"
@@ -95,11 +101,15 @@ def assemble_training_set(store: Store, campaign_id: int, *, space: CrystalSpace
     known, dropped, outside = _convert(sources, target=target, space=space, scope=settings.scope,
                                        max_entries=settings.max_entries, seed=seed)
     own, labels_dropped, own_outside = _convert(labels, target=target, space=space, scope=settings.scope)
+    phases, _, phases_outside = _convert(
+        known_phase_entries(store, campaign_id, space.elements) if target == "formation_energy_per_atom" else [],
+        target=target, space=space, scope=settings.scope)
     labels_read = sum(len(e) + sum(e.dropped.values()) for e in labels)
-    outside = dict(Counter(outside) + Counter(own_outside))
-    if not known + own:
+    outside = dict(Counter(outside) + Counter(own_outside) + Counter(phases_outside))
+    if not known + own + phases:
         return Assembly(None, dropped, labels_read, labels_dropped)
-    return Assembly(TrainingSet.concat(known + own), dropped, labels_read, labels_dropped, outside)
+    return Assembly(TrainingSet.concat(known + own + phases), dropped, labels_read, labels_dropped, outside,
+                    known_phases=sum(len(p) for p in phases))
 
 
 def _convert(sources: Sequence[Entries], *, target: str, space: CrystalSpace, scope: str,

@@ -260,7 +260,7 @@ class Proxy:
         try:
             meta = json.loads((directory / META).read_text())
             state = torch.load(directory / WEIGHTS, weights_only=True)
-            settings = ProxySettings.model_validate(meta["settings"])
+            settings = ProxySettings.model_validate({"cell_scale": True, **meta["settings"]})  # saved before the key
             features = _saved_features(meta, settings, directory)
             n_inputs = len(meta["feature_mean"]) + len(meta["sources"])
             hidden_dims = meta.get("hidden_dims", settings.hidden_dims)  # saved before the key: always the settings'

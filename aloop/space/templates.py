@@ -33,11 +33,12 @@ from functools import cache
 
 import numpy as np
 import spglib
+import torch
 from pymatgen.core import Element, Lattice, Structure
 
 from aloop.space.cache import load_cached, save_cached
-from aloop.space.crystal import SYMPREC, Crystal
-from aloop.space.wyckoff import Sites, canonical_sites, letter_rank, positions
+from aloop.space.crystal import SYMPREC, Crystal, CrystalBatch
+from aloop.space.wyckoff import Sites, canonical_sites, letter_index, letter_rank, positions
 
 AnonymousSet = tuple[tuple[str, ...], ...]
 """Letters of each element's orbits (sorted), for all elements (sorted): the sites without elements."""
@@ -47,8 +48,8 @@ RADIUS_WEIGHT = 2.0
 """Element distance per Angstrom of atomic radius, in units of Pauling electronegativity."""
 _CACHE = "templates-v1"
 
-__all__ = ["AnonymousSet", "Decoration", "Template", "TemplatePool", "anonymous_set", "cached_templates",
-           "element_distance", "orbit", "template_of"]
+__all__ = ["AnonymousSet", "Decoration", "Prototypes", "Template", "TemplatePool", "anonymous_set",
+           "cached_templates", "element_distance", "orbit", "prototype_hash", "template_of"]
 
 
 def anonymous_set(sites: Iterable[tuple[str, str]]) -> AnonymousSet:
@@ -254,12 +255,63 @@ class TemplatePool:
         found = [d for i in rows for d in decorations_of(self.templates[i], crystal)]
         return sorted(found, key=lambda d: (d.distance, d.template.source))
 
+    def prototypes(self) -> Prototypes:
+        """The (space group, anonymous Wyckoff set) keys of the pool, for batched lookup."""
+        keys = sorted(self.index)
+        width = max((sum(len(letters) for letters in anonymous) for _, anonymous in keys), default=0)
+        sites = torch.full((len(keys), width, 2), -1, dtype=torch.long)
+        for i, (group, anonymous) in enumerate(keys):
+            rows = [[element, letter_index(group)[letter]] for element, letters in enumerate(anonymous)
+                    for letter in letters]
+            sites[i, : len(rows)] = torch.tensor(rows, dtype=torch.long).reshape(-1, 2)
+        group = torch.tensor([group for group, _ in keys], dtype=torch.long)
+        return Prototypes(torch.unique(prototype_hash(group, sites)))
+
     def without(self, sources: Collection[str]) -> TemplatePool:
         """The pool less the templates from ``sources`` (held out)."""
         return TemplatePool.build(t for t in self.templates if t.source not in sources)
 
     def __add__(self, other: TemplatePool) -> TemplatePool:
         return TemplatePool.build((*self.templates, *other.templates))
+
+
+_LETTER_WEIGHTS = torch.randint(1, 1 << 16, (32,), generator=torch.Generator().manual_seed(0))
+"""Fixed pseudo-random weight of each letter index in ``prototype_hash`` (a group has at most 27 letters)."""
+_MIX = 2654435761
+_PRIME = (1 << 31) - 1
+
+
+def prototype_hash(space_group: torch.Tensor, sites: torch.Tensor) -> torch.Tensor:
+    """``(N,)`` int64 hash of each crystal's (space group, anonymous Wyckoff set), batched.
+
+    Each element's letters hash to a weighted sum mixed modulo a prime; the sum of those over the
+    elements does not depend on which element is which. Equal keys hash equally; two different ones
+    collide with a chance of order 1e-9 (a wrong "has a template" only changes a reward's prior).
+
+    Args:
+        space_group: ``(N,)`` long.
+        sites: ``(N, L, 2)`` long orbit rows (element column, letter index; -1 pads), ``CrystalBatch.sites``.
+    """
+    real = sites[..., 0] >= 0
+    weight = _LETTER_WEIGHTS.to(sites.device)[sites[..., 1].clamp(min=0)] * real
+    columns = int(sites[..., 0].max()) + 1 if real.any() else 1
+    per_element = torch.zeros(len(sites), columns, dtype=torch.long, device=sites.device)
+    per_element.scatter_add_(1, sites[..., 0].clamp(min=0), weight)
+    return space_group.long() * (1 << 40) + (per_element * _MIX % _PRIME).sum(dim=1)
+
+
+@dataclass(frozen=True)
+class Prototypes:
+    """The sorted hashes of a template pool's keys (``prototype_hash``): which crystals have a template."""
+
+    hashes: torch.Tensor
+
+    def known(self, batch: CrystalBatch) -> torch.Tensor:
+        """``(N,)`` bool: the crystal's group and anonymous Wyckoff set are a template's (False without sites)."""
+        if batch.sites is None:
+            return torch.zeros(len(batch), dtype=torch.bool, device=batch.space_group.device)
+        found = torch.isin(prototype_hash(batch.space_group, batch.sites), self.hashes.to(batch.sites.device))
+        return found & (batch.sites[..., 0] >= 0).any(dim=1)
 
 
 def cached_templates(key: str, wanted: Collection[str],

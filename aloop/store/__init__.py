@@ -40,6 +40,7 @@ from aloop.store.records import (
     record_job,
     relaxed_structures,
     start_round,
+    stored_structure,
     upsert_label,
 )
 
@@ -48,5 +49,6 @@ __all__ = [
     "LockHeld", "LockLost", "Material", "NewCandidate", "OracleJob", "Round", "RoundLease", "RoundLock",
     "Store", "StoreError", "add_candidates", "candidate_structures", "candidates", "find_campaign",
     "get_or_create_campaign", "get_or_create_material", "label_rows", "labelled_data", "latest_round", "material_key",
-    "open_store", "pending_jobs", "record_job", "relaxed_structures", "start_round", "transition", "upsert_label",
+    "open_store", "pending_jobs", "record_job", "relaxed_structures", "start_round",
+    "stored_structure", "transition", "upsert_label",
 ]

@@ -70,7 +70,8 @@ class LabelledPoint:
 
 
 REFERENCE_SOURCE = "reference"
-"""Material source of the hull's references (elemental ground states, known phases): never training data."""
+"""Material source of the hull's references (elemental ground states, known phases): never candidates, and not
+among ``labelled_data`` (known phases reach the training set through ``aloop.hull.known_phase_entries``)."""
 
 
 def get_or_create_campaign(session: Session, name: str) -> Campaign:
@@ -291,9 +292,14 @@ def relaxed_structures(session: Session, campaign: Campaign) -> dict[str, Struct
     for label, candidate, material in label_rows(session, campaign):
         if label.structure:
             source = f"candidate-{candidate.id}" if candidate is not None else f"material-{material.id}"  # type: ignore[union-attr]
-            text = label.structure.lstrip()
-            found.setdefault(source, Structure.from_str(text, fmt="json" if text.startswith("{") else "cif"))
+            found.setdefault(source, stored_structure(label.structure))
     return found
+
+
+def stored_structure(text: str) -> Structure:
+    """A label's relaxed structure, stored as CIF or pymatgen JSON."""
+    text = text.lstrip()
+    return Structure.from_str(text, fmt="json" if text.startswith("{") else "cif")
 
 
 def labelled_data(session: Session, campaign: Campaign, *, property: str | None = None) -> list[LabelledPoint]:

@@ -153,7 +153,7 @@ def test_cached_compounds_near_their_hull_become_known_phases_of_the_space(
     from aloop.hull import known_phases
 
     space = SpaceSettings(elements=ELEMENTS, max_elements=3)
-    data = DataSettings(mp=MPSettings(endpoint=fake_mp.url, cache_dir=str(tmp_path)))
+    data = DataSettings(mp=MPSettings(endpoint=fake_mp.url, cache_dir=str(tmp_path)), scope="space")  # query_for's
     assert known_phases(space, data, HullSettings()) == []  # never pulled: no known phases
     pull(query_for(fake_mp.url), cache_dir=tmp_path, progress=False)
     entries = load_cache(query_for(fake_mp.url), cache_dir=tmp_path)

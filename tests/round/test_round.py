@@ -138,7 +138,8 @@ def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path)
 
     from aloop.hull import formation_hull
     from aloop.proposal import Proposal
-    from aloop.store import find_campaign
+    from aloop.space.templates import TemplatePool
+    from aloop.store import find_campaign, relaxed_structures
 
     cfg = smoke_config(tmp_path, "proxy.target=stability", "review=manual")  # stops before the batch changes the hull
     out = io.StringIO()
@@ -152,10 +153,16 @@ def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path)
     with store.session() as session:
         campaign_id = find_campaign(session, cfg.campaign).id
     hull = formation_hull(store, campaign_id, cfg.space.elements)
+    with store.session() as session:  # the templates of the round's placement: the design's relaxed structures
+        templated = TemplatePool.build([], relaxed_structures(session, find_campaign(session, cfg.campaign)))
     store.close()
     assert hull.entries  # the cold-start design's CHGNet formation energies make the hull
     proposal = Proposal.load(Path(cfg.workdir) / cfg.campaign / "round-1" / "proposal.pt")
     samples = proposal.samples[proposal.valid]
     above = proposal.prediction.mean - hull.at(samples.elements, samples.counts)  # predicted E_hull
-    # UCB (beta 2) of the energy above the hull: lower predicted E_hull, higher acquisition
-    np.testing.assert_allclose(proposal.acquisition, -above + 2 ** 0.5 * proposal.prediction.std, atol=1e-4)
+    untemplated = ~templated.prototypes().known(samples)
+    assert untemplated.any()
+    # UCB (beta 2) of the energy above the hull: lower predicted E_hull, higher acquisition; crystals no
+    # template fits lose the penalty
+    np.testing.assert_allclose(proposal.acquisition, -above + 2 ** 0.5 * proposal.prediction.std
+                               - cfg.acquisition.untemplated_penalty * untemplated.double(), atol=1e-4)

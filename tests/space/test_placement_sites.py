@@ -68,9 +68,11 @@ def test_same_group_composition_and_sites_are_near_duplicates() -> None:
     other_sites = Crystal(base.space_group, base.composition, base.lattice,
                           (("Li", "b"), ("Mn", "c"), ("O", "c"), ("O", "c")))
     assert diversity_key(base) == diversity_key(stretched) != diversity_key(other_sites)
-    structure = Structure(Lattice.cubic(4.0), ["Li", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    cesium_chloride = Structure(Lattice.cubic(4.0), ["Li", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    rock_salt = Structure.from_spacegroup(225, Lattice.cubic(4.6), ["Li", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     choice = select_diverse([base, stretched, other_sites], np.array([3.0, 2.0, 1.0]), size=3,
-                            known=KnownMaterials(), to_structure=lambda c: structure,
+                            known=KnownMaterials(),
+                            to_structure=lambda c: rock_salt if c.sites == other_sites.sites else cesium_chloride,
                             chemsys_penalty=0.0, space_group_penalty=0.0)
     assert choice.indices == [0, 2]
     assert choice.skipped == {"duplicate": 1}

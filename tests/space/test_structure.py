@@ -4,7 +4,17 @@ import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
 from aloop.space.crystal import Crystal
-from aloop.space.structure import StructureError, TimeLimit, cpu_time_limit, has_close_atoms, min_distance, to_structure
+from aloop.space.structure import (
+    Placement,
+    StructureError,
+    TimeLimit,
+    cpu_time_limit,
+    has_close_atoms,
+    min_distance,
+    place,
+    predicted_volume,
+    to_structure,
+)
 
 
 def rock_salt() -> Structure:
@@ -112,3 +122,22 @@ def test_cpu_time_limit_stops_a_busy_block_and_leaves_others_alone():
     with cpu_time_limit(5.0):
         total = sum(range(1000))
     assert total == 499500
+
+
+@pytest.mark.parametrize("a", [3.0, 5.64, 12.0])
+def test_a_placed_structure_takes_its_bonds_lengths_whatever_the_cells_scale(a):
+    # rock salt sampled crushed, right or four times too sparse (isolated atoms, which CHGNet cannot relax):
+    # scaled alike, the cell's shape and the fractional coordinates kept
+    crystal = Crystal(225, Composition("Na4Cl4"), (a,) * 3 + (90.0,) * 3)
+    sampled = place(crystal, Placement(), seed=0)
+    predicted = place(crystal, Placement(volume="predicted"), seed=0)
+    assert sampled.lattice.a == pytest.approx(a)
+    assert predicted.lattice.a == pytest.approx(place(Crystal(225, Composition("Na4Cl4"), (5.64,) * 3 + (90.0,) * 3),
+                                                      Placement(volume="predicted"), seed=0).lattice.a)
+    assert 4.5 < predicted.lattice.a < 6.2  # NaCl: 5.64 A
+    assert predicted.frac_coords.ravel().tolist() == pytest.approx(sampled.frac_coords.ravel().tolist())
+
+
+def test_a_cell_with_no_pair_within_reach_keeps_its_volume():
+    lone = Structure(Lattice.cubic(30.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    assert predicted_volume(lone).volume == pytest.approx(lone.volume)

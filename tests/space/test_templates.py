@@ -7,7 +7,7 @@ import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
 from aloop.selection import KnownMaterials, select_diverse, structure_matcher
-from aloop.space.crystal import Crystal
+from aloop.space.crystal import Crystal, CrystalBatch
 from aloop.space.structure import TEMPLATE_PROPERTY, Placement, place, placed_structure, to_structure
 from aloop.space.templates import TemplatePool, anonymous_set, cached_templates, template_of
 
@@ -103,3 +103,18 @@ def test_sources_are_indexed_once(tmp_path, monkeypatch: pytest.MonkeyPatch) -> 
     assert read == [{"a", "b"}, {"c"}]
     assert [t.source for t in first] == ["a", "b"] and [t.source for t in again] == ["a", "b", "c"]
     assert again[0] == first[0]
+
+
+def test_prototypes_find_exactly_the_crystals_a_template_fits(pool: TemplatePool) -> None:
+    prototypes = pool.prototypes()
+    rock_salt = crystal_of(Structure.from_spacegroup(225, Lattice.cubic(4.2), ["Mg", "O"], [[0, 0, 0], [0.5] * 3]))
+    swapped = Crystal(225, Composition("O4Mg4"), rock_salt.lattice, (("O", "a"), ("Mg", "b")))
+    layered_oxide = crystal_of(layered("K", "Fe"))
+    one_element_on_both = Crystal(225, Composition("Na8"), rock_salt.lattice, (("Na", "a"), ("Na", "b")))
+    cesium_chloride = Crystal(221, Composition("CsCl"), (4.1,) * 3 + (90.0,) * 3, (("Cs", "a"), ("Cl", "b")))
+    no_sites = Crystal(225, Composition("Mg4O4"), rock_salt.lattice)
+    crystals = [rock_salt, swapped, layered_oxide, one_element_on_both, cesium_chloride, no_sites]
+    batch = CrystalBatch.from_crystals(crystals, ("O", "Na", "Mg", "Cl", "K", "Fe", "Cs"))
+    # the anonymous set keeps which orbits share an element: Na on a and b is not rock salt's (a) (b)
+    assert prototypes.known(batch).tolist() == [bool(pool.decorations(c)) for c in crystals]
+    assert prototypes.known(batch).tolist() == [True, True, True, False, False, False]
