@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import uuid
 from collections.abc import Sequence
@@ -157,6 +158,9 @@ class CHGNetOracle:
     cost = 10.0
 
     def __init__(self, settings: CHGNetSettings, *, executor: Executor) -> None:
+        # imported here, not first in two worker threads at once: Python's import locks then raise
+        # _DeadlockError on chgnet's circular modules, and every job of the batch fails
+        importlib.import_module("chgnet.model.dynamics")
         self.settings = settings
         self._potential = potential(settings)
         self.name = self._potential.name

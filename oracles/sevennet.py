@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from pathlib import Path
@@ -154,6 +155,7 @@ class SevenNetOracle:
     """Seconds per candidate: a step takes 1.2-2x CHGNet's on one thread, with no batched path."""
 
     def __init__(self, settings: SevenNetSettings, *, executor: Executor) -> None:
+        importlib.import_module("sevenn.calculator")  # not first in two worker threads at once (CHGNetOracle)
         self.settings = settings
         self._potential = potential(settings)
         self.name = self._potential.name

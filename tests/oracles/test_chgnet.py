@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from pymatgen.core import Lattice, Structure
 
@@ -72,3 +75,15 @@ def test_an_isolated_atom_fails_instead_of_crashing(chgnet, wait_for):
 def test_settings_reject_unknown_optimizer():
     with pytest.raises(ValueError, match="optimizer"):
         CHGNetSettings(optimizer="Adam")
+
+
+@pytest.mark.parametrize("name, module", [("chgnet", "chgnet.model.dynamics"), ("sevennet", "sevenn.calculator")])
+def test_the_oracle_imports_its_model_before_any_worker_thread_does(name, module):
+    # two worker threads importing chgnet's circular modules at once raise _DeadlockError, and every job of
+    # the batch failed with it (the smoke round's cold-start design, every other run): a fresh interpreter
+    # must have the modules once the oracle is built, before a job runs
+    code = ("import sys\nfrom concurrent.futures import ThreadPoolExecutor\nfrom aloop.oracle import load_oracle\n"
+            f"load_oracle({name!r}, {{}}, executor=ThreadPoolExecutor(2))\n"
+            f"assert {module!r} in sys.modules, sorted(m for m in sys.modules if m.startswith({module.split('.')[0]!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
