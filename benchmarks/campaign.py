@@ -19,8 +19,9 @@ SevenNet results, seconds, how the batch was made) of its arm's records,
 beside both models' hulls (``hull-<model>.json.gz``) and the system's facts (``system.json``): a
 recorded round is never recomputed, so a run longer than one machine's session continues on the
 next, and with every round recorded the command only rebuilds the report (no relaxation, no
-fit). A guided arm's next round warm-starts from the previous round's checkpoint, which stays in
-the cache of the machine that ran it. Delete an arm's records to recompute it. The config key
+fit). A guided arm's next round warm-starts from the previous round's checkpoint: the one in the
+cache, or on another machine the arm's last recorded one (``checkpoints/<arm>-seed-<s>.pt`` beside
+the records). Delete an arm's records to recompute it. The config key
 hashes the protocol version and every setting but names, seeds and paths, so v1's records
 (``run-9b9b8c80ce86``, report ``campaign.md``) are never mixed with v2's.
 
@@ -195,9 +196,16 @@ def run_round(system: System, *, arms: list[str], arm: str, seed: int, number: i
     record = {"seed": seed, "round": number, "labels": labels, "propose_s": propose_s, "oracle_s": oracle_s,
               "confirm_s": time.perf_counter() - start, "about": about}
     record_round(records, record)
+    if (folder / "gfn.pt").exists():  # the next round warm-starts from it, on this machine or another
+        write_atomic(checkpoint_path(records, arm=arm, seed=seed), (folder / "gfn.pt").read_bytes())
     for path in (folder / "proposal.json", *folder.glob("label-*.json"), *folder.glob("confirm-*.json")):
         path.unlink()
     return record
+
+
+def checkpoint_path(records: Path, *, arm: str, seed: int) -> Path:
+    """The Crystal-GFN checkpoint of a guided arm's last recorded round, committed beside the records."""
+    return records.parent / "checkpoints" / f"{arm}-seed-{seed}.pt"
 
 
 def read_records(path: Path) -> dict[tuple[int, int], dict]:
@@ -269,12 +277,15 @@ def _warm_start(folder: Path, *, records: Path, arm: str, seed: int, number: int
     if number == 1:
         return None
     previous = folder.parent / f"round-{number - 1}" / "gfn.pt"
-    if not previous.exists():
-        sys.exit(f"{previous} is missing: {arm} seed {seed} round {number} warm-starts the Crystal-GFN from round "
-                 f"{number - 1}'s checkpoint, which is kept only in the cache of the machine that ran that round. "
-                 f"Run the arm on that machine, or copy its {folder.parent} to this one, or delete {records} "
-                 f"(all of the arm's seeds) to rerun the arm from round 1.")
-    return previous
+    if previous.exists():
+        return previous
+    recorded = checkpoint_path(records, arm=arm, seed=seed)
+    last = max((n for s, n in read_records(records) if s == seed), default=0)
+    if recorded.exists() and last == number - 1:
+        return recorded
+    sys.exit(f"{previous} is missing: {arm} seed {seed} round {number} warm-starts the Crystal-GFN from round "
+             f"{number - 1}'s checkpoint, which is neither in this machine's cache nor the arm's last recorded one "
+             f"({recorded}). Delete {records} (all of the arm's seeds) to rerun the arm from round 1.")
 
 
 def label_batch(system: System, batch: ArmBatch, *, folder: Path, ident: str, number: int) -> list[dict]:
