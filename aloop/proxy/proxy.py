@@ -246,7 +246,8 @@ class Proxy:
                 "feature_mean": self.feature_mean.tolist(), "feature_std": self.feature_std.tolist(),
                 "inducing_points": int(self.model.model.variational_strategy.inducing_points.shape[0]),
                 "hidden_dims": self.hidden_dims, "quantiles": self.quantiles.as_dict(),
-                "features": list(self.features), "settings": self.settings.model_dump(mode="json")}
+                "features": list(self.features), "settings": self.settings.model_dump(mode="json"),
+                "shared_kernel": self.model.model.shared_kernel}
         (directory / META).write_text(json.dumps(meta))
 
     @classmethod
@@ -265,7 +266,7 @@ class Proxy:
             n_inputs = len(meta["feature_mean"]) + len(meta["sources"])
             hidden_dims = meta.get("hidden_dims", settings.hidden_dims)  # saved before the key: always the settings'
             model = _build(torch.zeros(meta["inducing_points"], n_inputs, dtype=DTYPE), len(meta["sources"]), settings,
-                           hidden_dims)
+                           hidden_dims, shared_kernel=meta.get("shared_kernel", False))  # saved before: one term
             model.load_state_dict(state, keep_transforms=False)  # botorch would re-fit transforms from training targets a variational model does not keep
             quantiles = ResidualQuantiles(**meta.get("quantiles", {}))  # saved before they were fitted: Gaussian
         except ProxyError:
@@ -336,9 +337,9 @@ def validation_rows(crystals: CrystalBatch, n: int, *, by_system: bool, generato
 
 
 def _build(inducing: torch.Tensor, n_sources: int, settings: ProxySettings,
-           hidden_dims: Sequence[int]) -> CrystalGPModel:
+           hidden_dims: Sequence[int], *, shared_kernel: bool = True) -> CrystalGPModel:
     gp = CrystalGP(inducing, n_sources=n_sources, hidden_dims=hidden_dims, latent_dim=settings.latent_dim,
-                   kernel=settings.kernel)
+                   kernel=settings.kernel, shared_kernel=shared_kernel)
     return CrystalGPModel(gp).to(DTYPE)
 
 
