@@ -241,6 +241,8 @@ def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool, verbose: 
     from aloop.hull import known_phases
     from aloop.labelling import label_approved, print_hull
     from aloop.logs import library_log
+    from aloop.round import campaign_placement
+    from aloop.space import CrystalSpace
     from aloop.tracking import client_for
 
     cfg = resolve_config(config_path, overrides, oracle=True)
@@ -253,9 +255,10 @@ def submit(config_path: Path, overrides: tuple[str, ...], quiet: bool, verbose: 
     with library_log(verbose=verbose) as log:
         log.open(Path(cfg.workdir) / cfg.campaign / "submit.log")
         with campaign_lock(store, cfg):
+            placement = campaign_placement(cfg, CrystalSpace.from_settings(cfg.space), store, campaign_id)
             report = label_approved(store, client_for(cfg.tracking_uri), campaign_id=campaign_id,
                                     settings=cfg.oracle, known=known_phases(cfg.space, cfg.data, cfg.hull),
-                                    progress=not quiet)
+                                    placement=placement, progress=not quiet)
     reviews, labelling = report.reviews, report.labelling
     console.print(f"reviews: {reviews.approved} approved, {reviews.rejected} rejected, {reviews.pending} pending")
     if labelling.submitted or labelling.labelled or labelling.failed or labelling.pending:

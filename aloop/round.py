@@ -394,18 +394,23 @@ def label(ctx: RoundContext) -> SubmitReport:
 
 
 def placement(ctx: RoundContext) -> Placement:
-    """The ``placement`` settings with this round's template pool (``templates: false``: none): Materials
-    Project structures of the configured sources that fit the space, and every relaxed structure of the
-    campaign (labelled candidates, relaxed known phases)."""
-    if not ctx.cfg.placement.templates:
-        return Placement.from_settings(ctx.cfg.placement, None)
+    """This round's placement (``campaign_placement``), its template count printed."""
     start = time.perf_counter()
-    with ctx.store.session() as session:
-        relaxed = relaxed_structures(session, session.get_one(Campaign, ctx.campaign_id))
-    pool = TemplatePool.build(known_templates(ctx.space, ctx.cfg.data), relaxed)
-    ctx.console.print(f"placement templates: {len(pool)} ({len(relaxed)} relaxed in this campaign), "
-                      f"indexed in {time.perf_counter() - start:.1f} s")
-    return Placement.from_settings(ctx.cfg.placement, pool)
+    found = campaign_placement(ctx.cfg, ctx.space, ctx.store, ctx.campaign_id)
+    if found.pool is not None:
+        ctx.console.print(f"placement templates: {len(found.pool)}, indexed in {time.perf_counter() - start:.1f} s")
+    return found
+
+
+def campaign_placement(cfg: Config, space: CrystalSpace, store: Store, campaign_id: int) -> Placement:
+    """The ``placement`` settings with the campaign's template pool (``templates: false``: none): Materials
+    Project structures of the configured sources that fit the space, and every relaxed structure of the
+    campaign (labelled candidates, relaxed known phases). ``aloop submit`` places with it too."""
+    if not cfg.placement.templates:
+        return Placement.from_settings(cfg.placement, None)
+    with store.session() as session:
+        relaxed = relaxed_structures(session, session.get_one(Campaign, campaign_id))
+    return Placement.from_settings(cfg.placement, TemplatePool.build(known_templates(space, cfg.data), relaxed))
 
 
 def finish(ctx: RoundContext) -> None:

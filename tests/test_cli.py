@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from pymatgen.core import Composition
+from pymatgen.core import Composition, Structure
 from sqlalchemy import select
 
 from aloop.cli import main
@@ -98,7 +98,10 @@ def test_submit_labels_the_approved_and_leaves_the_rest(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'aloop.db'}")
     with store.session() as session:
         runs = {c.id: c.mlflow_run_id for c in session.scalars(select(Candidate))}
+        placed = Structure.from_str(session.get_one(Candidate, ids["Na4Cl4"]).cif, fmt="cif")
     store.close()
+    # placed as the round places (the config's placement): sampled a = 5.0, scaled to its bonds (NaCl: 5.64)
+    assert 5.1 < placed.lattice.a < 5.7
     assert client.get_run(runs[ids["Na4Cl4"]]).data.tags[STATE_TAG] == "labelled"  # mirrored for the UI
     assert client.get_run(runs[ids["Mg4O4"]]).data.tags[STATE_TAG] == "rejected"
 
