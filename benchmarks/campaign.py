@@ -344,6 +344,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="config overrides for every system, e.g. oracle.settings.timeout_s=120")
     parser.add_argument("--no-report", action="store_true", help="only run the rounds (parallel partial runs); no report")
+    parser.add_argument("--recorded", action="store_true",
+                        help="compute nothing: report the arms and seeds whose rounds are all recorded, and name the rest")
     parser.add_argument("--note", default="", help="a paragraph printed under the command in the report")
     parser.add_argument("--runs", type=Path, default=RUNS,
                         help="folder of the rounds in progress (default: %(default)s); finished rounds go to "
@@ -364,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"shared data not found at {DATA} (set ALOOP_SHARED_DATA)")
     runs: dict[str, dict[tuple[str, int], list[dict]]] = {}
     systems = []
+    missing = []
     for name in args.systems:
         system = make_system(name, SYSTEMS[name], overrides)
         systems.append(system)
@@ -372,6 +375,14 @@ def main(argv: list[str] | None = None) -> None:
         runs[name] = {}
         for seed in args.seeds:
             for arm in args.arms:
+                if args.recorded:
+                    recorded = read_records(system.records / f"{arm}.jsonl.gz")
+                    rounds = [recorded.get((seed, number)) for number in range(1, args.rounds + 1)]
+                    if all(rounds):
+                        runs[name][arm, seed] = rounds
+                    else:
+                        missing.append(f"{name} {arm} seed {seed} ({sum(map(bool, rounds))} of {args.rounds} rounds)")
+                    continue
                 history: list[dict] = []
                 runs[name][arm, seed] = []
                 for number in range(1, args.rounds + 1):
@@ -384,7 +395,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_report:
         command = "python -m benchmarks.campaign " + " ".join(a for a in (argv if argv is not None else sys.argv[1:])
                                                                if a != "--note" and a != args.note)
-        write_report(runs, systems=systems, command=command.strip(), note=args.note, matcher=MATCHER_SETTINGS,
+        note = args.note + (f"\n\nNot yet recorded, so not in the tables: {'; '.join(missing)}." if missing else "")
+        write_report(runs, systems=systems, command=command.strip(), note=note.strip(), matcher=MATCHER_SETTINGS,
                      name=args.name)
 
 
