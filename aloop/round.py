@@ -20,6 +20,7 @@ runs them in order and persists around them.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,9 +145,10 @@ def _run_round(cfg: Config, *, progress: bool, console: Console, log: LibraryLog
         training = training_data(ctx, assembly)
         proxy = ctx.run("trained_proxy", lambda: train_proxy(ctx, training), lambda: Proxy.load(ctx.workdir / "proxy"))
         env = CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device)
-        policy = ctx.run("trained_generator", lambda: train_gfn(ctx, env, proxy, training),
+        proposing = functools.cache(lambda: placement(ctx))  # nothing is relaxed between training and sampling
+        policy = ctx.run("trained_generator", lambda: train_gfn(ctx, env, proxy, training, proposing()),
                          lambda: load_checkpoint(ctx.workdir / "gfn.pt", env, settings=cfg.gfn))
-        proposal = ctx.run("sampled", lambda: propose(ctx, training, proxy, env, policy),
+        proposal = ctx.run("sampled", lambda: propose(ctx, training, proxy, env, policy, proposing()),
                            lambda: Proposal.load(ctx.workdir / "proposal.pt"))
         ctx.run("selected", lambda: store_batch(ctx, proposal, training), lambda: None)
         ctx.run("logged", lambda: log_batch(ctx, training), lambda: None)
@@ -276,9 +278,11 @@ def stability_hull(ctx: RoundContext) -> FormationHull | None:
     return formation_hull(ctx.store, ctx.campaign_id, ctx.space.elements)
 
 
-def train_gfn(ctx: RoundContext, env: CrystalEnv, proxy: Proxy, data: TrainingSet) -> CrystalPolicy:
-    """Train the Crystal-GFN on the acquisition reward, warm-started from the previous round's policy."""
-    reward = generator_reward(proxy, data, ctx.cfg.acquisition, stability_hull(ctx), placement(ctx))
+def train_gfn(ctx: RoundContext, env: CrystalEnv, proxy: Proxy, data: TrainingSet,
+              place: Placement) -> CrystalPolicy:
+    """Train the Crystal-GFN on the acquisition reward (templates of ``place``), warm-started from the previous
+    round's policy."""
+    reward = generator_reward(proxy, data, ctx.cfg.acquisition, stability_hull(ctx), place)
     generator = train_generator(env, reward, ctx.cfg.gfn,
                                 warm_start=ctx.workdir.parent / f"round-{ctx.number - 1}" / "gfn.pt",
                                 progress=ctx.progress)
@@ -293,7 +297,8 @@ def train_gfn(ctx: RoundContext, env: CrystalEnv, proxy: Proxy, data: TrainingSe
     return generator.policy
 
 
-def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: CrystalPolicy) -> Proposal:
+def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: CrystalPolicy,
+            place: Placement) -> Proposal:
     """Sample the generator and choose the batch (``propose_batch``); log the samples, keep the proposal on disk."""
     with ctx.store.session() as session:
         campaign = session.get_one(Campaign, ctx.campaign_id)
@@ -302,7 +307,7 @@ def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv,
             structures=[*candidate_structures(session, campaign), *relaxed_structures(session, campaign).values()])
     proposal = propose_batch(data, proxy, env, policy, known, acquisition=ctx.cfg.acquisition,
                              selection=ctx.cfg.selection, seed=ctx.seed("sampled"), hull=stability_hull(ctx),
-                             threads=ctx.cfg.gfn.threads, placement=placement(ctx), progress=ctx.progress)
+                             threads=ctx.cfg.gfn.threads, placement=place, progress=ctx.progress)
     report = diversity_report(proposal.samples, ctx.space)
     tracking.log_metrics(ctx.client, ctx.run_id, {
         "samples": len(proposal.samples), "samples_valid_fraction": float(proposal.valid.float().mean()),
