@@ -21,7 +21,7 @@ recorded round is never recomputed, so a run longer than one machine's session c
 next, and with every round recorded the command only rebuilds the report (no relaxation, no
 fit). A guided arm's next round warm-starts from the previous round's checkpoint: the one in the
 cache, or on another machine the arm's last recorded one (``checkpoints/<arm>-seed-<s>.pt`` beside
-the records). Delete an arm's records to recompute it. The config key
+the records, removed once the arm's seed has all its rounds). Delete an arm's records to recompute it. The config key
 hashes the protocol version and every setting but names, seeds and paths, so v1's records
 (``run-9b9b8c80ce86``, report ``campaign.md``) are never mixed with v2's.
 
@@ -176,10 +176,11 @@ def phase_rows(hull: ReferenceHull, relaxed: dict[str, Structure], *, source: st
         sources=[source] * len(ids), ids=[f"{source}-known:{m}" for m in ids], target=target)
 
 
-def run_round(system: System, *, arms: list[str], arm: str, seed: int, number: int, folder: Path,
+def run_round(system: System, *, arms: list[str], arm: str, seed: int, number: int, last: bool, folder: Path,
               history: list[dict]) -> dict:
     """One round's record: from the arm's records when finished, else proposed (or reloaded from ``folder``),
-    labelled by the oracle, its novel hits confirmed by the second model, and then recorded."""
+    labelled by the oracle, its novel hits confirmed by the second model, and then recorded. A guided arm's
+    Crystal-GFN checkpoint is kept beside the records until its ``last`` round is recorded."""
     records = system.records / f"{arm}.jsonl.gz"
     finished = read_records(records).get((seed, number))
     if finished:
@@ -196,8 +197,11 @@ def run_round(system: System, *, arms: list[str], arm: str, seed: int, number: i
     record = {"seed": seed, "round": number, "labels": labels, "propose_s": propose_s, "oracle_s": oracle_s,
               "confirm_s": time.perf_counter() - start, "about": about}
     record_round(records, record)
-    if (folder / "gfn.pt").exists():  # the next round warm-starts from it, on this machine or another
-        write_atomic(checkpoint_path(records, arm=arm, seed=seed), (folder / "gfn.pt").read_bytes())
+    checkpoint = checkpoint_path(records, arm=arm, seed=seed)
+    if last:
+        checkpoint.unlink(missing_ok=True)
+    elif (folder / "gfn.pt").exists():  # the next round warm-starts from it, on this machine or another
+        write_atomic(checkpoint, (folder / "gfn.pt").read_bytes())
     for path in (folder / "proposal.json", *folder.glob("label-*.json"), *folder.glob("confirm-*.json")):
         path.unlink()
     return record
@@ -387,7 +391,8 @@ def main(argv: list[str] | None = None) -> None:
                 runs[name][arm, seed] = []
                 for number in range(1, args.rounds + 1):
                     start = time.perf_counter()
-                    record = run_round(system, arms=args.arms, arm=arm, seed=seed, number=number, history=history,
+                    record = run_round(system, arms=args.arms, arm=arm, seed=seed, number=number,
+                                       last=number == args.rounds, history=history,
                                        folder=args.runs / system.records.name / arm / f"seed-{seed}" / f"round-{number}")
                     history += record["labels"]
                     runs[name][arm, seed].append(record)
