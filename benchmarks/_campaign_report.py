@@ -83,8 +83,25 @@ def seed_rows(rounds: list[dict], *, known: list) -> list[dict]:
             "novel_curve": np.cumsum(novel).tolist() if last else None,
             "confirmed_curve": np.cumsum(confirmed).tolist() if last else None,
             "hits_list": [_hit_row(done[i], bool(confirmed[i])) for i in novel_rows] if last else None,
+            "by_system": _by_system(done, novel) if last else None,
         })
     return rows
+
+
+def _by_system(labels: list[dict], novel: np.ndarray) -> dict[str, dict]:
+    """Where the calls went, per chemical system of the candidates: calls, novel hits, and of the relaxed ones
+    the CHGNet E_hull and formation energy beside the proxy's prediction of it (guided arms)."""
+    out: dict[str, dict] = defaultdict(lambda: {"calls": 0, "novel": 0, "e_above_hull": [], "ef": [], "predicted": []})
+    for label, is_novel in zip(labels, novel, strict=True):
+        row = out[Composition(label["formula"]).chemical_system]
+        row["calls"] += 1
+        row["novel"] += int(is_novel)
+        if label.get("ok"):
+            row["e_above_hull"].append(label["e_above_hull"])
+            row["ef"].append(label["formation_energy_per_atom"])
+            if label.get("proxy_mean") is not None:
+                row["predicted"].append(label["proxy_mean"] - label["formation_energy_per_atom"])
+    return dict(out)
 
 
 def _hit_row(label: dict, confirmed: bool) -> dict:
@@ -175,7 +192,8 @@ def _system_section(system: System, rows: dict, *, name: str) -> tuple[list[str]
                          f"{' / '.join(daf(arm, number, b) for b in BASELINES)} | "
                          f"{_fmt(values(arm, number, 'best_ef'), 3)} | {_calibration_cell(arm, number, rows, seeds)} | "
                          f"{templated} | {seconds} |")
-    lines += ["", *_hits_by_formula(rows, arms=arms, n_rounds=n_rounds), "",
+    lines += ["", *_calls_by_system(rows, arms=arms, n_rounds=n_rounds), "",
+              *_hits_by_formula(rows, arms=arms, n_rounds=n_rounds), "",
               f"![novel and confirmed hits against oracle calls]({name}_{system.name}_hits.png)", ""]
     return lines, plot_hits(rows, arms=arms, seeds=seeds, title=system.name)
 
@@ -190,6 +208,31 @@ def _calibration_cell(arm: str, number: int, rows: dict, seeds: list[int]) -> st
     return (f"{sum(r['n'] for r in reports)}, {np.mean([r['mae'] for r in reports]):.3f}, "
             f"{np.mean([r['nll'] for r in reports]):.2f}, {np.mean([r['coverage_50'] for r in reports]):.2f} / "
             f"{np.mean([r['coverage_90'] for r in reports]):.2f}")
+
+
+def _calls_by_system(rows: dict, *, arms: list[str], n_rounds: int) -> list[str]:
+    """Per arm and chemical system (all seeds): the share of the calls, the novel hits they gave, the median CHGNet
+    E_hull of the relaxed ones and, for the guided arms, the proxy's mean error on their formation energy."""
+    lines = [("Where the calls went (all seeds): per chemical system of the candidates, its share of the arm's calls, "
+              "novel hits per call there, the median CHGNet E_hull of its relaxed candidates and, for the guided arms, "
+              "the proxy's mean error (predicted - CHGNet formation energy, eV/atom, predicted before the label)."), "",
+             "| arm | chemical system | calls | share | novel hits | hits / call | median E_hull | proxy error |",
+             "|---|---|---|---|---|---|---|---|"]
+    for arm in arms:
+        merged: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+        for (a, _), seed_rows_ in rows.items():
+            if a == arm:
+                for system, row in (seed_rows_[n_rounds - 1]["by_system"] or {}).items():
+                    for key, value in row.items():
+                        merged[system][key] += value if isinstance(value, list) else [value]
+        total = sum(sum(m["calls"]) for m in merged.values())
+        for system, m in sorted(merged.items(), key=lambda kv: -sum(kv[1]["calls"])):
+            calls, novel = sum(m["calls"]), sum(m["novel"])
+            error = f"{np.mean(m['predicted']):+.2f}" if m["predicted"] else "-"
+            median = f"{np.median(m['e_above_hull']):.2f}" if m["e_above_hull"] else "-"
+            lines.append(f"| {arm} | {system} | {calls} | {calls / total:.0%} | {novel} | {novel / calls:.2f} | "
+                         f"{median} | {error} |")
+    return lines
 
 
 def _hits_by_formula(rows: dict, *, arms: list[str], n_rounds: int) -> list[str]:
