@@ -3,10 +3,10 @@ CHGNet relaxation steps and energies per placement; recovery of held-out Materia
 
 (a) ``--n-sites`` crystals (group, composition, sites) drawn from the untrained Crystal-GFN of the
 default space and of Li-Mn-O, placed as the round places them (``placed_structure`` with the
-space's template pool): share placed, share whose structure has exactly the sampled group
+config's ``placement`` settings and the space's template pool): share placed, share whose structure has exactly the sampled group
 (spglib, symprec 0.1), share placed on a template.
 (b) ``--n-relax`` Li-Mn-O crystals of the untrained Crystal-GFN that have a template, each placed three ways (random
-sites and coordinates as before issue 16; random coordinates on the sampled sites; templates)
+sites and coordinates as before issue 16; random coordinates on the sampled sites; as the round places them)
 and relaxed with the CHGNet oracle's default settings in-process: median FIRE steps and median
 relaxed energy per atom (the same compositions in every way, so differences of formation
 energy equal these differences).
@@ -26,6 +26,7 @@ import argparse
 import os
 import statistics
 import time
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,9 +73,11 @@ def group_of(structure: Structure) -> int:
     return SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number()
 
 
-def placement_row(name: str, crystals: list[Crystal], pool: TemplatePool, load_s: float) -> dict:
+def placement_row(name: str, crystals: list[Crystal], placement: Placement, load_s: float) -> dict:
+    pool = placement.pool
+    assert pool is not None
     start = time.perf_counter()
-    placed = [placed_structure(c, Placement(pool)) for c in crystals]
+    placed = [placed_structure(c, placement) for c in crystals]
     seconds = time.perf_counter() - start
     ok = [(c, s) for c, s in zip(crystals, placed, strict=True) if s is not None]
     no_room = crowded(CrystalBatch.from_crystals(crystals, tuple(sorted({e for c in crystals for e, _ in c.sites}))))
@@ -86,13 +89,14 @@ def placement_row(name: str, crystals: list[Crystal], pool: TemplatePool, load_s
             "s per crystal": seconds / len(crystals)}
 
 
-def three_ways(crystal: Crystal, pool: TemplatePool, seed: int) -> dict[str, Structure | None]:
-    """The crystal placed as before sites existed, on its sites by pyxtal, and by ``place`` with templates."""
+def three_ways(crystal: Crystal, placement: Placement, seed: int) -> dict[str, Structure | None]:
+    """The crystal placed as before sites existed, on its sites by pyxtal, and as the round places it (``place``
+    with the config's ``placement`` settings and templates)."""
     ways: dict[str, Callable[[], Structure]] = {
         "random sites": lambda: to_structure(Crystal(crystal.space_group, crystal.composition, crystal.lattice),
                                              seed=seed),
         "sampled sites": lambda: to_structure(crystal, seed=seed),
-        "templates": lambda: place(crystal, Placement(pool), seed=seed)}
+        "templates": lambda: place(crystal, placement, seed=seed)}
     out: dict[str, Structure | None] = {}
     for way, build in ways.items():
         try:
@@ -111,11 +115,11 @@ def relax(structure: Structure, crystal: Crystal, settings: CHGNetSettings) -> t
     return steps, None, None
 
 
-def relaxation_rows(crystals: list[Crystal], pool: TemplatePool, settings: CHGNetSettings) -> list[dict]:
+def relaxation_rows(crystals: list[Crystal], placement: Placement, settings: CHGNetSettings) -> list[dict]:
     steps: dict[str, list[int]] = {w: [] for w in WAYS}
     energy: dict[str, list[float]] = {w: [] for w in WAYS}
     for i, crystal in enumerate(crystals):
-        for way, structure in three_ways(crystal, pool, seed=i).items():
+        for way, structure in three_ways(crystal, placement, seed=i).items():
             if structure is not None:
                 s, e, _ = relax(structure, crystal, settings)
                 steps[way].append(s)
@@ -126,7 +130,9 @@ def relaxation_rows(crystals: list[Crystal], pool: TemplatePool, settings: CHGNe
              "median E (eV/atom)": statistics.median(energy[w]) if energy[w] else float("nan")} for w in WAYS]
 
 
-def recovery_rows(pool: TemplatePool, n: int, settings: CHGNetSettings, *, seed: int) -> tuple[list[dict], int]:
+def recovery_rows(placement: Placement, n: int, settings: CHGNetSettings, *, seed: int) -> tuple[list[dict], int]:
+    pool = placement.pool
+    assert pool is not None
     ternaries = [t for t in pool.templates if len({el for el, _ in t.sites}) == 3
                  and sum(positions(t.space_group)[w].multiplicity for _, w in t.sites) <= 20]
     chosen = [ternaries[i] for i in np.random.default_rng(seed).permutation(len(ternaries))[:n]]
@@ -139,7 +145,7 @@ def recovery_rows(pool: TemplatePool, n: int, settings: CHGNetSettings, *, seed:
         crystal = Crystal(template.space_group, known.composition, template.lattice, template.sites)
         held_out = pool.without({template.source})
         with_template += bool(held_out.decorations(crystal))
-        for way, structure in three_ways(crystal, held_out, seed=i).items():
+        for way, structure in three_ways(crystal, replace(placement, pool=held_out), seed=i).items():
             if structure is not None:
                 _, _, relaxed = relax(structure, crystal, settings)
                 found[way] += relaxed is not None and matcher.fit(relaxed, truth)
@@ -158,20 +164,21 @@ def main() -> None:
     rows = []
     for name in ("default.yaml", "li-mn-o.yaml"):
         cfg, space, pool, load_s = setup(name)
+        placement = Placement.from_settings(cfg.placement, pool)
         crystals = sampled(cfg, space, args.n_sites, seed=args.seed)
-        rows.append(placement_row(cfg.campaign, crystals, pool, load_s))
+        rows.append(placement_row(cfg.campaign, crystals, placement, load_s))
     start = time.perf_counter()
     candidates = [c for c in sampled(cfg, space, 50 * args.n_relax, seed=args.seed + 1)
                   if pool.decorations(c)][:args.n_relax]
-    relaxation = relaxation_rows(candidates, pool, settings)
-    recovery, with_template = recovery_rows(pool, args.n_recover, settings, seed=args.seed)
+    relaxation = relaxation_rows(candidates, placement, settings)
+    recovery, with_template = recovery_rows(placement, args.n_recover, settings, seed=args.seed)
     relax_s = time.perf_counter() - start
     write_report(
         "placement",
         "## (a) Placement of sampled (group, composition, sites)\n\nCrystals from the untrained Crystal-GFN "
-        "(uniform over allowed actions), valid, with sites; placed by `placed_structure` with the space's "
-        "template pool (Materials Project `mp_cgcnn36k`, entries that fit the space; load time from the "
-        "on-disk cache). \"no room\": sites that cannot hold their atoms in the sampled lattice "
+        "(uniform over allowed actions), valid, with sites; placed by `placed_structure` with the config's "
+        f"placement settings (`{cfg.placement}`) and the space's template pool (Materials Project "
+        "`mp_cgcnn36k`, entries that fit the space; load time from the on-disk cache). \"no room\": sites that cannot hold their atoms in the sampled lattice "
         "(`aloop.space.spacing`), refused before pyxtal; they count as not placed. Targets: placed >= 98%, "
         "exact group >= 95%.\n\n"
         + table(rows, {"no room": ".1%", "placed": ".1%", "exact group": ".1%", "templated": ".1%",
