@@ -88,19 +88,17 @@ def seed_rows(rounds: list[dict], *, known: list) -> list[dict]:
     return rows
 
 
-def _by_system(labels: list[dict], novel: np.ndarray) -> dict[str, dict]:
-    """Where the calls went, per chemical system of the candidates: calls, novel hits, and of the relaxed ones
-    the CHGNet E_hull and formation energy beside the proxy's prediction of it (guided arms)."""
-    out: dict[str, dict] = defaultdict(lambda: {"calls": 0, "novel": 0, "e_above_hull": [], "ef": [], "predicted": []})
+def _by_system(labels: list[dict], novel: np.ndarray) -> dict[str, dict[str, list]]:
+    """Where the calls went, per chemical system of the candidates: whether each call was a novel hit, and of
+    the relaxed ones the CHGNet E_hull and the proxy's error on the formation energy (guided arms)."""
+    out: dict[str, dict[str, list]] = defaultdict(lambda: {"novel": [], "e_above_hull": [], "proxy_error": []})
     for label, is_novel in zip(labels, novel, strict=True):
         row = out[Composition(label["formula"]).chemical_system]
-        row["calls"] += 1
-        row["novel"] += int(is_novel)
+        row["novel"].append(bool(is_novel))
         if label.get("ok"):
             row["e_above_hull"].append(label["e_above_hull"])
-            row["ef"].append(label["formation_energy_per_atom"])
             if label.get("proxy_mean") is not None:
-                row["predicted"].append(label["proxy_mean"] - label["formation_energy_per_atom"])
+                row["proxy_error"].append(label["proxy_mean"] - label["formation_energy_per_atom"])
     return dict(out)
 
 
@@ -219,16 +217,16 @@ def _calls_by_system(rows: dict, *, arms: list[str], n_rounds: int) -> list[str]
              "| arm | chemical system | calls | share | novel hits | hits / call | median E_hull | proxy error |",
              "|---|---|---|---|---|---|---|---|"]
     for arm in arms:
-        merged: dict[str, dict] = defaultdict(lambda: defaultdict(list))
+        merged: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         for (a, _), seed_rows_ in rows.items():
             if a == arm:
                 for system, row in (seed_rows_[n_rounds - 1]["by_system"] or {}).items():
-                    for key, value in row.items():
-                        merged[system][key] += value if isinstance(value, list) else [value]
-        total = sum(sum(m["calls"]) for m in merged.values())
-        for system, m in sorted(merged.items(), key=lambda kv: -sum(kv[1]["calls"])):
-            calls, novel = sum(m["calls"]), sum(m["novel"])
-            error = f"{np.mean(m['predicted']):+.2f}" if m["predicted"] else "-"
+                    for key, values in row.items():
+                        merged[system][key] += values
+        total = sum(len(m["novel"]) for m in merged.values())
+        for system, m in sorted(merged.items(), key=lambda kv: -len(kv[1]["novel"])):
+            calls, novel = len(m["novel"]), sum(m["novel"])
+            error = f"{np.mean(m['proxy_error']):+.2f}" if m["proxy_error"] else "-"
             median = f"{np.median(m['e_above_hull']):.2f}" if m["e_above_hull"] else "-"
             lines.append(f"| {arm} | {system} | {calls} | {calls / total:.0%} | {novel} | {novel / calls:.2f} | "
                          f"{median} | {error} |")
