@@ -145,10 +145,12 @@ def _run_round(cfg: Config, *, progress: bool, console: Console, log: LibraryLog
         training = training_data(ctx, assembly)
         proxy = ctx.run("trained_proxy", lambda: train_proxy(ctx, training), lambda: Proxy.load(ctx.workdir / "proxy"))
         env = CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device)
-        proposing = functools.cache(lambda: placement(ctx))  # nothing is relaxed between training and sampling
-        policy = ctx.run("trained_generator", lambda: train_gfn(ctx, env, proxy, training, proposing()),
+        # nothing is relaxed or labelled between training and sampling: both see the same templates and hull
+        proposing = functools.cache(lambda: placement(ctx))
+        hull = functools.cache(lambda: stability_hull(ctx))
+        policy = ctx.run("trained_generator", lambda: train_gfn(ctx, env, proxy, training, proposing(), hull()),
                          lambda: load_checkpoint(ctx.workdir / "gfn.pt", env, settings=cfg.gfn))
-        proposal = ctx.run("sampled", lambda: propose(ctx, training, proxy, env, policy, proposing()),
+        proposal = ctx.run("sampled", lambda: propose(ctx, training, proxy, env, policy, proposing(), hull()),
                            lambda: Proposal.load(ctx.workdir / "proposal.pt"))
         ctx.run("selected", lambda: store_batch(ctx, proposal, training), lambda: None)
         ctx.run("logged", lambda: log_batch(ctx, training), lambda: None)
@@ -279,10 +281,10 @@ def stability_hull(ctx: RoundContext) -> FormationHull | None:
 
 
 def train_gfn(ctx: RoundContext, env: CrystalEnv, proxy: Proxy, data: TrainingSet,
-              place: Placement) -> CrystalPolicy:
-    """Train the Crystal-GFN on the acquisition reward (templates of ``place``), warm-started from the previous
-    round's policy."""
-    reward = generator_reward(proxy, data, ctx.cfg.acquisition, stability_hull(ctx), place)
+              place: Placement, hull: FormationHull | None) -> CrystalPolicy:
+    """Train the Crystal-GFN on the acquisition reward (templates of ``place``, ``stability_hull``), warm-started
+    from the previous round's policy."""
+    reward = generator_reward(proxy, data, ctx.cfg.acquisition, hull, place)
     generator = train_generator(env, reward, ctx.cfg.gfn,
                                 warm_start=ctx.workdir.parent / f"round-{ctx.number - 1}" / "gfn.pt",
                                 progress=ctx.progress)
@@ -298,7 +300,7 @@ def train_gfn(ctx: RoundContext, env: CrystalEnv, proxy: Proxy, data: TrainingSe
 
 
 def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: CrystalPolicy,
-            place: Placement) -> Proposal:
+            place: Placement, hull: FormationHull | None) -> Proposal:
     """Sample the generator and choose the batch (``propose_batch``); log the samples, keep the proposal on disk."""
     with ctx.store.session() as session:
         campaign = session.get_one(Campaign, ctx.campaign_id)
@@ -306,7 +308,7 @@ def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv,
             crystals=data.crystals.to_crystals(),
             structures=[*candidate_structures(session, campaign), *relaxed_structures(session, campaign).values()])
     proposal = propose_batch(data, proxy, env, policy, known, acquisition=ctx.cfg.acquisition,
-                             selection=ctx.cfg.selection, seed=ctx.seed("sampled"), hull=stability_hull(ctx),
+                             selection=ctx.cfg.selection, seed=ctx.seed("sampled"), hull=hull,
                              threads=ctx.cfg.gfn.threads, placement=place, progress=ctx.progress)
     report = diversity_report(proposal.samples, ctx.space)
     tracking.log_metrics(ctx.client, ctx.run_id, {
