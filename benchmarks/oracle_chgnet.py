@@ -5,12 +5,17 @@ of the default elements (up to 32 atoms, 16 per element): a composition with tha
 atoms, then a space group that hosts it, then lattice parameters uniform within the
 system's free parameters, scaled to a volume of 10-25 A^3 per atom (uniform lengths alone
 give mostly empty or overfull cells). Each is placed by pyxtal and relaxed with the
-default CHGNet settings (FIRE, fmax 0.1 eV/A, at most 500 steps, one torch thread): one at a
-time through ASE (``batch_size: 1``), then in the oracle's groups of each batch size
-(``oracles.batched_relax``), on one worker. ``|dE|`` compares each candidate's batched final energy
-with its one-at-a-time one (both labelled); CPU seconds are this process's, what an idle core gives.
+default CHGNet settings (FIRE, fmax 0.1 eV/A, at most 500 steps, one torch thread per worker): one at
+a time through ASE (``batch_size: 1``), then in the oracle's groups of each batch size
+(``oracles.batched_relax``), on one worker; then on ``--workers`` worker threads (what
+``oracle.workers: auto`` gives on this machine's cores), one at a time and in groups of the default
+batch size. ``|dE|`` compares each candidate's final energy with its one-at-a-time one (both
+labelled). The noise floor of that comparison is a second one-at-a-time run from starting positions
+moved by ``JITTER`` (Gaussian, per coordinate): about CHGNet's float32 rounding of a position, so its
+``|dE|`` is how far the reference path itself lands from its own end points. CPU seconds are this
+process's (all threads), what idle cores give; ``per minute`` is wall clock, meaningful on an idle machine.
 
-    python -m benchmarks.oracle_chgnet [--n 100] [--sizes 4 8 16 32] [--batch-sizes 8 16 32]
+    python -m benchmarks.oracle_chgnet [--n 100] [--sizes 4 8 16 32] [--batch-sizes 8 16 32] [--workers 2]
 
 Prints a table and writes ``benchmarks/results/oracle_chgnet.md``; every relaxation (every group,
 batched) is appended to ``oracle_chgnet.jsonl`` as it finishes, so a killed run continues where it stopped.
@@ -26,12 +31,17 @@ import math
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from pymatgen.core import Structure
 from tqdm import tqdm
 
 from aloop.config import SpaceSettings
+from aloop.hardware import available_cores
 from aloop.oracle import Failed, Labelled, OracleInput
 from aloop.space import Crystal, CrystalSpace, StructureError, to_structure
 from aloop.space.lattice import cell_volume, expand_lattice
@@ -41,6 +51,37 @@ from oracles.chgnet import CHGNetSettings, relax_candidate, relax_candidates, sp
 RUNS = RESULTS / "oracle_chgnet.jsonl"
 SPACE = SpaceSettings(max_atoms=32, max_atoms_per_element=16)
 VOLUME_PER_ATOM = (10.0, 25.0)
+JITTER = 1e-5
+"""Standard deviation (A) of the noise-floor run's moves of the starting positions."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of relaxing the candidates: group size, worker threads, starting positions jittered or not."""
+
+    batch_size: int
+    workers: int = 1
+    jitter: bool = False
+
+    @property
+    def name(self) -> str:
+        how = "one at a time" if self.batch_size == 1 else f"batch {self.batch_size}"
+        if self.jitter:
+            how += f", start moved {JITTER:g} A"
+        return how if self.workers == 1 else f"{self.workers} workers, {how}"
+
+    def key(self, settings: CHGNetSettings) -> str:
+        """The records' ``settings`` field: the oracle's settings, plus workers and jitter where set."""
+        extra = {"workers": self.workers} if self.workers > 1 else {}
+        extra |= {"jitter": JITTER} if self.jitter else {}
+        return json.dumps(settings.model_copy(update={"batch_size": self.batch_size}).model_dump() | extra,
+                          sort_keys=True)
+
+    def parts(self, items: list[OracleInput]) -> list[tuple[OracleInput, ...]]:
+        """What one call relaxes: a candidate, or one of the oracle's groups."""
+        if self.batch_size == 1:
+            return [(item,) for item in items]
+        return [group.items for group in split_groups(items, self.batch_size)]
 
 
 def sample_crystals(space: CrystalSpace, n_atoms: int, count: int, *, seed: int) -> list[Crystal]:
@@ -83,18 +124,61 @@ def _record(result: Labelled | Failed, seconds: float, cpu: float) -> dict:
             "failure": result.reason if failed else None, "kind": result.kind if failed else None}
 
 
-def relax(items: list[OracleInput], settings: CHGNetSettings) -> list[dict]:
-    """One record per candidate; a group's wall and CPU seconds are shared evenly by its candidates."""
-    wall, cpu = time.perf_counter(), time.process_time()
+def jittered(item: OracleInput) -> OracleInput:
+    """``item`` with its atoms moved by ``JITTER`` (seeded by the candidate's index)."""
+    structure = item.structure
+    noise = np.random.default_rng(int(item.candidate_id)).normal(0.0, JITTER, size=(len(structure), 3))
+    moved = Structure(structure.lattice, structure.species, structure.cart_coords + noise, coords_are_cartesian=True)
+    return OracleInput(item.candidate_id, item.crystal, moved)
+
+
+def relax(items: tuple[OracleInput, ...], settings: CHGNetSettings) -> list[Labelled | Failed]:
+    """The oracle's results for one part: a candidate through ASE, or a group batched."""
     if settings.batch_size == 1:
-        results = [relax_candidate(items[0], settings=settings)]
-    else:
-        results = relax_candidates(items, settings=settings)
+        return [relax_candidate(items[0], settings=settings)]
+    return relax_candidates(items, settings=settings)
+
+
+def relax_mode(items: list[OracleInput], mode: Mode, settings: CHGNetSettings, *, skip: set[int],
+               save: Callable[[tuple[OracleInput, ...], list[dict]], None]) -> None:
+    """Relax ``items`` as ``mode`` says, passing each part's per-candidate records to ``save``.
+
+    On one worker a part's wall and CPU seconds are shared evenly by its candidates, and parts whose
+    candidates are all in ``skip`` are not redone. On several, the mode runs whole and every record gets
+    the mode's wall and CPU seconds over its candidate count (a killed run redoes it).
+    """
+    settings = settings.model_copy(update={"batch_size": mode.batch_size})
+    items = [jittered(item) for item in items] if mode.jitter else items
+    parts = mode.parts(items)
+    if mode.workers == 1:
+        for part in tqdm(parts, desc=f"{len(items[0].structure)} atoms, {mode.name}", unit="group"):
+            if all(int(item.candidate_id) in skip for item in part):
+                continue
+            wall, cpu = time.perf_counter(), time.process_time()
+            results = relax(part, settings)
+            wall, cpu = (time.perf_counter() - wall) / len(part), (time.process_time() - cpu) / len(part)
+            save(part, [_record(result, wall, cpu) for result in results])
+        return
+    if all(int(item.candidate_id) in skip for item in items):
+        return
+    wall, cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(mode.workers) as pool:
+        results = list(tqdm(pool.map(functools.partial(relax, settings=settings), parts), total=len(parts),
+                            desc=f"{len(items[0].structure)} atoms, {mode.name}", unit="group"))
     wall, cpu = (time.perf_counter() - wall) / len(items), (time.process_time() - cpu) / len(items)
-    return [_record(result, wall, cpu) for result in results]
+    save(tuple(items), [_record(result, wall, cpu) for part in results for result in part])
 
 
-def run(counts: dict[int, int], settings: CHGNetSettings, batch_sizes: list[int]) -> list[dict]:
+def modes_for(n: int, batch_sizes: list[int], workers: int) -> list[Mode]:
+    """Every mode relaxing ``n`` candidates: one at a time (and its noise floor), each batch size that makes
+    different groups, and on ``workers`` threads one at a time and in the oracle's default groups."""
+    modes = [Mode(1), Mode(1, jitter=True), *(Mode(b) for b in sizes_up_to(batch_sizes, n))]
+    if workers > 1:
+        modes += [Mode(1, workers), Mode(CHGNetSettings().batch_size, workers)]
+    return modes
+
+
+def run(counts: dict[int, int], settings: CHGNetSettings, batch_sizes: list[int], workers: int) -> list[dict]:
     """Per-candidate records of every mode, appended to ``RUNS`` as they finish; a rerun skips the recorded
     ones, and places no atoms when every candidate of a cell size is recorded (placement is minutes)."""
     done = {(r["settings"], r["atoms"], r["drawn"], r["index"]): r for r in map(json.loads, RUNS.read_text().splitlines())
@@ -102,25 +186,26 @@ def run(counts: dict[int, int], settings: CHGNetSettings, batch_sizes: list[int]
     space = functools.cache(lambda: CrystalSpace.from_settings(SPACE))
     records = []
     for n_atoms, n in counts.items():
-        modes = [settings.model_copy(update={"batch_size": b}) for b in [1, *sizes_up_to(batch_sizes, n)]]
-        keys = {m.batch_size: json.dumps(m.model_dump(), sort_keys=True) for m in modes}
+        modes = modes_for(n, batch_sizes, workers)
         known = all(("placement", n_atoms, n, i) in done for i in range(n))
         placed_ids = [i for i in range(n) if known and done["placement", n_atoms, n, i]["placed"]]
-        if not known or any((key, n_atoms, n, i) not in done for key in keys.values() for i in placed_ids):
+        if not known or any((m.key(settings), n_atoms, n, i) not in done for m in modes for i in placed_ids):
             items = placed(sample_crystals(space(), n_atoms, n, seed=n_atoms))
             placed_ids = [int(item.candidate_id) for item in items]
             _append(done, [{"atoms": n_atoms, "drawn": n, "index": i, "settings": "placement", "placed": i in placed_ids}
                            for i in range(n)])
             for mode in modes:
-                parts = [(item,) for item in items] if mode.batch_size == 1 else [
-                    group.items for group in split_groups(items, mode.batch_size)]
-                for part in tqdm(parts, desc=f"{n_atoms} atoms, batch {mode.batch_size}", unit="group"):
-                    if any((keys[mode.batch_size], n_atoms, n, int(item.candidate_id)) not in done for item in part):
-                        _append(done, [{"atoms": n_atoms, "drawn": n, "index": int(item.candidate_id),
-                                        "batch_size": mode.batch_size, "settings": keys[mode.batch_size],
-                                        "load_1min": os.getloadavg()[0], **record}
-                                       for item, record in zip(part, relax(list(part), mode), strict=True)])
-        records += [done[key, n_atoms, n, i] for key in keys.values() for i in placed_ids]
+                key = mode.key(settings)
+
+                def save(part: tuple[OracleInput, ...], part_records: list[dict], mode=mode, key=key) -> None:
+                    _append(done, [{"atoms": n_atoms, "drawn": n, "index": int(item.candidate_id),
+                                    "batch_size": mode.batch_size, "workers": mode.workers, "jitter": mode.jitter,
+                                    "mode": mode.name, "settings": key, "load_1min": os.getloadavg()[0], **record}
+                                   for item, record in zip(part, part_records, strict=True)])
+
+                relax_mode(items, mode, settings, skip={i for i in placed_ids if (key, n_atoms, n, i) in done},
+                           save=save)
+        records += [done[m.key(settings), n_atoms, n, i] for m in modes for i in placed_ids]
     return records
 
 
@@ -137,21 +222,23 @@ def _append(done: dict, records: list[dict]) -> None:
 
 
 def summary(records: list[dict]) -> list[dict]:
-    """One row per cell size and mode: relaxations per minute (wall, CPU), speed-up, steps, failures, |dE|."""
+    """One row per cell size and mode: relaxations per minute (wall, CPU), speed-ups over one idle core's rate one
+    at a time, steps, failures, |dE| against one at a time."""
     rows = []
     for n_atoms in sorted({r["atoms"] for r in records}):
         runs = [r for r in records if r["atoms"] == n_atoms]
-        one = {r["index"]: r for r in runs if r["batch_size"] == 1}
+        one = {r["index"]: r for r in runs if r["mode"] == Mode(1).name}
         base_cpu = 60 * len(one) / sum(r["cpu"] for r in one.values())
-        for batch_size in sorted({r["batch_size"] for r in runs}):
-            mode = [r for r in runs if r["batch_size"] == batch_size]
+        for name in dict.fromkeys(r["mode"] for r in runs):
+            mode = [r for r in runs if r["mode"] == name]
             kinds = Counter(r["kind"] for r in mode if r["kind"])
             d_e = [abs(r["energy"] - one[r["index"]]["energy"]) for r in mode
                    if r["energy"] is not None and one[r["index"]]["energy"] is not None]
-            per_cpu_minute = 60 * len(mode) / sum(r["cpu"] for r in mode)
-            rows.append({"atoms": n_atoms, "mode": "one at a time" if batch_size == 1 else f"batch {batch_size}",
-                         "relaxed": len(mode), "per minute": 60 * len(mode) / sum(r["seconds"] for r in mode),
-                         "per CPU minute": per_cpu_minute, "speed-up (CPU)": per_cpu_minute / base_cpu,
+            per_minute, per_cpu_minute = 60 * len(mode) / sum(r["seconds"] for r in mode), 60 * len(mode) / sum(
+                r["cpu"] for r in mode)
+            rows.append({"atoms": n_atoms, "mode": name, "relaxed": len(mode), "per minute": per_minute,
+                         "speed-up": per_minute / base_cpu, "per CPU minute": per_cpu_minute,
+                         "speed-up (CPU)": per_cpu_minute / base_cpu,
                          "median steps": np.median([r["steps"] for r in mode]),
                          "failures": ", ".join(f"{k}: {v}" for k, v in kinds.most_common()) or "-",
                          "label changed": sum((r["kind"] is None) != (one[r["index"]]["kind"] is None) for r in mode),
@@ -166,31 +253,37 @@ def main() -> None:
                         help="candidates drawn per cell size: one for all sizes, or one per size")
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 32])
+    parser.add_argument("--workers", type=int, default=min(available_cores(), 2),
+                        help="worker threads of the multi-worker modes (1: none)")
     parser.add_argument("--timeout-s", type=float, default=600.0, help="wall-clock limit of one relaxation")
     args = parser.parse_args()
     settings = CHGNetSettings(timeout_s=args.timeout_s)
     counts = dict(zip(args.sizes, args.n * len(args.sizes) if len(args.n) == 1 else args.n, strict=True))
-    records = run(counts, settings, args.batch_sizes)
+    records = run(counts, settings, args.batch_sizes, args.workers)
     loads = [r["load_1min"] for r in records]
     write_report("oracle_chgnet",
                  f"Candidates drawn per cell size: {', '.join(f'{k} atoms: {v}' for k, v in counts.items())}; those pyxtal "
-                 f"places are relaxed in every mode (batch sizes up to the first that holds them all), on one worker "
-                 f"and {settings.torch_threads} torch thread; 1-minute load average during the runs "
-                 f"{min(loads):.1f}-{max(loads):.1f} (median {np.median(loads):.1f}; the machine is shared, so "
-                 f"``per minute`` (wall clock) is slowed by other users and ``per CPU minute`` is what an idle core "
-                 f"gives). CHGNet {settings.model}, {settings.optimizer}, fmax {settings.fmax} eV/A, at most "
-                 f"{settings.max_steps} steps, cell relaxed, timeout {settings.timeout_s:g} s. Candidates drawn "
-                 f"uniformly from the default space's tables (seed = cell size), "
-                 f"{VOLUME_PER_ATOM[0]:g}-{VOLUME_PER_ATOM[1]:g} A^3/atom. ``batch N``: the oracle's groups of at "
-                 f"most N (``split_groups``), each relaxed together. ``label changed``: candidates labelled in one "
-                 f"mode and failed in the other; ``abs dE`` (eV/atom) over candidates labelled in both. The batched path "
-                 f"takes CHGNet's forces as a plain first derivative (``forward`` builds a differentiable one, for "
-                 f"training): equal within about 1e-5 eV/A, which most relaxations keep (median abs dE ~1e-5), while "
-                 f"a few long ones amplify it into another end point, both below fmax. Two workers are not measured "
-                 f"here (a shared machine): on an idle one ``oracle_dask.md`` measured 1.49x (threads) and 1.86x "
-                 f"(Dask processes) one worker's relaxations per minute.",
-                 table(summary(records), {"per minute": ".1f", "per CPU minute": ".1f", "speed-up (CPU)": ".2f",
-                                          "median steps": ".0f", "max abs dE": ".4f", "median abs dE": ".5f"}))
+                 f"places are relaxed in every mode (batch sizes up to the first that holds them all; "
+                 f"{settings.torch_threads} torch thread per worker); 1-minute load average during the runs "
+                 f"{min(loads):.1f}-{max(loads):.1f} (median {np.median(loads):.1f}; on a shared machine ``per minute`` "
+                 f"(wall clock) is slowed by other users and ``per CPU minute`` is what an idle core gives). "
+                 f"``speed-up``: relaxations per minute (wall clock) over one at a time's per CPU minute (what one idle core "
+                 f"gives one at a time, the oracle's default before ``oracle.workers: auto`` and batching); ``speed-up "
+                 f"(CPU)``: per CPU minute over the same. CHGNet "
+                 f"{settings.model}, {settings.optimizer}, fmax {settings.fmax} eV/A, at most {settings.max_steps} "
+                 f"steps, cell relaxed, timeout {settings.timeout_s:g} s. Candidates drawn uniformly from the default "
+                 f"space's tables (seed = cell size), {VOLUME_PER_ATOM[0]:g}-{VOLUME_PER_ATOM[1]:g} A^3/atom. ``batch "
+                 f"N``: the oracle's groups of at most N (``split_groups``), each relaxed together; ``W workers``: W "
+                 f"threads relaxing parts side by side, as ``oracle.workers`` does. ``label changed``: candidates "
+                 f"labelled in one mode and failed in the other; ``abs dE`` (eV/atom) against one at a time over "
+                 f"candidates labelled in both. ``start moved {JITTER:g} A`` is the noise floor: one at a time again "
+                 f"from starting positions moved by about CHGNet's float32 rounding. The batched path takes CHGNet's "
+                 f"forces as a plain first derivative (``forward`` builds a differentiable one, for training), equal "
+                 f"within about 1e-5 eV/A: relaxations that keep that difference agree to ~1e-5 eV/atom, and those "
+                 f"that amplify it end elsewhere below fmax, as the noise floor's do.",
+                 table(summary(records), {"per minute": ".1f", "speed-up": ".2f", "per CPU minute": ".1f",
+                                          "speed-up (CPU)": ".2f", "median steps": ".0f", "max abs dE": ".4f",
+                                          "median abs dE": ".5f"}))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def load_model(name: str, device: str) -> CHGNet:
     """
     from chgnet.model import CHGNet
 
-    return CHGNet.load(model_name=name, use_device=device, verbose=False)
+    with quiet():  # its constructor prints its parameter count whatever ``verbose`` says
+        return CHGNet.load(model_name=name, use_device=device, verbose=False)
 
 
 def _calculator(settings: CHGNetSettings) -> CHGNetCalculator:
