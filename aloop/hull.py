@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import lzma
 import time
@@ -43,6 +44,7 @@ from aloop.data.convert import Entries
 from aloop.data.local import CIFS, SUMMARY
 from aloop.data.mp import MPQuery, cache_file
 from aloop.oracle import Failed, Labelled, OracleInput, ThermoOracle
+from aloop.space.cache import load_cached, save_cached
 from aloop.space.crystal import Crystal, CrystalBatch
 from aloop.store import (
     REFERENCE_SOURCE,
@@ -239,7 +241,7 @@ def known_phase_entries(store: Store, campaign_id: int, elements: Sequence[str])
             rows = [r for r in rows if all(el.symbol in refs for el in Composition(r.formula).elements)]
             if not rows:
                 continue
-            crystals = [Crystal.from_structure(stored_structure(r.structure)) for r in rows]
+            crystals = known_crystals([r.structure for r in rows])
             kept = tuple(dict.fromkeys([*elements, *(el.symbol for c in crystals for el in c.composition)]))
             entries.append(Entries(
                 source=oracle, ids=tuple(f"{oracle}-{r.key}" for r in rows),
@@ -247,6 +249,17 @@ def known_phase_entries(store: Store, campaign_id: int, elements: Sequence[str])
                 properties={"formation_energy_per_atom": np.array(
                     [formation_energy_per_atom(Composition(r.formula), r.value, refs) for r in rows])}))
     return entries
+
+
+def known_crystals(structures: Sequence[str]) -> list[Crystal]:
+    """``Crystal.from_structure`` of stored structures, cached on disk under a hash of their text: the known phases
+    are the same every round, and symmetry analysis takes 36 ms each (664 phases of the default space)."""
+    name = f"known-phase-crystals-{hashlib.sha256(chr(0).join(structures).encode()).hexdigest()[:16]}"
+    if (cached := load_cached(name)) is not None:
+        return [Crystal.from_dict(d) for d in cached]
+    crystals = [Crystal.from_structure(stored_structure(s)) for s in structures]
+    save_cached(name, [c.as_dict() for c in crystals])
+    return crystals
 
 
 def describe_hull(store: Store, campaign_id: int, oracle: str) -> HullDescription:

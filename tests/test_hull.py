@@ -18,6 +18,7 @@ from aloop.hull import (
     KnownPhase,
     describe_hull,
     formation_hull,
+    known_crystals,
     known_phase_entries,
     known_phases,
     relax_known_phases,
@@ -160,6 +161,22 @@ def test_the_stability_hull_is_the_formation_energy_hull_of_the_oracle(store):
     hull = formation_hull(store, campaign_id(store), ("Na", "Cl"))
     # rock salt: -2.0 - (-1.0 - 2.0) / 2 = -0.5 eV/atom, the lowest of the two NaCl entries
     assert hull(torch.tensor([[1, 1], [4, 4], [1, 0]])).tolist() == pytest.approx([-0.5, -0.5, 0.0])
+
+
+def test_known_crystals_are_analysed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALOOP_CACHE_DIR", str(tmp_path))
+    texts = [rock_salt().structure.to(fmt="cif"), Structure(Lattice.cubic(3.4), ["Na", "Cl"],
+                                                           [[0, 0, 0], [0.5, 0.5, 0.5]]).to(fmt="cif")]
+    first = known_crystals(texts)
+    assert [(c.space_group, c.wyckoff) for c in first] == [(225, "Na:4a Cl:4b"), (221, "Na:1a Cl:1b")]
+
+    def analyse(*args, **kwargs):
+        raise AssertionError("symmetry analysed again")
+
+    monkeypatch.setattr(Crystal, "from_structure", analyse)
+    assert known_crystals(texts) == first
+    with pytest.raises(AssertionError, match="analysed again"):  # another set of phases is another entry
+        known_crystals(texts[:1])
 
 
 class RelaxingTableOracle(TableOracle):
