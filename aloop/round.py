@@ -401,10 +401,10 @@ def label(ctx: RoundContext) -> SubmitReport:
 
 
 def placement(ctx: RoundContext) -> Placement:
-    """This round's placement (``campaign_placement``), its template count printed."""
+    """This round's placement (``campaign_placement``), its template count printed when it has templates."""
     start = time.perf_counter()
     found = campaign_placement(ctx.cfg, ctx.space, ctx.store, ctx.campaign_id)
-    if found.pool is not None:
+    if found.pool:
         ctx.console.print(f"placement templates: {len(found.pool)}, indexed in {time.perf_counter() - start:.1f} s")
     return found
 

@@ -7,9 +7,12 @@ aloop cache (`~/.cache/aloop`: space tables, MLflow's empty schema) is kept, as 
 machine after its first round. Time per stage is the round's own (`time_<stage>_s` on
 the MLflow round run); "start" is process start to the first stage (imports, stores,
 lock), "outside stages" the rest (training-set assembly between stages, summary, exit).
-Each repeat is a fresh folder.
+Each repeat is a fresh folder. ``--compare key=value`` then runs one more round with those overrides too
+and compares it with the first repeat: the cold-start design's crystals and labels, and the batch's
+crystals (e.g. ``--compare oracle.settings.batch_size=1``: which labels the batched relaxer changes).
 
     python -m benchmarks.round_timing [--config configs/smoke.yaml] [--repeats 2] [--set key=value ...]
+        [--compare key=value ...]
 
 Prints a markdown table and writes ``benchmarks/results/round_timing[-<config>].md``.
 """
@@ -24,14 +27,16 @@ import tempfile
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
+from sqlalchemy import select
 
 from aloop.round import STAGES
+from aloop.store import Candidate, open_store
 from aloop.tracking import KIND_TAG
 from benchmarks.round_resume import REPO, launch
 
 
-def time_round(config: Path, overrides: tuple[str, ...]) -> dict[str, float]:
-    """Seconds of one cold round in a fresh folder: total, start, each stage, outside stages."""
+def time_round(config: Path, overrides: tuple[str, ...]) -> dict:
+    """Seconds of one cold round in a fresh folder: total, start, each stage, outside stages; and the folder."""
     folder = Path(tempfile.mkdtemp(prefix="round_timing-"))
     load = os.getloadavg()[0]
     run = launch(config, folder, overrides=overrides)
@@ -43,7 +48,40 @@ def time_round(config: Path, overrides: tuple[str, ...]) -> dict[str, float]:
     stages = {s: parent.data.metrics.get(f"time_{s}_s", 0.0) for s in STAGES}
     start = min(run.starts.values())
     return {"total": run.seconds, "start": start, **stages,
-            "outside stages": run.seconds - start - sum(stages.values()), "load": load}
+            "outside stages": run.seconds - start - sum(stages.values()), "load": load, "folder": folder}
+
+
+def round_labels(folder: Path) -> dict[str, dict[str, tuple[str, float | None]]]:
+    """A finished cold round's candidates, the cold-start ``design`` (no proxy prediction) and the ``batch``:
+    canonical hash -> (state, CHGNet energy per atom or None)."""
+    store = open_store(f"sqlite:///{folder / 'aloop.db'}")
+    try:
+        with store.session() as session:
+            found: dict[str, dict[str, tuple[str, float | None]]] = {}
+            for candidate in session.scalars(select(Candidate)):
+                energy = next((label.value for label in candidate.labels
+                               if label.property == "energy_per_atom" and label.status == "ok"), None)
+                part = "design" if candidate.proxy_mean is None else "batch"
+                found.setdefault(part, {})[candidate.canonical_hash] = (candidate.state, energy)
+            return found
+    finally:
+        store.close()
+
+
+def compare(first: Path, second: Path) -> list[str]:
+    """Markdown lines: how the second round's candidates and labels differ from the first's."""
+    rounds_a, rounds_b = round_labels(first), round_labels(second)
+    lines = []
+    for part in ("design", "batch"):
+        a, b = rounds_a.get(part, {}), rounds_b.get(part, {})
+        shared = sorted(set(a) & set(b))
+        energies = [(a[h][1], b[h][1]) for h in shared]
+        both = [abs(x - y) for x, y in energies if x is not None and y is not None]
+        changed = sum((x is None) != (y is None) for x, y in energies)
+        lines.append(f"| {part} | {len(a)} | {len(b)} | {len(shared)} | {changed} | {len(both)} | "
+                     f"{sum(d > 0.005 for d in both)} | {max(both, default=float('nan')):.4f} |")
+    return ["| candidates | first | second | same crystals | labelled in one only | labelled in both | "
+            "abs dE > 0.005 eV/atom | max abs dE |", "|---|---|---|---|---|---|---|---|", *lines]
 
 
 def main() -> None:
@@ -51,6 +89,8 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "smoke.yaml")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override, key=value")
+    parser.add_argument("--compare", action="append", default=[],
+                        help="also run one round with this override too and compare its candidates and labels")
     args = parser.parse_args()
     config = args.config.resolve()
     name = config.relative_to(REPO) if config.is_relative_to(REPO) else config
@@ -66,6 +106,14 @@ def main() -> None:
         table.append(f"| {row} | " + " | ".join(f"{v:.1f}" for v in values) + f" | {statistics.median(values):.1f} |")
     table.append("| load average (1 min) at start | " + " | ".join(f"{r['load']:.2f}" for r in runs) + " | |")
     sets = "".join(f" --set {o}" for o in args.overrides)
+    compared = ""
+    if args.compare:
+        other = time_round(config, (*args.overrides, *args.compare))
+        changes = "".join(f" --set {o}" for o in args.compare)
+        compared = (f"\n## Against a round with{changes}\n\nThat round took {other['total']:.1f} s (labelling "
+                    f"{other['labelled']:.1f} s, the design {other['designed']:.1f} s). Same seed: the design is the "
+                    "same crystals; the batch differs where a changed design label changed the proxy.\n\n" + "\n".join(compare(runs[0]["folder"], other["folder"])) + "\n")
+        sets += "".join(f" --compare {o}" for o in args.compare)
     text = f"""# Time of one round ({name}{sets})
 
 `python -m benchmarks.round_timing --config {name} --repeats {args.repeats}{sets}`
@@ -76,7 +124,7 @@ load average {os.getloadavg()[0]:.2f} at the end.
 Protocol: {__doc__.split("Protocol: ")[1].split("python -m")[0].strip()}
 
 {chr(10).join(table)}
-"""
+{compared}"""
     suffix = ("" if config.name == "smoke.yaml" else f"-{config.stem}") + ("-overrides" if args.overrides else "")
     (REPO / "benchmarks" / "results" / f"round_timing{suffix}.md").write_text(text)
     print(text)
