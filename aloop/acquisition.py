@@ -31,6 +31,7 @@ from aloop.proxy import Proxy
 from aloop.proxy.proxy import CHUNK
 from aloop.space import CrystalBatch
 from aloop.space.spacing import crowded
+from aloop.space.supergroup import forced_supergroup
 from aloop.space.templates import Prototypes
 from aloop.thermo import FormationHull
 
@@ -106,7 +107,9 @@ def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str, b
     """A GFlowNet log reward ``CrystalBatch -> (N,)``: acquisition / temperature, floored.
 
     Crystals whose sites have no room for their atoms in the sampled lattice (``crowded``: pyxtal
-    could never place them) get the floor, so the generator learns to leave them; with
+    could never place them) or force a higher group than the sampled one at any coordinates
+    (``forced_supergroup``: the placed structure would be another crystal) get the floor, so the
+    generator learns to leave them; with
     ``prototypes``, those without a placement template lose ``settings.untemplated_penalty``. The
     proxy runs on CPU (the GFlowNet may sample on a GPU); the result is on the batch's device and
     always finite.
@@ -117,7 +120,7 @@ def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str, b
     def log_reward(batch: CrystalBatch) -> torch.Tensor:
         with torch.no_grad():
             value = _acquire(acqf, proxy, settings, batch, best_f=best_f, hull=shift, prototypes=prototypes)
-        value = torch.where(crowded(batch).to(value.device), -torch.inf, value)
+        value = torch.where((crowded(batch) | forced_supergroup(batch)).to(value.device), -torch.inf, value)
         return to_log_reward(value, settings).to(batch.space_group.device)
 
     return log_reward

@@ -13,6 +13,7 @@ from aloop.acquisition import acquisition_values, log_reward_fn, to_log_reward
 from aloop.config import AcquisitionSettings
 from aloop.space import Crystal, CrystalBatch
 from aloop.space.spacing import crowded
+from aloop.space.supergroup import forced_supergroup
 from aloop.space.templates import TemplatePool, template_of
 from aloop.thermo import FormationHull
 
@@ -67,7 +68,7 @@ def test_reward_is_monotone_in_acquisition_and_clipped(fitted):
     log_reward = log_reward_fn(proxy, settings, target="formation_energy_per_atom", best_f=0.0)(test.crystals)
     assert log_reward.shape == (len(test),) and torch.isfinite(log_reward).all()
     assert log_reward.min() >= -3.0
-    room = ~crowded(test.crystals)  # crystals whose sites cannot hold their atoms get the floor
+    room = ~(crowded(test.crystals) | forced_supergroup(test.crystals))  # unplaceable or another group: the floor
     assert (log_reward[~room] == -3.0).all()
     order = acquisition[room].argsort()
     assert (log_reward[room][order].diff() >= -1e-5).all()
@@ -83,6 +84,22 @@ def test_a_crystal_whose_sites_have_no_room_gets_the_floor(fitted):
                  for c in (2.0, 15.0)]
     batch = CrystalBatch.from_crystals(on_a_line, test.crystals.elements)
     assert crowded(batch).tolist() == [True, False]
+    acquisition = acquisition_values(proxy, settings, batch, target="formation_energy_per_atom", best_f=0.0)
+    log_reward = log_reward_fn(proxy, settings, target="formation_energy_per_atom", best_f=0.0)(batch)
+    assert (acquisition / 100.0 > -3.0).all()
+    assert log_reward[0] == -3.0
+    torch.testing.assert_close(log_reward[1], (acquisition[1] / 100.0).float())
+
+
+def test_a_crystal_whose_sites_force_a_higher_group_gets_the_floor(fitted):
+    proxy, test = fitted
+    settings = AcquisitionSettings(kind="ucb", temperature=100.0, log_reward_min=-3.0)  # every value well above -3
+    a, b = test.crystals.elements[:2]
+    lattice = (4.0, 5.0, 6.0, 90.0, 90.0, 90.0)  # P222: orbits on the 2-fold axes alone are Pmmm, general ones P222
+    axes = Crystal(16, Composition({a: 2, b: 2}), lattice, ((a, "i"), (b, "k")))
+    general = Crystal(16, Composition({a: 4, b: 4}), lattice, ((a, "u"), (b, "u")))
+    batch = CrystalBatch.from_crystals([axes, general], test.crystals.elements)
+    assert forced_supergroup(batch).tolist() == [True, False] and not crowded(batch).any()
     acquisition = acquisition_values(proxy, settings, batch, target="formation_energy_per_atom", best_f=0.0)
     log_reward = log_reward_fn(proxy, settings, target="formation_energy_per_atom", best_f=0.0)(batch)
     assert (acquisition / 100.0 > -3.0).all()
@@ -126,7 +143,7 @@ def test_stability_is_the_acquisition_of_the_energy_above_the_hull(fitted, kind)
         finite = expected > -20
         torch.testing.assert_close(values[finite], expected[finite], rtol=1e-3, atol=1e-3)
     reward = log_reward_fn(proxy, settings, target="stability", best_f=best, hull=hull)
-    room = ~crowded(test.crystals)
+    room = ~(crowded(test.crystals) | forced_supergroup(test.crystals))
     torch.testing.assert_close(reward(test.crystals)[room], to_log_reward(values, settings)[room])
 
 

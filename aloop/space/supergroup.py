@@ -1,0 +1,151 @@
+"""Wyckoff sets that force a higher symmetry: no choice of free coordinates gives the sampled group.
+
+A structure's symmetry operations map every orbit onto itself. An orbit on a special position often
+has more symmetry than its group whatever its free coordinates (P222's orbits on the 2-fold axes,
+``(x, 0, 0), (-x, 0, 0)``, are mirror-symmetric too), and a set made only of such orbits keeps the
+extra operations they share: P222 with every orbit on its axes is Pmmm. Operations an orbit has only
+at its own coordinates (R3m's 3a orbit alone is centrosymmetric about its own height) are left out:
+orbits at independent coordinates do not share them, so the check may miss a set of one or two
+such orbits but never calls a set forced that is not.
+pyxtal then places the atoms, but the structure is another crystal than the one sampled; 16 of
+Fe-O's 21 labelled candidates of campaign v2's aloop arm whose group was not the sampled one were
+such sets (``benchmarks/results/placement.md``).
+
+Written here because neither pyxtal nor spglib tells which sets of Wyckoff positions are
+characteristic of their group: each letter's orbit is built by pyxtal at random free coordinates
+in a cell of its lattice system, spglib finds the orbit's symmetry operations in that cell, and a
+set of letters forces a supergroup when the operations common to its orbits outnumber the
+group's. One table per group, the check batched over a ``CrystalBatch``.
+
+Example:
+    >>> from pymatgen.core import Composition
+    >>> from aloop.space.crystal import Crystal, CrystalBatch
+    >>> axes = Crystal(16, Composition("Fe2O2"), (4.0, 5.0, 6.0, 90, 90, 90), (("Fe", "i"), ("O", "k")))
+    >>> general = Crystal(16, Composition("Fe4O4"), (4.0, 5.0, 6.0, 90, 90, 90), (("Fe", "u"), ("O", "u")))
+    >>> forced_supergroup(CrystalBatch.from_crystals([axes, general], ("Fe", "O"))).tolist()
+    [True, False]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import torch
+
+from aloop.space.cache import load_arrays, save_arrays
+from aloop.space.crystal import CrystalBatch
+from aloop.space.groups import N_SPACE_GROUPS
+from aloop.space.wyckoff import letter_index
+
+GENERIC_CELLS = {
+    "triclinic": (4.1, 5.3, 6.7, 79.0, 83.0, 71.0),
+    "monoclinic": (4.1, 5.3, 6.7, 90.0, 101.0, 90.0),
+    "orthorhombic": (4.1, 5.3, 6.7, 90.0, 90.0, 90.0),
+    "tetragonal": (4.1, 4.1, 6.7, 90.0, 90.0, 90.0),
+    "trigonal": (4.1, 4.1, 6.7, 90.0, 90.0, 120.0),
+    "hexagonal": (4.1, 4.1, 6.7, 90.0, 90.0, 120.0),
+    "cubic": (5.3, 5.3, 5.3, 90.0, 90.0, 90.0),
+}
+"""A cell of each lattice system with no metric coincidence beyond the system's own (pyxtal's settings)."""
+CACHE_NAME = "orbit-symmetry-v1"
+POINTS = 3
+"""Random points per letter: an orbit's operations at all of them are those it has whatever its coordinates."""
+SYMPREC = 1e-4
+"""spglib's distance tolerance (Angstrom): the orbits are exact images of one point, so any small value does."""
+
+
+@dataclass(frozen=True)
+class OrbitSymmetry:
+    """Symmetry of each letter's orbits in one group whatever their coordinates, over the operations any of them has.
+
+    Attributes:
+        fixes: ``(W, U)`` bool, letters (index as ``letters(group)``) by operations: which fix that orbit.
+        order: operations of the group in its conventional cell (those fixing its general position).
+    """
+
+    fixes: torch.Tensor
+    order: int
+
+
+@cache
+def orbit_symmetry(number: int) -> OrbitSymmetry:
+    """The symmetry operations every letter's orbit of group ``number`` has at any free coordinates (those it has at
+    ``POINTS`` random ones)."""
+    import spglib
+    from pyxtal.symmetry import Group
+
+    group = Group(number)
+    cell = _cell(GENERIC_CELLS[group.lattice_type])
+    index = letter_index(number)
+    rng = np.random.default_rng(number)
+    found: dict[int, set[tuple]] = {}
+    for wp in group:
+        common = None
+        for _ in range(POINTS):
+            point = rng.uniform(0.05, 0.45, size=3) + rng.integers(0, 2, size=3) * 0.5
+            orbit = np.array([op.operate(point) for op in wp.ops]) % 1.0
+            symmetry = spglib.get_symmetry((cell, orbit, [1] * len(orbit)), symprec=SYMPREC)
+            ops = {_key(r, t) for r, t in zip(symmetry["rotations"], symmetry["translations"], strict=True)}
+            common = ops if common is None else common & ops
+        found[index[wp.letter]] = common
+    universe = sorted(set().union(*found.values()))
+    column = {op: i for i, op in enumerate(universe)}
+    fixes = torch.zeros(len(index), len(universe), dtype=torch.bool)
+    for letter, ops in found.items():
+        fixes[letter, [column[op] for op in ops]] = True
+    return OrbitSymmetry(fixes, len(found[index[group[0].letter]]))
+
+
+def _cell(parameters: tuple[float, ...]) -> np.ndarray:
+    """Cell vectors as rows of lattice parameters (Angstrom, degrees)."""
+    from pymatgen.core import Lattice
+
+    return Lattice.from_parameters(*parameters).matrix
+
+
+def _key(rotation: np.ndarray, translation: np.ndarray) -> tuple:
+    """A hashable symmetry operation: the integer rotation and the translation modulo 1 on a 1/1000 grid."""
+    return (*rotation.astype(int).flatten().tolist(), *(np.round(translation % 1.0, 3) % 1.0).tolist())
+
+
+@cache
+def _table() -> tuple[torch.Tensor, torch.Tensor]:
+    """``orbit_symmetry`` of every group stacked, the operations packed 64 to a word: ``(231, W_max, K)`` int64 and
+    ``(231,)`` orders, row 0 empty; kept in the on-disk cache (9 s to compute)."""
+    if (cached := load_arrays(CACHE_NAME)) is not None:
+        return torch.from_numpy(cached["words"]), torch.from_numpy(cached["order"])
+    tables = {n: orbit_symmetry(n) for n in range(1, N_SPACE_GROUPS + 1)}
+    width = max(t.fixes.shape[0] for t in tables.values())
+    universe = 64 * -(-max(t.fixes.shape[1] for t in tables.values()) // 64)
+    fixes = torch.zeros(N_SPACE_GROUPS + 1, width, universe, dtype=torch.bool)
+    order = torch.zeros(N_SPACE_GROUPS + 1, dtype=torch.long)
+    for n, t in tables.items():
+        fixes[n, : t.fixes.shape[0], : t.fixes.shape[1]] = t.fixes
+        order[n] = t.order
+    bits = fixes.view(N_SPACE_GROUPS + 1, width, -1, 64).long() << torch.arange(64)
+    words = bits.sum(dim=-1)  # disjoint bits: the sum is their OR (bit 63 makes a word negative, still exact)
+    save_arrays(CACHE_NAME, words=words.numpy(), order=order.numpy())
+    return words, order
+
+
+_BITS_IN_BYTE = torch.tensor([bin(b).count("1") for b in range(256)])
+
+
+def forced_supergroup(batch: CrystalBatch) -> torch.Tensor:
+    """``(N,)`` bool: the crystal's Wyckoff set has more symmetry than its group at any free coordinates
+    (``False`` for crystals without sites)."""
+    n = len(batch)
+    if batch.sites is None or n == 0:
+        return torch.zeros(n, dtype=torch.bool, device=batch.space_group.device)
+    words, order = _table()
+    letter = batch.sites[..., 1].cpu().long()
+    real = (letter >= 0) & (batch.sites[..., 0].cpu() >= 0)
+    group = batch.space_group.cpu().long().clamp(1, N_SPACE_GROUPS)
+    per_site = torch.where(real.unsqueeze(2), words[group.unsqueeze(1), letter.clamp(min=0)], -1)  # (N, L, K)
+    common = per_site[:, 0]
+    for site in range(1, per_site.shape[1]):  # torch has no AND reduction
+        common = common & per_site[:, site]
+    count = _BITS_IN_BYTE[common.contiguous().view(torch.uint8).long()].sum(dim=1)
+    return ((count > order[group]) & real.any(dim=1)).to(batch.space_group.device)
