@@ -176,12 +176,17 @@ def _crowded(sg: torch.Tensor, lattice: torch.Tensor, element: torch.Tensor, let
     slot = torch.where(real, letter * n_elements + element, 0)
     orbits = torch.zeros(n, width * n_elements, dtype=torch.float64).scatter_add_(1, slot, real.double())
     atoms = torch.einsum("nfe,nfw->nwe", orbits.view(n, width, n_elements), table.points[sg].double())
-    nearest = torch.where(atoms.unsqueeze(2) > 0, distance, torch.inf).amin(dim=-1)
-    half = torch.where(atoms > 0, nearest / 2, 0.0)
+    dimension = table.dimension[sg]
+    row, locus = ((dimension > 0) & (atoms > 0).any(dim=-1)).nonzero(as_tuple=True)  # lines and planes with atoms
+    present = atoms[row, locus]  # (P, E): the few (crystal, letter) pairs that need the (E, E) distances
+    nearest = torch.where(present.unsqueeze(1) > 0, distance, torch.inf).amin(dim=-1)
+    half = torch.where(present > 0, nearest / 2, 0.0)
+    line, plane = torch.zeros(n, width, dtype=torch.float64), torch.zeros(n, width, dtype=torch.float64)
+    line[row, locus] = (present * 2 * half).sum(dim=-1)
+    plane[row, locus] = (present * math.pi * half**2).sum(dim=-1)
     spans = torch.einsum("nwkj,nji->nwki", table.period[sg], lattice_vectors(lattice))
     length = spans[:, :, 0].norm(dim=-1)
     area = torch.linalg.cross(spans[:, :, 0], spans[:, :, 1]).norm(dim=-1)
-    dimension = table.dimension[sg]
-    too_long = (dimension == 1) & (length < (atoms * 2 * half).sum(dim=-1))
-    too_dense = (dimension == 2) & (area < (atoms * math.pi * half**2).sum(dim=-1))
+    too_long = (dimension == 1) & (length < line)
+    too_dense = (dimension == 2) & (area < plane)
     return too_long | too_dense
