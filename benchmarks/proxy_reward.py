@@ -12,7 +12,9 @@ warm-up call, wall clock and CPU time (all threads) of this process; torch threa
 (``proxy.target: stability``) adds the hull's formation energy at each composition
 (``aloop.thermo.FormationHull``), here the hull of the shared entries of the space's
 elements; its first call also finds the hull's planes of every chemical system it meets
-(reported apart: a round pays it once).
+(reported apart: a round pays it once), and, as in the round, the placement templates' hash
+(``Prototypes``: crystals without a template lose ``acquisition.untemplated_penalty``) and the
+floor for crystals whose sites have no room or force a supergroup.
 
     python -m benchmarks.proxy_reward [--repeats 20]
 
@@ -36,7 +38,8 @@ from aloop.config import AcquisitionSettings, ProxySettings, load_config
 from aloop.data import read_local, to_training_set
 from aloop.gfn import CrystalEnv, build_policy, sample
 from aloop.proxy import fit_proxy
-from aloop.space import CrystalSpace
+from aloop.data.known_structures import known_templates
+from aloop.space import CrystalSpace, TemplatePool
 from aloop.space.features import feature_names, featurize
 from aloop.thermo import FormationHull
 from benchmarks import SHARED_DATA
@@ -68,12 +71,15 @@ def _stability_rows(env: CrystalEnv, batch, repeats: int) -> list[str]:
     proxy = fit_proxy(train, ProxySettings(epochs=1, min_steps=50), seed=0)
     entries = [(c.composition, float(v)) for c, v in zip(data.crystals.to_crystals(), data.values.tolist(), strict=True)
                if {el.symbol for el in c.composition} <= set(env.space.elements)]
+    shared = load_config(overrides=[f"data.local_path={SHARED_DATA / 'mp_cgcnn36k'}"])
+    prototypes = TemplatePool.build(known_templates(env.space, shared.data)).prototypes()
     rows = []
     for kind in ("ucb", "logei", "mean"):
         for target in ("formation_energy_per_atom", "stability"):
             settings = AcquisitionSettings(kind=kind)
             hull = FormationHull(env.space.elements, entries) if target == "stability" else None
-            reward = log_reward_fn(proxy, settings, target=target, best_f=0.0, hull=hull)
+            reward = log_reward_fn(proxy, settings, target=target, best_f=0.0, hull=hull,
+                                   prototypes=prototypes if target == "stability" else None)
             start = time.perf_counter()
             reward(batch)
             first = (time.perf_counter() - start) * 1e3
@@ -150,8 +156,10 @@ def main() -> None:
         f"## Stability reward of {STABILITY_BATCH:,} terminal states (1 thread)",
         "",
         "Proxy of formation energy as above; hull: the formation energies of the shared entries made of the "
-        "space's elements. `first call`: the hull's planes of every chemical system the batch meets are found "
-        "then (pymatgen `PhaseDiagram`), once per round.",
+        "space's elements; the stability rows also look the crystals up among the templates of the shared entries "
+        "(the round's `untemplated_penalty`). `first call`: the hull's planes of every chemical system the batch "
+        "meets are found then (pymatgen `PhaseDiagram`), once per round. Every row includes the floor of crystals "
+        "whose sites have no room or force a supergroup.",
         "",
         "| target | acquisition | first call: ms | median: ms | CPU ms |",
         "|---|---|---|---|---|",
