@@ -145,7 +145,8 @@ def _run_round(cfg: Config, *, progress: bool, console: Console, log: LibraryLog
         training = training_data(ctx, assembly)
         proxy = ctx.run("trained_proxy", lambda: train_proxy(ctx, training), lambda: Proxy.load(ctx.workdir / "proxy"))
         env = CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device)
-        # nothing is relaxed or labelled between training and sampling: both see the same templates and hull
+        # nothing is relaxed or labelled in this process between training, sampling and labelling: they see the
+        # same templates (and training and sampling the same hull)
         proposing = functools.cache(lambda: placement(ctx))
         hull = functools.cache(lambda: stability_hull(ctx))
         policy = ctx.run("trained_generator", lambda: train_gfn(ctx, env, proxy, training, proposing(), hull()),
@@ -156,7 +157,7 @@ def _run_round(cfg: Config, *, progress: bool, console: Console, log: LibraryLog
         ctx.run("logged", lambda: log_batch(ctx, training), lambda: None)
         ctx.run("reviewed", lambda: review(ctx), lambda: None)
         if not waiting_for_review(ctx):
-            ctx.run("labelled", lambda: label(ctx), lambda: None)
+            ctx.run("labelled", lambda: label(ctx, proposing()), lambda: None)
             ctx.run("done", lambda: finish(ctx), lambda: None)
         return report(ctx)
 
@@ -190,7 +191,7 @@ def open_round(cfg: Config, store: Store, space: CrystalSpace, *, console: Conso
 
 def collect(ctx: RoundContext) -> None:
     """Act on reviews left in MLflow and store results of jobs still running from earlier runs."""
-    reviews = label(ctx).reviews
+    reviews = label(ctx, placement(ctx)).reviews
     if reviews.approved or reviews.rejected:
         ctx.console.print(f"reviews read from MLflow: {reviews.approved} approved, {reviews.rejected} rejected, "
                           f"{reviews.pending} still pending")
@@ -212,6 +213,7 @@ def label_initial_design(ctx: RoundContext) -> Assembly | None:
     """
     with ctx.store.session() as session:
         designed = bool(session.get_one(Round, ctx.round_id).candidates)
+    place = functools.cache(lambda: placement(ctx))  # the design is placed and labelled with the same templates
     if not designed:
         assembly = assemble(ctx)
         size = ctx.cfg.data.cold_start_size
@@ -219,12 +221,12 @@ def label_initial_design(ctx: RoundContext) -> Assembly | None:
             return assembly
         ctx.console.print(f"no training data (no Materials Project key or cache, no labels): labelling a "
                           f"space-filling design of {size} crystals with {ctx.cfg.oracle.name}")
-        design = initial_design(ctx.space, ctx.cfg.gfn, size, seed=ctx.seed("designed"), placement=placement(ctx))
+        design = initial_design(ctx.space, ctx.cfg.gfn, size, seed=ctx.seed("designed"), placement=place())
         with ctx.store.session() as session:
             add_candidates(session, session.get_one(Round, ctx.round_id),
                            [NewCandidate(crystal, cif=structure.to(fmt="cif")) for crystal, structure in design])
     approve_round(ctx.store, ctx.client, round_id=ctx.round_id)
-    label(ctx)
+    label(ctx, place())
     return None
 
 
@@ -389,11 +391,12 @@ def waiting_for_review(ctx: RoundContext) -> bool:
     return bool(batch) and all(state == "proposed" for state in batch)
 
 
-def label(ctx: RoundContext) -> SubmitReport:
+def label(ctx: RoundContext, place: Placement) -> SubmitReport:
     """Send approved candidates to the oracle, store the labels, mirror states to MLflow (``label_approved``);
-    an energy oracle first relaxes the known phases of the space it has not relaxed yet (``aloop.hull``)."""
+    an energy oracle first relaxes the known phases of the space it has not relaxed yet (``aloop.hull``).
+    ``place`` places approved candidates that have no structure yet."""
     report = label_approved(ctx.store, ctx.client, campaign_id=ctx.campaign_id, settings=ctx.cfg.oracle,
-                            known=known_phases(ctx.cfg.space, ctx.cfg.data, ctx.cfg.hull), placement=placement(ctx),
+                            known=known_phases(ctx.cfg.space, ctx.cfg.data, ctx.cfg.hull), placement=place,
                             progress=ctx.progress)
     print_hull(ctx.console, report.labelling)
     ctx.client.set_tag(ctx.run_id, "hull", report.labelling.hull)
