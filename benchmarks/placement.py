@@ -106,8 +106,9 @@ def campaign_rows() -> list[dict]:
 
     rows = []
     for system, config in SYSTEMS.items():
+        cfg = load_config(config)
         for arm in ("aloop", "mean"):
-            rounds = read_records(RECORDS / f"run-{run_key(load_config(config))}" / f"{arm}.jsonl.gz").values()
+            rounds = read_records(RECORDS / f"run-{run_key(cfg)}" / f"{arm}.jsonl.gz").values()
             skipped = Counter()
             for finished in rounds:
                 skipped.update(finished["about"]["skipped"])
@@ -116,7 +117,7 @@ def campaign_rows() -> list[dict]:
             exact = [group_of(Structure.from_str(label["cif"], fmt="cif")) == label["crystal"]["space_group"]
                      for label in labels]
             crystals = [Crystal.from_dict(label["crystal"]) for label in labels]
-            forced = forced_supergroup(CrystalBatch.from_crystals(crystals, tuple(load_config(config).space.elements)))
+            forced = forced_supergroup(CrystalBatch.from_crystals(crystals, tuple(cfg.space.elements)))
             rows.append({"system": system, "arm": arm, "rounds": len(rounds), "placements tried": tried,
                          "placed": 1 - skipped["no_structure"] / tried, "labelled": len(labels),
                          "exact group": sum(exact) / len(labels), "forced group": float(forced.float().mean()),

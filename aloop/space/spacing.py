@@ -67,7 +67,7 @@ def group_loci(number: int) -> Loci:
     points = torch.zeros(size, size, dtype=torch.long)
     rng = np.random.default_rng(0)
     rank = {index[wp.letter]: int(np.linalg.matrix_rank(wp.ops[0].rotation_matrix)) for wp in Group(number)}
-    orbit = {index[wp.letter]: _orbit(wp, rng.random(3)) for wp in Group(number)}
+    orbit = {index[wp.letter]: orbit_points(wp, rng.random(3)) for wp in Group(number)}
     for wp in Group(number):
         w = index[wp.letter]
         if rank[w] not in (1, 2):
@@ -80,8 +80,9 @@ def group_loci(number: int) -> Loci:
     return Loci(dimension, period, points)
 
 
-def _orbit(wp: object, general: np.ndarray) -> np.ndarray:
-    """The points of a Wyckoff orbit at a generic point of its locus."""
+def orbit_points(wp: object, general: np.ndarray) -> np.ndarray:
+    """The points of a pyxtal Wyckoff position's orbit through the projection of ``general`` (fractional) onto its
+    locus."""
     return np.array([op.operate(general) for op in wp.ops])
 
 

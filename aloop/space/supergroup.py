@@ -37,6 +37,7 @@ import torch
 from aloop.space.cache import load_arrays, save_arrays
 from aloop.space.crystal import CrystalBatch
 from aloop.space.groups import N_SPACE_GROUPS
+from aloop.space.spacing import lattice_vectors, orbit_points
 from aloop.space.wyckoff import letter_index
 
 GENERIC_CELLS = {
@@ -77,7 +78,7 @@ def orbit_symmetry(number: int) -> OrbitSymmetry:
     from pyxtal.symmetry import Group
 
     group = Group(number)
-    cell = _cell(GENERIC_CELLS[group.lattice_type])
+    cell = lattice_vectors(torch.tensor([GENERIC_CELLS[group.lattice_type]], dtype=torch.float64))[0].numpy()
     index = letter_index(number)
     rng = np.random.default_rng(number)
     found: dict[int, set[tuple]] = {}
@@ -85,7 +86,7 @@ def orbit_symmetry(number: int) -> OrbitSymmetry:
         common = None
         for _ in range(POINTS):
             point = rng.uniform(0.05, 0.45, size=3) + rng.integers(0, 2, size=3) * 0.5
-            orbit = np.array([op.operate(point) for op in wp.ops]) % 1.0
+            orbit = orbit_points(wp, point) % 1.0
             symmetry = spglib.get_symmetry((cell, orbit, [1] * len(orbit)), symprec=SYMPREC)
             ops = {_key(r, t) for r, t in zip(symmetry["rotations"], symmetry["translations"], strict=True)}
             common = ops if common is None else common & ops
@@ -96,13 +97,6 @@ def orbit_symmetry(number: int) -> OrbitSymmetry:
     for letter, ops in found.items():
         fixes[letter, [column[op] for op in ops]] = True
     return OrbitSymmetry(fixes, len(found[index[group[0].letter]]))
-
-
-def _cell(parameters: tuple[float, ...]) -> np.ndarray:
-    """Cell vectors as rows of lattice parameters (Angstrom, degrees)."""
-    from pymatgen.core import Lattice
-
-    return Lattice.from_parameters(*parameters).matrix
 
 
 def _key(rotation: np.ndarray, translation: np.ndarray) -> tuple:
