@@ -89,6 +89,7 @@ def _place_orbits(env: CrystalEnv, policy: CrystalPolicy, system: torch.Tensor, 
     Rows whose mask leaves one letter take it without a policy call.
     """
     state = OrbitState.start(env.wyckoff, group, counts, env.max_atoms)
+    choices = policy.choices_input(torch.full_like(group, env.orbit_step), system, symmetry, group, counts)
     letter_mask = torch.zeros(len(group), env.max_atoms, env.wyckoff.n_letters, dtype=torch.bool, device=env.device)
     while bool((active := (state.remaining > 0).nonzero().squeeze(1)).numel()):
         mask = state.mask(env.wyckoff, active)
@@ -97,9 +98,9 @@ def _place_orbits(env: CrystalEnv, policy: CrystalPolicy, system: torch.Tensor, 
         open_rows = (mask.sum(dim=1) > 1).nonzero().squeeze(1)
         if open_rows.numel():
             pick = active[open_rows]
-            h = policy.trunk(torch.full((pick.numel(),), env.orbit_step, device=env.device), system[pick],
-                             symmetry[pick], group[pick], counts[pick], element=state.element(pick),
-                             sites=policy.site_features(state.placed[pick], state.mine[pick], state.remaining[pick]))
+            h = policy.hidden_state(choices[pick], element=state.element(pick),
+                                    sites=policy.site_features(state.placed[pick], state.mine[pick],
+                                                               state.remaining[pick]))
             letter[open_rows] = _choose(policy.letter_logits(h, group[pick]), mask[open_rows], explore[pick],
                                         temperature)
         state.advance(env.wyckoff, active, letter)
@@ -110,7 +111,7 @@ def log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories)
     """Forward log-probability of each trajectory under the policy ``(N,)``, differentiable.
 
     The fixed-length steps (system, class, group, counts, lattice) are encoded in one pass of
-    the trunk, the orbits of the Wyckoff stage in a second one (``WyckoffTables.replay``
+    the trunk (all but the counts their mask forces: those add 0), the orbits of the Wyckoff stage in a second one (``WyckoffTables.replay``
     rebuilds the state before each orbit; the count and letter masks are the ones the rollout
     recorded, recomputed where there are none). The lattice step adds the Beta-mixture log
     density of the free unit coordinates minus the log Jacobian of ``CellMap``: a density
@@ -129,20 +130,26 @@ def log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories)
     final = orbits.placed[:, -1] + torch.nn.functional.one_hot(orbits.letter[:, -1].clamp(min=0),
                                                                env.wyckoff.n_letters) * orbits.real[:, -1:]
     features = policy.site_features(final, torch.zeros_like(final), torch.zeros(n, dtype=torch.long, device=device))
-    sites_in = torch.where((step == n_steps - 1).unsqueeze(2), features.unsqueeze(1), 0.0)  # lattice step only
+    sites_in = torch.where((step == n_steps - 1).unsqueeze(2), features.unsqueeze(1), 0)  # lattice step only
     prefix = torch.arange(n_elements, device=device) < (step - 3).unsqueeze(-1)  # (N, S, E)
     counts_in = trajectories.counts.unsqueeze(1) * prefix
-    h = policy.trunk(kind.reshape(-1), revealed(trajectories.lattice_system, 1).reshape(-1),
-                     revealed(trajectories.point_symmetry, 2).reshape(-1), revealed(trajectories.group, 3).reshape(-1),
-                     counts_in.reshape(n * n_steps, n_elements),
-                     sites=sites_in.reshape(n * n_steps, -1)).view(n, n_steps, -1)
     system, symmetry, group = trajectories.lattice_system, trajectories.point_symmetry, trajectories.group
-    total = _masked_log_prob(policy.lattice_system_head(h[:, 0]), env.lattice_system_mask.expand(n, -1), system)
-    total = total + _masked_log_prob(policy.point_symmetry_head(h[:, 1]), env.point_symmetry_mask[system], symmetry)
-    total = total + _masked_log_prob(policy.group_head(h[:, 2]), env.group_mask[system, symmetry], group)
     count_masks = trajectories.count_mask
     if count_masks is None:
         count_masks = env.trie.count_masks(trajectories.counts, group)  # (N, E, K+1)
+    scored = torch.ones(n, n_steps, dtype=torch.bool, device=device)
+    scored[:, 3:3 + n_elements] = count_masks.sum(dim=2) != 1  # a forced count adds 0 whatever the trunk says
+    rows = scored.flatten().nonzero().squeeze(1)
+
+    def at_rows(value: torch.Tensor) -> torch.Tensor:
+        return value.reshape(n * n_steps, *value.shape[2:])[rows]
+
+    encoded = policy.trunk(at_rows(kind), at_rows(revealed(system, 1)), at_rows(revealed(symmetry, 2)),
+                           at_rows(revealed(group, 3)), at_rows(counts_in), sites=at_rows(sites_in))
+    h = encoded.new_zeros(n * n_steps, encoded.shape[1]).index_copy(0, rows, encoded).view(n, n_steps, -1)
+    total = _masked_log_prob(policy.lattice_system_head(h[:, 0]), env.lattice_system_mask.expand(n, -1), system)
+    total = total + _masked_log_prob(policy.point_symmetry_head(h[:, 1]), env.point_symmetry_mask[system], symmetry)
+    total = total + _masked_log_prob(policy.group_head(h[:, 2]), env.group_mask[system, symmetry], group)
     count_logits = policy.count_head(h[:, 3:3 + n_elements])
     total = total + _masked_log_prob(count_logits, count_masks, trajectories.counts).sum(dim=1)
     total = total + _orbit_log_prob(env, policy, trajectories, orbits)

@@ -2,7 +2,7 @@
 
 import torch
 
-from aloop.gfn.policy import CrystalPolicy, beta_mixture_log_prob, sample_beta_mixture
+from aloop.gfn.policy import CrystalPolicy, _one_hot_sum, beta_mixture_log_prob, sample_beta_mixture
 
 
 def _policy(**changes) -> CrystalPolicy:
@@ -38,8 +38,25 @@ def test_states_one_orbit_apart_are_far_apart_in_the_trunk_input():
     empty = torch.zeros(1, 4, dtype=torch.long)
     one, two = torch.tensor([[1, 0, 0, 0]]), torch.tensor([[2, 0, 0, 0]])
     remaining = torch.tensor([2])
-    inputs = [policy.sites_projection(policy.site_features(p, empty, remaining)) for p in (empty, one, two)]
+    inputs = [_one_hot_sum(policy.sites_projection, policy.site_features(p, empty, remaining), policy._site_sizes)
+              for p in (empty, one, two)]
     assert (inputs[2] - inputs[1]).norm() > 0.5 * (inputs[1] - inputs[0]).norm() > 0
+
+
+def test_one_hot_codes_are_summed_as_the_dense_one_hot_product_would():
+    # the trunk sums weight columns instead of multiplying a one-hot matrix: same values, same gradients
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(3 * 4 + 6, 5, bias=False)
+    sizes = torch.tensor([4, 4, 4, 6])
+    values = torch.randint(-1, 9, (40, 4))
+    values[::5] = 0  # rows without any set entry
+    dense = torch.cat([torch.nn.functional.one_hot(values[:, f].clamp(0, int(n)), int(n) + 1)[:, 1:]
+                       for f, n in enumerate(sizes)], dim=1).float()
+    summed = _one_hot_sum(layer, values, sizes)
+    assert torch.allclose(summed, layer(dense), atol=1e-6) and not summed[::5].any()
+    (grad_summed,) = torch.autograd.grad(summed.square().sum(), layer.weight)
+    (grad_dense,) = torch.autograd.grad(layer(dense).square().sum(), layer.weight)
+    assert torch.allclose(grad_summed, grad_dense, atol=1e-5)
 
 
 def test_untrained_policy_is_uniform_with_uniform_lattice_coordinates():
