@@ -1,7 +1,10 @@
 """Cold start: with no training data at all, a space-filling design of valid crystals for the oracle.
 
 Valid crystals are drawn from the untrained Crystal-GFN (uniform over the allowed action at
-every step), then spread out by farthest-point selection in feature space.
+every step), then spread out by farthest-point selection in feature space. Crystals whose
+atoms cannot sit on their sites (``crowded``) or whose sites force a higher space group
+(``forced_supergroup``: about 30% of untrained samples of the default space) are left out,
+as the generator's reward leaves them out: the design's labels are of the crystals it names.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from aloop.gfn import CrystalEnv, build_policy, sample
 from aloop.selection import farthest_point_indices
 from aloop.space import Crystal, CrystalSpace, Placement, placed_structure, valid_mask
 from aloop.space.features import featurize
+from aloop.space.spacing import crowded
+from aloop.space.supergroup import forced_supergroup
 
 DESIGN_SPARE = 3
 """The design is picked from this many times its size of farthest-point crystals, in
@@ -34,6 +39,7 @@ def initial_design(space: CrystalSpace, settings: GFNSettings, size: int, *, see
         torch.manual_seed(seed)
         pool = sample(env, build_policy(env, settings), max(50 * size, MIN_POOL), seed=seed).to("cpu")
     pool = pool[valid_mask(pool, space)]
+    pool = pool[~(crowded(pool) | forced_supergroup(pool))]
     order = farthest_point_indices(featurize(pool), DESIGN_SPARE * size, seed=seed)
     design = []
     for crystal in pool[order].to_crystals():  # the most spread first; those that cannot be placed are passed over
