@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from aloop.gfn.states import Trajectories
@@ -62,12 +63,14 @@ class ReplayBuffer:
 
 
 def _first_of_each_key(trajectories: Trajectories) -> torch.Tensor:
-    """Sorted positions of the first occurrence of each distinct crystal ``(U,)``."""
+    """Sorted positions of the first occurrence of each distinct crystal ``(U,)``.
+
+    Each row's key (group, counts, sites, rounded lattice) is compared as raw bytes by numpy's
+    ``unique``: ``torch.unique(dim=0)`` took 1.5-3 ms on the 1,096 keys of every training step.
+    """
     lattice_key = torch.round(trajectories.lattice / LATTICE_KEY_RESOLUTION).long()
     key = torch.cat([trajectories.group.unsqueeze(1), trajectories.counts, trajectories.sites.flatten(1), lattice_key],
-                    dim=1)
-    _, inverse = torch.unique(key, dim=0, return_inverse=True)
-    position = torch.arange(len(key), device=key.device)
-    first = torch.full((int(inverse.max()) + 1,), len(key), device=key.device, dtype=torch.long)
-    first = first.scatter_reduce(0, inverse, position, reduce="amin")
-    return torch.sort(first).values
+                    dim=1).cpu().numpy()
+    rows = np.ascontiguousarray(key).view(np.dtype((np.void, key.itemsize * key.shape[1]))).ravel()
+    _, first = np.unique(rows, return_index=True)
+    return torch.from_numpy(np.sort(first)).to(trajectories.group.device)
