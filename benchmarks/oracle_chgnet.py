@@ -45,6 +45,7 @@ from aloop.hardware import available_cores
 from aloop.oracle import Failed, Labelled, OracleInput
 from aloop.space import Crystal, CrystalSpace, StructureError, to_structure
 from aloop.space.lattice import cell_volume, expand_lattice
+from aloop.space.structure import TimeLimit, cpu_time_limit
 from benchmarks._markdown import RESULTS, table, write_report
 from oracles.chgnet import CHGNetSettings, relax_candidate, relax_candidates, split_groups
 
@@ -52,6 +53,9 @@ RUNS = RESULTS / "oracle_chgnet.jsonl"
 SPACE = SpaceSettings(max_atoms=32, max_atoms_per_element=16)
 VOLUME_PER_ATOM = (10.0, 25.0)
 JITTER = 1e-5
+PLACEMENT_CPU_S = 30.0
+"""CPU seconds pyxtal may spend placing one candidate: some drawn cells (an axis of 1-2 A, in hexagonal and
+monoclinic groups: 7 of 100 four-atom ones) kept it trying past 15 s each, and placing the 100 past 12 minutes."""
 """Standard deviation (A) of the noise-floor run's moves of the starting positions."""
 
 
@@ -107,12 +111,14 @@ def _composition(elements: tuple[str, ...], counts: list[int]):
 
 
 def placed(crystals: list[Crystal]) -> list[OracleInput]:
-    """The candidates pyxtal can place (seed = index); the others are left out of every mode alike."""
+    """The candidates pyxtal can place (seed = index) within ``PLACEMENT_CPU_S``; the others are left out of every
+    mode alike."""
     items = []
     for index, crystal in enumerate(crystals):
         try:
-            items.append(OracleInput(str(index), crystal, to_structure(crystal, seed=index)))
-        except StructureError:
+            with cpu_time_limit(PLACEMENT_CPU_S):
+                items.append(OracleInput(str(index), crystal, to_structure(crystal, seed=index)))
+        except (StructureError, TimeLimit):
             continue
     return items
 
