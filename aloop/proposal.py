@@ -34,6 +34,7 @@ from aloop.gfn import load_checkpoint, sample, train
 from aloop.proxy import Prediction, Proxy
 from aloop.selection import KnownMaterials, select_diverse
 from aloop.space import Crystal, CrystalBatch, Placement, placed_structure, valid_mask
+from aloop.space.supergroup import forced_supergroup
 from aloop.space.templates import Prototypes
 from aloop.thermo import FormationHull
 
@@ -66,7 +67,8 @@ class Proposal:
         chosen: indices into the valid samples of the batch, in the order chosen.
         structures: the atoms of each chosen crystal (``placed_structure``: a template or pyxtal, seeded
             by its hash), sent to the oracle.
-        skipped: why high-acquisition samples were passed over (duplicate, known, rediscovery, no_structure).
+        skipped: why high-acquisition samples were passed over (duplicate, forced_group, known, rediscovery,
+            no_structure).
     """
 
     samples: CrystalBatch
@@ -161,7 +163,8 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
     The batch is greedy in acquisition (less ``acquisition.untemplated_penalty`` for crystals without a
     template in ``placement``'s pool, as in ``generator_reward``), with penalties for repeated chemical systems and
     space groups; a sample whose atoms cannot be placed, one already in the batch (same
-    cell formula, group and sites) or one ``known`` is passed over.
+    cell formula, group and sites), one whose sites force a higher group (``forced_supergroup``) or one
+    ``known`` is passed over.
 
     Args:
         data: the proxy's training set (its best label is the acquisition's ``best_f``).
@@ -179,7 +182,8 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
     candidates, scores = samples[valid], everything[valid]
     choice = select_diverse(candidates.to_crystals(), scores.numpy(), size=selection.batch_size, known=known,
                             to_structure=partial(placed_structure, placement=placement), chemsys_penalty=selection.chemsys_penalty,
-                            space_group_penalty=selection.space_group_penalty)
+                            space_group_penalty=selection.space_group_penalty,
+                            forced=forced_supergroup(candidates).numpy())
     return Proposal(samples=samples, log_reward=to_log_reward(everything, acquisition), valid=valid,
                     acquisition=scores, prediction=proxy.predict(candidates, observation_noise=False),
                     chosen=tuple(choice.indices), structures=tuple(choice.structures), skipped=choice.skipped)

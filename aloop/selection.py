@@ -88,7 +88,7 @@ class Selection:
     indices: list[int]
     structures: list[Structure]
     skipped: dict[str, int]
-    """Why candidates above the cut were passed over: duplicate, known, rediscovery, no_structure."""
+    """Why candidates above the cut were passed over: duplicate, forced_group, known, rediscovery, no_structure."""
 
 
 def diversity_key(crystal: Crystal) -> str:
@@ -115,6 +115,7 @@ def select_diverse(
     to_structure: Callable[[Crystal], Structure | None],
     chemsys_penalty: float,
     space_group_penalty: float,
+    forced: np.ndarray | None = None,
 ) -> Selection:
     """Greedy batch: repeatedly take the best penalised candidate that is new and novel.
 
@@ -130,6 +131,9 @@ def select_diverse(
         size: batch size wanted (fewer when the pool runs out).
         known: known materials for novelty.
         to_structure: places atoms (``aloop.space.structure.placed_structure``); ``None`` when that fails.
+        forced: ``(N,)`` bool, Wyckoff sets that cannot have their own space group
+            (``aloop.space.supergroup.forced_supergroup``): passed over as ``forced_group``, since their
+            atoms would be another crystal than the one named.
     """
     acquisition = np.asarray(acquisition, dtype=float)
     spread = acquisition.std() or 1.0
@@ -155,6 +159,9 @@ def select_diverse(
         available[best] = False
         if keys[best] in taken_keys:
             skipped["duplicate"] += 1
+            continue
+        if forced is not None and forced[best]:
+            skipped["forced_group"] += 1
             continue
         structure = to_structure(crystals[best])
         if structure is None:

@@ -51,6 +51,17 @@ def test_select_skips_duplicates_known_and_unplaceable():
     assert [s.composition.reduced_formula for s in selection.structures] == ["NaCl", "NaCl", "MgO"]
 
 
+def test_select_passes_over_sites_that_force_a_higher_group():
+    structures, crystals = _pool()
+    by_hash = {c.canonical_hash: s for c, s in zip(crystals, structures)}
+    forced = np.array([True, False, False, False, True, False])
+    selection = select_diverse(crystals, np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0]), size=10, known=KnownMaterials(),
+                               to_structure=lambda c: by_hash[c.canonical_hash], chemsys_penalty=0.0,
+                               space_group_penalty=0.0, forced=forced)
+    assert not forced[selection.indices].any() and selection.indices == [1, 2, 3, 5]
+    assert selection.skipped == {"forced_group": 2}
+
+
 def test_two_crystals_placed_as_the_same_atoms_are_one_candidate():
     # different groups and sites (distinct diversity keys), but both placed as rock salt (e.g. two templates)
     crystals = [Crystal.from_structure(rocksalt()), Crystal.from_structure(cscl()), Crystal.from_structure(cscl(2.9))]
