@@ -111,11 +111,11 @@ def log_prob(env: CrystalEnv, policy: CrystalPolicy, trajectories: Trajectories)
     """Forward log-probability of each trajectory under the policy ``(N,)``, differentiable.
 
     The fixed-length steps (system, class, group, counts, lattice) are encoded in one pass of
-    the trunk (all but the counts their mask forces: those add 0), the orbits of the Wyckoff stage in a second one (``WyckoffTables.replay``
-    rebuilds the state before each orbit; the count and letter masks are the ones the rollout
-    recorded, recomputed where there are none). The lattice step adds the Beta-mixture log
-    density of the free unit coordinates minus the log Jacobian of ``CellMap``: a density
-    per unit of the normalised lattice box.
+    the trunk (all but the counts their mask forces: those add 0), the orbits of the Wyckoff
+    stage in a second one (``WyckoffTables.replay`` rebuilds the state before each orbit; the
+    count and letter masks are the ones the rollout recorded, recomputed where there are none).
+    The lattice step adds the Beta-mixture log density of the free unit coordinates minus the
+    log Jacobian of ``CellMap``: a density per unit of the normalised lattice box.
     """
     n, n_elements = len(trajectories), env.n_elements
     device = env.device
