@@ -66,7 +66,7 @@ def _first_of_each_key(trajectories: Trajectories) -> torch.Tensor:
     """Sorted positions of the first occurrence of each distinct crystal ``(U,)``.
 
     Each row's key (group, counts, sites, rounded lattice) is compared as raw bytes by numpy's
-    ``unique``: ``torch.unique(dim=0)`` took 1.5-3 ms on the 1,096 keys of every training step.
+    ``unique``: ``torch.unique(dim=0)`` took about 1.5 ms on the 1,096 keys of every training step.
     """
     lattice_key = torch.round(trajectories.lattice / LATTICE_KEY_RESOLUTION).long()
     key = torch.cat([trajectories.group.unsqueeze(1), trajectories.counts, trajectories.sites.flatten(1), lattice_key],
