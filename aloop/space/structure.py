@@ -180,7 +180,7 @@ def place(crystal: Crystal, placement: Placement = Placement(), *, seed: int | N
     first. A templated structure names its template in ``properties[TEMPLATE_PROPERTY]``. pyxtal's
     placement is kept whatever its symmetry: sites on fixed positions only can force a higher group
     (about half of an untrained generator's samples in the smoke space; ``aloop.space.supergroup`` tells
-    which, and the generator's reward gives them the floor), and such a crystal is still worth a label.
+    which: the generator's reward gives them the floor, and the round's design and batch pass them over).
     With ``placement.volume == "predicted"`` the atoms are placed in the crystal's cell shape at
     ``at_packed_volume`` and the result is scaled to its bonds (``predicted_volume``).
 
