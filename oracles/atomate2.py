@@ -48,6 +48,7 @@ from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
 from pymatgen.entries.computed_entries import ComputedStructureEntry
 from pymatgen.io.ase import AseAtomsAdaptor
 
+from aloop.files import write_atomic
 from aloop.oracle import Failed, Labelled, Lost, OracleInput, Pending, Result
 from oracles.references import mp_reference_energies, reference_structures
 
@@ -126,7 +127,7 @@ def run_flow(flow: Flow, folder: Path) -> None:
     except Exception as err:
         status = {"state": "FAILED", "reason": f"{type(err).__name__}: {err}",
                   "traceback": traceback.format_exc(limit=8)}
-    (folder / STATUS_FILE).write_text(json.dumps(status))
+    write_atomic(folder / STATUS_FILE, json.dumps(status))
 
 
 def parse_task_document(doc: Mapping[str, Any], *, correction: str) -> Labelled | Failed:
