@@ -49,6 +49,7 @@ from gpytorch.constraints import GreaterThan
 from gpytorch.distributions import MultivariateNormal
 from gpytorch.kernels import MaternKernel, RBFKernel, ScaleKernel
 from gpytorch.likelihoods.gaussian_likelihood import _GaussianLikelihoodBase
+from gpytorch.likelihoods.likelihood import _OneDimensionalLikelihood
 from gpytorch.likelihoods.noise_models import Noise
 from gpytorch.means import ConstantMean
 from gpytorch.models import ApproximateGP
@@ -57,6 +58,7 @@ from gpytorch.variational import CholeskyVariationalDistribution, VariationalStr
 from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
+from torch.distributions import StudentT
 
 SOURCE_SCALE = 0.1
 """Prior centre of the per-source term's output scale (standardised units), a tenth of the shared term's:
@@ -102,6 +104,32 @@ class SourceNoiseLikelihood(_GaussianLikelihoodBase):
     @property
     def noise(self) -> torch.Tensor:
         return self.noise_covar.noise
+
+
+class SourceStudentTLikelihood(_OneDimensionalLikelihood):
+    """Student-t observations for the ELBO fit: each source's scale is a Gaussian likelihood's noise (shared
+    parameters, so the fit moves that likelihood's noise), with one learned degrees of freedom above 2."""
+
+    def __init__(self, noise: SourceNoise, df: float = 4.0) -> None:
+        super().__init__()
+        self.noise_covar = noise
+        self.register_parameter("raw_df", nn.Parameter(torch.zeros(())))
+        self.register_constraint("raw_df", GreaterThan(2.0))
+        self.initialize(raw_df=self.raw_df_constraint.inverse_transform(torch.tensor(df)))
+
+    @property
+    def df(self) -> torch.Tensor:
+        return self.raw_df_constraint.transform(self.raw_df)
+
+    def forward(self, function_samples: torch.Tensor, *params: Any, source: torch.Tensor | None = None,
+                **kwargs: Any) -> StudentT:
+        if source is None:
+            raise ValueError("SourceStudentTLikelihood needs source=(N,) long: the label source of each point")
+        return StudentT(self.df, function_samples, self.noise_covar.noise[source].sqrt())
+
+    def variance(self) -> torch.Tensor:
+        """``(K,)`` observation variance per source, ``scale^2 * df / (df - 2)``: the Gaussian noise it matches."""
+        return self.noise_covar.noise * self.df / (self.df - 2.0)
 
 
 class CrystalGP(ApproximateGP):

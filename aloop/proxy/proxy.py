@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from aloop.config import ProxySettings, label_property
 from aloop.data.training import TrainingSet
 from aloop.hardware import torch_threads
-from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel
+from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel, SourceStudentTLikelihood
 from aloop.space.crystal import CrystalBatch
 from aloop.space.features import SITE_FEATURES, feature_names, featurize
 
@@ -467,8 +467,9 @@ def _optimise(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source: t
     probabilities: in expectation the ELBO with each row's likelihood weighted ``N * weight``.
     """
     model.train()
-    elbo = VariationalELBO(model.likelihood, model.model, num_data=len(y))
-    noise = list(model.likelihood.parameters())
+    robust = SourceStudentTLikelihood(model.likelihood.noise_covar) if settings.likelihood == "student_t" else None
+    elbo = VariationalELBO(robust or model.likelihood, model.model, num_data=len(y))
+    noise = list((robust or model.likelihood).parameters())
     others = [p for p in model.parameters() if all(p is not q for q in noise)]
     optimizer = torch.optim.Adam([{"params": others}, {"params": noise, "lr": NOISE_LR_FACTOR * settings.lr}],
                                  lr=settings.lr)
@@ -490,3 +491,7 @@ def _optimise(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source: t
                 bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
                 if done >= steps:
                     break
+    if robust is not None:  # the Gaussian noise of predictions: the fitted t's variance
+        with torch.no_grad():
+            constraint = model.likelihood.noise_covar.raw_noise_constraint
+            model.likelihood.noise_covar.initialize(raw_noise=constraint.inverse_transform(robust.variance()))
