@@ -110,17 +110,20 @@ def _composition(elements: tuple[str, ...], counts: list[int]):
     return Composition({el: n for el, n in zip(elements, counts, strict=True) if n})
 
 
-def placed(crystals: list[Crystal]) -> list[OracleInput]:
-    """The candidates pyxtal can place (seed = index) within ``PLACEMENT_CPU_S``; the others are left out of every
-    mode alike."""
-    items = []
-    for index, crystal in enumerate(crystals):
-        try:
-            with cpu_time_limit(PLACEMENT_CPU_S):
-                items.append(OracleInput(str(index), crystal, to_structure(crystal, seed=index)))
-        except (StructureError, TimeLimit):
-            continue
-    return items
+def place_one(index: int, crystal: Crystal) -> Structure | None:
+    """The candidate as pyxtal places it (seed = index) within ``PLACEMENT_CPU_S``, or None; a candidate left out
+    here is left out of every mode alike."""
+    try:
+        with cpu_time_limit(PLACEMENT_CPU_S):
+            return to_structure(crystal, seed=index)
+    except (StructureError, TimeLimit):
+        return None
+
+
+def structure_record(structure: Structure) -> dict:
+    """A placed structure as a compact record (lattice matrix, species, fractional coordinates)."""
+    return {"lattice": structure.lattice.matrix.tolist(), "species": [str(s) for s in structure.species],
+            "frac": structure.frac_coords.tolist()}
 
 
 def _record(result: Labelled | Failed, seconds: float, cpu: float) -> dict:
@@ -186,7 +189,8 @@ def modes_for(n: int, batch_sizes: list[int], workers: int) -> list[Mode]:
 
 def run(counts: dict[int, int], settings: CHGNetSettings, batch_sizes: list[int], workers: int) -> list[dict]:
     """Per-candidate records of every mode, appended to ``RUNS`` as they finish; a rerun skips the recorded
-    ones, and places no atoms when every candidate of a cell size is recorded (placement is minutes)."""
+    ones. Placed cells are recorded as they are placed (placement is minutes), so a rerun places only the
+    candidates without a record, and none when every mode of a cell size is recorded."""
     done = {(r["settings"], r["atoms"], r["drawn"], r["index"]): r for r in map(json.loads, RUNS.read_text().splitlines())
             if "drawn" in r} if RUNS.exists() else {}  # a record without ``drawn`` (older format) is redone
     space = functools.cache(lambda: CrystalSpace.from_settings(SPACE))
@@ -196,10 +200,20 @@ def run(counts: dict[int, int], settings: CHGNetSettings, batch_sizes: list[int]
         known = all(("placement", n_atoms, n, i) in done for i in range(n))
         placed_ids = [i for i in range(n) if known and done["placement", n_atoms, n, i]["placed"]]
         if not known or any((m.key(settings), n_atoms, n, i) not in done for m in modes for i in placed_ids):
-            items = placed(sample_crystals(space(), n_atoms, n, seed=n_atoms))
+            items = []
+            for i, crystal in enumerate(tqdm(sample_crystals(space(), n_atoms, n, seed=n_atoms),
+                                             desc=f"{n_atoms} atoms, placing", unit="crystal")):
+                record = done.get(("placement", n_atoms, n, i))
+                if record is None or (record["placed"] and "structure" not in record):  # older records: no cell
+                    structure = place_one(i, crystal)
+                    record = {"atoms": n_atoms, "drawn": n, "index": i, "settings": "placement",
+                              "placed": structure is not None}
+                    _append(done, [record | ({"structure": structure_record(structure)} if structure else {})])
+                    record = done["placement", n_atoms, n, i]
+                if record["placed"]:
+                    cell = record["structure"]
+                    items.append(OracleInput(str(i), crystal, Structure(cell["lattice"], cell["species"], cell["frac"])))
             placed_ids = [int(item.candidate_id) for item in items]
-            _append(done, [{"atoms": n_atoms, "drawn": n, "index": i, "settings": "placement", "placed": i in placed_ids}
-                           for i in range(n)])
             for mode in modes:
                 key = mode.key(settings)
 
