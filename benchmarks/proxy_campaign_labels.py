@@ -63,9 +63,10 @@ ARMS = ("aloop", "mean", "random", "substitution")
 RECORDS = Path(__file__).resolve().parent / "results" / "campaign_records"
 V1_RUN = RECORDS / "run-9b9b8c80ce86"
 VARIANTS = ("space", "neighbours,validation_split=random", "neighbours", "all", "space,cell_scale=false",
-            "neighbours,cell_scale=false", "neighbours,cell_scale=false,space_share=0.2", "all,cell_scale=false")
+            "neighbours,cell_scale=false", "neighbours,cell_scale=false,space_share=0.2", "all,cell_scale=false",
+            "space,likelihood=gaussian", "neighbours,likelihood=gaussian")
 LATER = ("space", "neighbours", "space,cell_scale=false", "neighbours,cell_scale=false",
-         "neighbours,cell_scale=false,space_share=0.2")
+         "neighbours,cell_scale=false,space_share=0.2", "space,likelihood=gaussian", "neighbours,likelihood=gaussian")
 """Variants also measured on later rounds (``--later``)."""
 SEEDS = (0, 1, 2)
 KNOWN_ROUNDS = 2
