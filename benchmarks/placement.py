@@ -15,6 +15,8 @@ energy equal these differences).
 in the conventional cell, drawn at random), each held out of the pool and given its group,
 composition, true sites and true conventional lattice; placed three ways, relaxed, matched
 to the held-out structure (StructureMatcher ltol 0.2, stol 0.3, angle_tol 5).
+(b) and (c) append a record per candidate to ``results/placement_relax.jsonl``; rerunning the same command
+carries on where a killed run stopped.
 
 Templates: the Materials Project folder ``$ALOOP_SHARED_DATA/mp_cgcnn36k`` (indexed once, cached).
 
@@ -24,6 +26,7 @@ Templates: the Materials Project folder ``$ALOOP_SHARED_DATA/mp_cgcnn36k`` (inde
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import time
@@ -36,6 +39,7 @@ import numpy as np
 import torch
 from pymatgen.core import Structure
 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+from tqdm import tqdm
 
 from aloop.config import CONFIG_DIR, Config, load_config
 from aloop.gfn import CrystalEnv, build_policy, sample
@@ -48,11 +52,13 @@ from aloop.space.spacing import crowded
 from aloop.space.supergroup import forced_supergroup
 from aloop.space.structure import TEMPLATE_PROPERTY, StructureError, place, to_structure
 from aloop.space.wyckoff import positions
-from benchmarks._markdown import table, write_report
-from oracles.chgnet import CHGNetSettings, relax_candidate
+from benchmarks._markdown import RESULTS, table, write_report
+from oracles.chgnet import CHGNetSettings, relax_candidates
 
 SHARED = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 WAYS = ("random sites", "sampled sites", "templates")
+RECORDS = RESULTS / "placement_relax.jsonl"
+"""(b) and (c) per candidate and way, appended as they finish: a rerun with the same sizes and seed carries on."""
 
 
 def setup(name: str) -> tuple[Config, CrystalSpace, TemplatePool, float]:
@@ -145,28 +151,53 @@ def three_ways(crystal: Crystal, placement: Placement, seed: int) -> dict[str, S
     return out
 
 
-def relax(structure: Structure, crystal: Crystal, settings: CHGNetSettings) -> tuple[int, float | None, Structure | None]:
-    """FIRE steps, energy per atom (None unless converged and checked) and relaxed structure."""
-    result = relax_candidate(OracleInput("bench", crystal, structure), settings=settings)
-    steps = int(result.metadata.get("steps", settings.max_steps))
-    if isinstance(result, Labelled):
-        return steps, result.energy_per_atom, result.structure
-    return steps, None, None
+def relaxed_ways(crystal: Crystal, placement: Placement, settings: CHGNetSettings,
+                 seed: int) -> dict[str, tuple[int, float | None, Structure | None] | None]:
+    """Per way: FIRE steps, energy per atom (None unless converged and checked) and relaxed structure, or None
+    where the way placed nothing; the placed ways relaxed together, as the CHGNet oracle relaxes a group."""
+    structures = {w: s for w, s in three_ways(crystal, placement, seed).items() if s is not None}
+    results = relax_candidates([OracleInput(w, crystal, s) for w, s in structures.items()], settings=settings)
+    out: dict[str, tuple[int, float | None, Structure | None] | None] = dict.fromkeys(WAYS)
+    for way, result in zip(structures, results, strict=True):
+        steps = int(result.metadata.get("steps", settings.max_steps))
+        out[way] = (steps, result.energy_per_atom, result.structure) if isinstance(result, Labelled) else (steps, None,
+                                                                                                          None)
+    return out
 
 
-def relaxation_rows(crystals: list[Crystal], placement: Placement, settings: CHGNetSettings) -> list[dict]:
-    steps: dict[str, list[int]] = {w: [] for w in WAYS}
-    energy: dict[str, list[float]] = {w: [] for w in WAYS}
-    for i, crystal in enumerate(crystals):
-        for way, structure in three_ways(crystal, placement, seed=i).items():
-            if structure is not None:
-                s, e, _ = relax(structure, crystal, settings)
-                steps[way].append(s)
-                if e is not None:
-                    energy[way].append(e)
-    return [{"placement": w, "relaxed": len(steps[w]), "converged": len(energy[w]),
-             "median steps": statistics.median(steps[w]) if steps[w] else float("nan"),
-             "median E (eV/atom)": statistics.median(energy[w]) if energy[w] else float("nan")} for w in WAYS]
+def recorded(part: str, items: list, n: int, seed: int,
+             compute: Callable[[int, object], list[dict]]) -> list[dict]:
+    """Per-way records of ``part`` for every item, appended to ``RECORDS`` as each item finishes; items a
+    previous run recorded (same part, draw size and seed) are read back, not recomputed."""
+    done: dict[tuple, list[dict]] = {}
+    if RECORDS.exists():
+        for record in map(json.loads, RECORDS.read_text().splitlines()):
+            done.setdefault((record["part"], record["drawn"], record["seed"], record["index"]), []).append(record)
+    records = []
+    for i, item in enumerate(tqdm(items, desc=f"placement {part}", unit="crystal")):
+        if (part, n, seed, i) not in done:
+            new = [{"part": part, "drawn": n, "seed": seed, "index": i, **r} for r in compute(i, item)]
+            with RECORDS.open("a") as out:
+                out.writelines(json.dumps(r) + "\n" for r in new)
+            done[part, n, seed, i] = new
+        records += done[part, n, seed, i]
+    return records
+
+
+def relaxation_rows(crystals: list[Crystal], placement: Placement, settings: CHGNetSettings, *, seed: int) -> list[dict]:
+    def compute(i: int, crystal: Crystal) -> list[dict]:
+        ways = relaxed_ways(crystal, placement, settings, seed=i)
+        return [{"way": w, "placed": r is not None, "steps": r and r[0], "energy": r and r[1]} for w, r in ways.items()]
+
+    records = recorded("relax", crystals, len(crystals), seed, compute)
+    rows = []
+    for way in WAYS:
+        steps = [r["steps"] for r in records if r["way"] == way and r["placed"]]
+        energy = [r["energy"] for r in records if r["way"] == way and r["energy"] is not None]
+        rows.append({"placement": way, "relaxed": len(steps), "converged": len(energy),
+                     "median steps": statistics.median(steps) if steps else float("nan"),
+                     "median E (eV/atom)": statistics.median(energy) if energy else float("nan")})
+    return rows
 
 
 def recovery_rows(placement: Placement, n: int, settings: CHGNetSettings, *, seed: int) -> tuple[list[dict], int]:
@@ -176,20 +207,21 @@ def recovery_rows(placement: Placement, n: int, settings: CHGNetSettings, *, see
                  and sum(positions(t.space_group)[w].multiplicity for _, w in t.sites) <= 20]
     chosen = [ternaries[i] for i in np.random.default_rng(seed).permutation(len(ternaries))[:n]]
     matcher = structure_matcher()
-    found = {w: 0 for w in WAYS}
-    with_template = 0
-    for i, template in enumerate(chosen):
+
+    def compute(i: int, template) -> list[dict]:
         truth = template.structure()
-        known = Crystal.from_structure(truth)
-        crystal = Crystal(template.space_group, known.composition, template.lattice, template.sites)
+        crystal = Crystal(template.space_group, Crystal.from_structure(truth).composition, template.lattice,
+                          template.sites)
         held_out = pool.without({template.source})
-        with_template += bool(held_out.decorations(crystal))
-        for way, structure in three_ways(crystal, replace(placement, pool=held_out), seed=i).items():
-            if structure is not None:
-                _, _, relaxed = relax(structure, crystal, settings)
-                found[way] += relaxed is not None and matcher.fit(relaxed, truth)
-    return [{"placement": w, "ternaries": len(chosen), "recovered": found[w] / max(len(chosen), 1)}
-            for w in WAYS], with_template
+        ways = relaxed_ways(crystal, replace(placement, pool=held_out), settings, seed=i)
+        return [{"way": w, "template": bool(held_out.decorations(crystal)),
+                 "recovered": bool(r is not None and r[2] is not None and matcher.fit(r[2], truth))}
+                for w, r in ways.items()]
+
+    records = recorded("recover", chosen, n, seed, compute)
+    rows = [{"placement": w, "ternaries": len(chosen),
+             "recovered": sum(r["recovered"] for r in records if r["way"] == w) / max(len(chosen), 1)} for w in WAYS]
+    return rows, sum(r["template"] for r in records if r["way"] == WAYS[0])
 
 
 def main() -> None:
@@ -209,7 +241,7 @@ def main() -> None:
     start = time.perf_counter()
     candidates = [c for c in sampled(cfg, space, 50 * args.n_relax, seed=args.seed + 1)
                   if pool.decorations(c)][:args.n_relax]
-    relaxation = relaxation_rows(candidates, placement, settings)
+    relaxation = relaxation_rows(candidates, placement, settings, seed=args.seed)
     recovery, with_template = recovery_rows(placement, args.n_recover, settings, seed=args.seed)
     relax_s = time.perf_counter() - start
     write_report(
@@ -247,7 +279,8 @@ def main() -> None:
         "held out of the pool and given its group, composition, true sites and true conventional lattice; "
         f"{with_template} of them still had a template. Target: templates >= 60%.\n\n"
         + table(recovery, {"recovered": ".0%"}),
-        f"(b) and (c) took {relax_s / 60:.1f} minutes on this machine.")
+        f"(b) and (c) took {relax_s / 60:.1f} minutes on this machine in this run; their records "
+        f"(`results/{RECORDS.name}`, per candidate and way) carry over from earlier runs of the same sizes and seed.")
 
 
 if __name__ == "__main__":
