@@ -156,7 +156,8 @@ def relaxed_ways(crystal: Crystal, placement: Placement, settings: CHGNetSetting
     """Per way: FIRE steps, energy per atom (None unless converged and checked) and relaxed structure, or None
     where the way placed nothing; the placed ways relaxed together, as the CHGNet oracle relaxes a group."""
     structures = {w: s for w, s in three_ways(crystal, placement, seed).items() if s is not None}
-    results = relax_candidates([OracleInput(w, crystal, s) for w, s in structures.items()], settings=settings)
+    results = relax_candidates([OracleInput(w, crystal, s) for w, s in structures.items()],
+                               settings=settings) if structures else []
     out: dict[str, tuple[int, float | None, Structure | None] | None] = dict.fromkeys(WAYS)
     for way, result in zip(structures, results, strict=True):
         steps = int(result.metadata.get("steps", settings.max_steps))
