@@ -15,7 +15,10 @@ source only inside one Matern term, the fit learned the sources nearly independe
 (one-hot lengthscale 0.5) and a campaign's CHGNet labels never changed its predictions.
 Proxies saved before the shared term (``shared_kernel: false``) load with their one term.
 Each source also has its own observation noise (``SourceNoiseLikelihood``): Materials
-Project DFT and the CHGNet oracle are different measurements. Inference is the SVGP of
+Project DFT and the CHGNet oracle are different measurements. The fit itself may read the
+labels through ``SourceStudentTLikelihood`` (``proxy.likelihood: student_t``, the default):
+the same per-source scales with heavy tails, so a few labels far off their trend pull it
+less; predictions stay Gaussian. Inference is the SVGP of
 Hensman et al. (2013) with ``M`` learned inducing points, so it scales to 10^5 crystals.
 
 ``CrystalGPModel`` is the botorch model: its posterior is in target units (a ``Standardize``

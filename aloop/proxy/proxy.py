@@ -463,6 +463,9 @@ def _optimise(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, source: t
               weights: torch.Tensor | None = None) -> None:
     """Minibatch Adam on the negative ELBO for ``epochs`` (at least ``min_steps`` steps), cosine-annealed.
 
+    With ``settings.likelihood == "student_t"`` the ELBO reads the labels through a Student-t of each source's
+    scale (``SourceStudentTLikelihood``); the model's Gaussian noise is then set to that t's variance.
+
     With ``weights`` (``row_weights``) the minibatch rows are drawn with replacement by those
     probabilities: in expectation the ELBO with each row's likelihood weighted ``N * weight``.
     """
