@@ -23,14 +23,17 @@ fit). A guided arm's next round warm-starts from the previous round's checkpoint
 cache, or on another machine the arm's last recorded one (``checkpoints/<arm>-seed-<s>.pt`` beside
 the records, removed once the arm's seed has all its rounds). Delete an arm's records to recompute it. The config key
 hashes the protocol version and every setting but names, seeds and paths, so v1's records
-(``run-9b9b8c80ce86``, report ``campaign.md``) are never mixed with v2's.
+(``run-9b9b8c80ce86``, report ``campaign.md``) are never mixed with v2's. v2's records were made
+before the proxy's Student-t fit: ``--set proxy.likelihood=gaussian`` finds them (``V2``), and
+today's defaults compute a campaign of their own.
 
     python -m benchmarks.campaign                # both systems, 4 rounds of 16 per arm, seeds 0 1 2
+    python -m benchmarks.campaign --set proxy.likelihood=gaussian --name campaign-v2   # v2's report, from its records
     python -m benchmarks.campaign --systems fe-o --arms aloop random --seeds 0 --no-report   # a partial run
     python -m benchmarks.campaign --rounds 1 --batch 2 --seeds 0 --gfn-steps 20 --n-samples 200 --name campaign-smoke
 
-Writes ``benchmarks/results/campaign-v2.md``, ``campaign-v2.json`` and ``campaign-v2_<system>_hits.png``
-(``--name`` chooses another stem, so runs of another budget sit beside them).
+Writes ``benchmarks/results/campaign-v3.md``, ``campaign-v3.json`` and ``campaign-v3_<system>_hits.png`` (today's
+code; ``--name`` chooses another stem, so v2's report and runs of another budget sit beside them).
 """
 
 from __future__ import annotations
@@ -95,10 +98,23 @@ RECORDS = Path(__file__).resolve().parent / "results" / "campaign_records"
 DATA = SHARED_DATA / "mp_cgcnn36k"
 
 
+LATER_SETTINGS = {"proxy.likelihood": "gaussian"}
+"""Settings added after campaign v2's records were made, at the value v2 ran with: left out of the records key
+while they hold it, so a config that behaves as v2's did keeps v2's key (``V2``), and today's defaults get their
+own records."""
+V2 = [f"{key}={value}" for key, value in LATER_SETTINGS.items()]
+"""Overrides that find campaign v2's committed records: ``python -m benchmarks.campaign --set proxy.likelihood=gaussian``."""
+
+
 def run_key(cfg: Config) -> str:
-    """Records key of a campaign: the protocol and every setting but names, seeds (folders) and local paths."""
+    """Records key of a campaign: the protocol and every setting but names, seeds (folders), local paths and
+    ``LATER_SETTINGS`` at their old value."""
     settings = cfg.model_dump(mode="json", exclude={"campaign", "seed", "workdir", "store", "tracking", "review"})
     settings["data"] = {k: v for k, v in settings["data"].items() if k not in ("local_path", "mp")}
+    for key, old in LATER_SETTINGS.items():
+        section, field = key.split(".")
+        if settings[section].get(field) == old:
+            del settings[section][field]
     text = json.dumps({"protocol": PROTOCOL, "config": settings}, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
@@ -354,7 +370,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=RUNS,
                         help="folder of the rounds in progress (default: %(default)s); finished rounds go to "
                              "benchmarks/results/campaign_records/run-<config key>/<arm>.jsonl.gz")
-    parser.add_argument("--name", default="campaign-v2",
+    parser.add_argument("--name", default="campaign-v3",
                         help="report files: <name>.md, <name>.json, <name>_<system>_hits.png")
     return parser.parse_args(argv)
 

@@ -29,7 +29,7 @@ from aloop.proxy import fit_proxy
 from aloop.space import Crystal, CrystalBatch
 from benchmarks._campaign_arms import ARMS, reward_hull, training_set
 from benchmarks._markdown import table, write_report
-from benchmarks.campaign import SYSTEMS, make_setup, make_system, read_records
+from benchmarks.campaign import SYSTEMS, V2, make_setup, make_system, read_records
 
 
 def seed_labels(records: dict[str, dict[tuple[int, int], dict]], seed: int, rounds: range) -> list[dict]:
@@ -48,7 +48,7 @@ def main() -> None:
     torch.set_num_threads(1)
     rows, start = [], time.perf_counter()
     for name in args.systems:
-        system = make_system(name, SYSTEMS[name], [], progress=False)
+        system = make_system(name, SYSTEMS[name], V2, progress=False)  # v2's records and proxy settings
         setup = make_setup(system, arms=["aloop"])
         records = {arm: read_records(system.records / f"{arm}.jsonl.gz") for arm in ARMS}
         for seed in sorted({s for recorded in records.values() for s, _ in recorded}):
