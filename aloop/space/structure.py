@@ -55,6 +55,8 @@ take pyxtal about 10 s of CPU per try (Na6Co6O6 in R3c, a = 5.2, c = 6.2 A), whi
 PACKING = 1.78
 """Cell volume over the atoms' sphere volume (pymatgen atomic radii): the median of 5,000 Materials Project
 entries (mp_cgcnn36k; quartiles 1.42 and 2.52)."""
+ROOM_STEPS = 8
+"""Scales tried between the packed and the sampled cell when the packed one leaves some site no room."""
 VOLUME_PREDICTOR = DLSVolumePredictor()
 """pymatgen's defaults: bonds looked for up to 4 A beyond the atomic radius, the volume changed by a factor 0.5-1.5
 at most (one pair placed too close would otherwise blow the whole cell up)."""
@@ -204,11 +206,26 @@ def place(crystal: Crystal, placement: Placement = Placement(), *, seed: int | N
 
 def at_packed_volume(crystal: Crystal) -> Crystal:
     """``crystal`` with its lattice scaled (shape kept) to ``PACKING`` times its atoms' sphere volume (pymatgen's
-    atomic radii): a density at which pyxtal's atoms get neighbours, before ``predicted_volume`` sets the bonds."""
+    atomic radii): a density at which pyxtal's atoms get neighbours, before ``predicted_volume`` sets the bonds.
+
+    Shrinking can leave a Wyckoff line or plane too short for its atoms (``crowded``) where the sampled cell had
+    room: then the densest of ``ROOM_STEPS`` scales between the packed and the sampled cell that has room (of
+    Li-Mn-O samples the round would send, 11 of 142 failed placement this way).
+    """
     spheres = sum(n * 4 / 3 * math.pi * float(el.atomic_radius or el.atomic_radius_calculated) ** 3
                   for el, n in crystal.composition.items())
     volume = float(cell_volume(torch.tensor([crystal.lattice], dtype=torch.float64))[0])
     scale = (PACKING * spheres / volume) ** (1 / 3)
+    if crystal.sites and scale < 1.0:
+        scales = [scale ** (1 - i / (ROOM_STEPS - 1)) for i in range(ROOM_STEPS)]  # packed ... sampled, geometric
+        shrunk = [_scaled(crystal, s) for s in scales]
+        roomy = ~crowded(CrystalBatch.from_crystals(shrunk, tuple(el.symbol for el in crystal.composition)))
+        if bool(roomy.any()):
+            scale = scales[int(roomy.int().argmax())]
+    return _scaled(crystal, scale)
+
+
+def _scaled(crystal: Crystal, scale: float) -> Crystal:
     return replace(crystal, lattice=(*(x * scale for x in crystal.lattice[:3]), *crystal.lattice[3:]))
 
 

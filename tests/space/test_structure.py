@@ -1,13 +1,17 @@
 """Crystal <-> pymatgen Structure: known structures survive the round trip through pyxtal."""
 
+from dataclasses import replace
+
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
 
-from aloop.space.crystal import Crystal
+from aloop.space.crystal import Crystal, CrystalBatch
+from aloop.space.spacing import crowded
 from aloop.space.structure import (
     Placement,
     StructureError,
     TimeLimit,
+    at_packed_volume,
     cpu_time_limit,
     has_close_atoms,
     min_distance,
@@ -141,3 +145,20 @@ def test_a_placed_structure_takes_its_bonds_lengths_whatever_the_cells_scale(a):
 def test_a_cell_with_no_pair_within_reach_keeps_its_volume():
     lone = Structure(Lattice.cubic(30.0), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     assert predicted_volume(lone).volume == pytest.approx(lone.volume)
+
+
+def test_atoms_sharing_a_wyckoff_line_keep_room_when_the_cell_is_packed():
+    # Li and Mn on the same 3-fold axis (1b) of P3m1: the sampled c = 8.2 A holds both, the packed cell's would
+    # not; placement takes the densest scale between them that does, and the atoms stay apart
+    crystal = Crystal(156, Composition("LiMnO2"), (17.6, 17.6, 8.2, 90.0, 90.0, 120.0),
+                      (("Li", "b"), ("Mn", "b"), ("O", "a"), ("O", "c")))
+    elements = ("Li", "Mn", "O")
+    assert not crowded(CrystalBatch.from_crystals([crystal], elements)).any()
+    packed = at_packed_volume(crystal)
+    assert packed.lattice[2] < crystal.lattice[2]
+    assert not crowded(CrystalBatch.from_crystals([packed], elements)).any()
+    at_packing = replace(at_packed_volume(replace(crystal, sites=())), sites=crystal.sites)  # the packing alone
+    assert packed.lattice[2] > at_packing.lattice[2]
+    assert crowded(CrystalBatch.from_crystals([at_packing], elements)).any()
+    structure = place(crystal, Placement(volume="predicted"), seed=0)
+    assert len(structure) == 4 and not has_close_atoms(structure)
