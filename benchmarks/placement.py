@@ -163,8 +163,8 @@ def relaxed_ways(crystal: Crystal, placement: Placement, settings: CHGNetSetting
     out: dict[str, tuple[int, float | None, Structure | None] | None] = dict.fromkeys(WAYS)
     for way, result in zip(structures, results, strict=True):
         steps = int(result.metadata.get("steps", settings.max_steps))
-        out[way] = (steps, result.energy_per_atom, result.structure) if isinstance(result, Labelled) else (steps, None,
-                                                                                                          None)
+        labelled = isinstance(result, Labelled)
+        out[way] = (steps, result.energy_per_atom, result.structure) if labelled else (steps, None, None)
     return out
 
 
