@@ -119,7 +119,7 @@ def _fmt(values: list[float], digits: int = 1) -> str:
 def write_report(runs: dict[str, dict[tuple[str, int], list[dict]]], *, systems: list[System], command: str,
                  note: str, matcher: dict, name: str) -> None:
     """Print and write ``<name>.md``, ``<name>.json`` and ``<name>_<system>_hits.png`` under ``benchmarks/results``."""
-    lines = [f"# Campaign simulation v2: {', '.join(s.name for s in systems)}", "", f"Command: `{command}`", "",
+    lines = [f"# Campaign simulation {name.removeprefix('campaign-')}: {', '.join(s.name for s in systems)}", "", f"Command: `{command}`", "",
              *([note, ""] if note else []), *_common_protocol(systems[0], matcher)]
     dump = {"command": command, "systems": {}}
     RESULTS.mkdir(exist_ok=True)
