@@ -47,6 +47,7 @@ from aloop.space import Crystal, CrystalSpace, StructureError, to_structure
 from aloop.space.lattice import cell_volume, expand_lattice
 from aloop.space.structure import TimeLimit, cpu_time_limit
 from benchmarks._markdown import RESULTS, table, write_report
+from benchmarks._records import append_lines, read_lines
 from oracles.chgnet import CHGNetSettings, relax_candidate, relax_candidates, split_groups
 
 RUNS = RESULTS / "oracle_chgnet.jsonl"
@@ -191,8 +192,8 @@ def run(counts: dict[int, int], settings: CHGNetSettings, batch_sizes: list[int]
     """Per-candidate records of every mode, appended to ``RUNS`` as they finish; a rerun skips the recorded
     ones. Placed cells are recorded as they are placed (placement is minutes), so a rerun places only the
     candidates without a record, and none when every mode of a cell size is recorded."""
-    done = {(r["settings"], r["atoms"], r["drawn"], r["index"]): r for r in map(json.loads, RUNS.read_text().splitlines())
-            if "drawn" in r} if RUNS.exists() else {}  # a record without ``drawn`` (older format) is redone
+    done = {(r["settings"], r["atoms"], r["drawn"], r["index"]): r for r in read_lines(RUNS)
+            if "drawn" in r}  # a record without ``drawn`` (older format) is redone
     space = functools.cache(lambda: CrystalSpace.from_settings(SPACE))
     records = []
     for n_atoms, n in counts.items():
@@ -237,8 +238,7 @@ def sizes_up_to(batch_sizes: list[int], n: int) -> list[int]:
 def _append(done: dict, records: list[dict]) -> None:
     for record in records:
         done[record["settings"], record["atoms"], record["drawn"], record["index"]] = record
-    with RUNS.open("a") as out:
-        out.writelines(json.dumps(record) + "\n" for record in records)
+    append_lines(RUNS, records)
 
 
 def summary(records: list[dict]) -> list[dict]:

@@ -26,7 +26,6 @@ Templates: the Materials Project folder ``$ALOOP_SHARED_DATA/mp_cgcnn36k`` (inde
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -53,6 +52,7 @@ from aloop.space.supergroup import forced_supergroup
 from aloop.space.structure import TEMPLATE_PROPERTY, StructureError, place, to_structure
 from aloop.space.wyckoff import positions
 from benchmarks._markdown import RESULTS, table, write_report
+from benchmarks._records import append_lines, read_lines
 from oracles.chgnet import CHGNetSettings, relax_candidates
 
 SHARED = Path(os.environ.get("ALOOP_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -173,15 +173,13 @@ def recorded(part: str, items: list, n: int, seed: int,
     """Per-way records of ``part`` for every item, appended to ``RECORDS`` as each item finishes; items a
     previous run recorded (same part, draw size and seed) are read back, not recomputed."""
     done: dict[tuple, list[dict]] = {}
-    if RECORDS.exists():
-        for record in map(json.loads, RECORDS.read_text().splitlines()):
-            done.setdefault((record["part"], record["drawn"], record["seed"], record["index"]), []).append(record)
+    for record in read_lines(RECORDS):
+        done.setdefault((record["part"], record["drawn"], record["seed"], record["index"]), []).append(record)
     records = []
     for i, item in enumerate(tqdm(items, desc=f"placement {part}", unit="crystal")):
         if (part, n, seed, i) not in done:
             new = [{"part": part, "drawn": n, "seed": seed, "index": i, **r} for r in compute(i, item)]
-            with RECORDS.open("a") as out:
-                out.writelines(json.dumps(r) + "\n" for r in new)
+            append_lines(RECORDS, new)
             done[part, n, seed, i] = new
         records += done[part, n, seed, i]
     return records
