@@ -19,9 +19,10 @@ def table(rows: Sequence[Mapping[str, object]], formats: Mapping[str, str] | Non
     return "\n".join(lines)
 
 
-def write_report(name: str, *sections: str) -> Path:
-    """Print and write ``results/<name>.md``: the command that made it, then ``sections``."""
-    command = " ".join([f"python -m benchmarks.{name}", *sys.argv[1:]])
+def write_report(name: str, *sections: str, module: str | None = None) -> Path:
+    """Print and write ``results/<name>.md``: the command that made it (``benchmarks.<module>``, by default the
+    report's name), then ``sections``."""
+    command = " ".join([f"python -m benchmarks.{module or name}", *sys.argv[1:]])
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     machine = f"Machine: {os.cpu_count()} cores; 1/5/15-minute load average at the end: {load}"
     text = "\n\n".join([f"Command: `{command}`", machine, *sections]) + "\n"

@@ -24,6 +24,9 @@ each ``key=value`` sets a ``data`` field (``max_entries``) or a ``proxy`` field
 
     python -m benchmarks.proxy_campaign_labels [--variants space neighbours ...] [--later space ...] [--seeds 0 1 2]
 
+``--campaign v2`` measures campaign v2's labels instead (five arms; crystals with their Wyckoff sites,
+placed from templates where one fits) and writes ``proxy_campaign_labels-v2.md``.
+
 Writes ``benchmarks/results/proxy_campaign_labels.md``. About 11 minutes on 2 shared cores
 (a fit on the 17,154 neighbours rows about 20 s, on all 33,059 about 35 s).
 """
@@ -56,12 +59,9 @@ from benchmarks import SHARED_DATA
 from benchmarks._markdown import table, write_report
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "campaign.yaml"
-V1 = ("space.charge_rule=[per_atom_icsd]", "space.lattice.length={min: 2.0, max: 15.0}", "proxy.target=formation_energy_per_atom")
-"""What campaign v1 pinned in ``configs/campaign.yaml`` (v2 unpinned it): the labels measured here are v1's."""
-ARMS = ("aloop", "mean", "random", "substitution")
-"""Campaign v1's arms."""
 RECORDS = Path(__file__).resolve().parent / "results" / "campaign_records"
-V1_RUN = RECORDS / "run-9b9b8c80ce86"
+
+
 VARIANTS = ("space", "neighbours,validation_split=random", "neighbours", "all", "space,cell_scale=false",
             "neighbours,cell_scale=false", "neighbours,cell_scale=false,space_share=0.2", "all,cell_scale=false",
             "space,likelihood=gaussian", "neighbours,likelihood=gaussian")
@@ -99,6 +99,26 @@ toward their mean (random arm) without ranking better, except on substitution. S
 from them (with `cell_scale: false`, seeds 0-2) raised coverage90 to 0.88 / 0.55 / 0.93 / 0.95, but through
 wide intervals, not a better fit: a median std of 0.63 eV/atom on the substitution crystals (seed 2) at an MAE
 of 0.17."""
+@dataclass(frozen=True)
+class Campaign:
+    """Whose Li-Mn-O labels are measured: the records folder, the overrides that make ``configs/campaign.yaml`` the
+    space it searched, and the report's name."""
+
+    records: Path
+    overrides: tuple[str, ...]
+    report: str
+    notes: str = ""
+    """Measurements printed under the tables (made once, not rerun)."""
+
+
+CAMPAIGNS = {
+    "v1": Campaign(RECORDS / "run-9b9b8c80ce86", ("space.charge_rule=[per_atom_icsd]",
+                                                  "space.lattice.length={min: 2.0, max: 15.0}"),
+                   "proxy_campaign_labels", SCRATCH),
+    "v2": Campaign(RECORDS / "run-65479776a001", (), "proxy_campaign_labels-v2"),
+}
+"""v1 pinned a charge rule and lengths in ``configs/campaign.yaml`` (v2 unpinned them) and placed atoms at random;
+v2's crystals carry their Wyckoff sites and were placed from templates."""
 SPECS = {"MAE": ".3f", "mean signed error": "+.3f", "Spearman": ".2f", "coverage90": ".2f", "MAE relaxed": ".3f",
          "Spearman relaxed": ".2f"}
 
@@ -115,12 +135,12 @@ class Label:
 
 
 def read_labels(records: Path) -> dict[str, list[Label]]:
-    """Each arm's ``ok`` labels, all seeds and rounds."""
+    """Each arm's ``ok`` labels (one ``<arm>.jsonl.gz`` per arm), all seeds and rounds."""
     labels = {}
-    for arm in ARMS:
-        with gzip.open(records / f"{arm}.jsonl.gz", "rt") as lines:
+    for path in sorted(records.glob("*.jsonl.gz")):
+        with gzip.open(path, "rt") as lines:
             rounds = [json.loads(line) for line in lines]
-        labels[arm] = [Label(r["seed"], r["round"], Crystal.from_dict(x["crystal"]),
+        labels[path.name.removesuffix(".jsonl.gz")] = [Label(r["seed"], r["round"], Crystal.from_dict(x["crystal"]),
                              Crystal.from_structure(Structure.from_str(x["relaxed_cif"], fmt="cif")), x[TARGET])
                        for r in rounds for x in r["labels"] if x.get("ok")]
     return labels
@@ -193,17 +213,17 @@ def first_round(cfg: Config, variant: str, assembly: Assembly, labels: dict[str,
                 ) -> tuple[dict[str, list[dict]], dict]:
     """Each arm's scores by proxy seed, and a summary (rows inside and outside the space, fit seconds)."""
     assert assembly.training is not None
-    sets = {arm: (as_training_set(labels[arm]), as_training_set(labels[arm], relaxed=True)) for arm in ARMS}
-    by_arm: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    sets = {arm: (as_training_set(labels[arm]), as_training_set(labels[arm], relaxed=True)) for arm in labels}
+    by_arm: dict[str, list[dict]] = {arm: [] for arm in labels}
     seconds = []
     for seed in seeds:
         start = time.perf_counter()
         proxy = fit_proxy(assembly.training, cfg.proxy, seed=seed)
         seconds.append(time.perf_counter() - start)
-        for arm in ARMS:
+        for arm in labels:
             by_arm[arm].append(scores(proxy, *sets[arm], proxy.reference_source))
         print(f"  seed {seed}: fit {seconds[-1]:.0f} s; " + "; ".join(
-            f"{arm} MAE {by_arm[arm][-1]['MAE']:.3f} Spearman {by_arm[arm][-1]['Spearman']:.2f}" for arm in ARMS),
+            f"{arm} MAE {by_arm[arm][-1]['MAE']:.3f} Spearman {by_arm[arm][-1]['Spearman']:.2f}" for arm in labels),
             flush=True)
     inside = int(assembly.training.inside.sum())
     summary = {"variant": variant, "training rows": len(assembly.training), "inside the space": inside,
@@ -215,16 +235,16 @@ def first_round(cfg: Config, variant: str, assembly: Assembly, labels: dict[str,
 def later_rounds(cfg: Config, variant: str, start: TrainingSet, labels: dict[str, list[Label]], seeds: list[int]
                  ) -> dict[str, list[dict]]:
     """Each arm's scores on rounds after ``KNOWN_ROUNDS``, by campaign seed (= proxy seed)."""
-    by_arm: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    by_arm: dict[str, list[dict]] = {arm: [] for arm in labels}
     for seed in seeds:
-        known = [x for arm in ARMS for x in labels[arm] if x.seed == seed and x.round <= KNOWN_ROUNDS]
+        known = [x for arm in labels for x in labels[arm] if x.seed == seed and x.round <= KNOWN_ROUNDS]
         train = with_labels(start, known, cfg)
         proxy = fit_proxy(train, cfg.proxy, seed=seed)
-        for arm in ARMS:
+        for arm in labels:
             test = [x for x in labels[arm] if x.seed == seed and x.round > KNOWN_ROUNDS]
             by_arm[arm].append({"n": len(test), **scores(proxy, as_training_set(test), None, LABEL_SOURCE)})
         print(f"  later rounds, seed {seed}: {len(train):,} rows ({len(known)} labels); " + "; ".join(
-            f"{arm} MAE {by_arm[arm][-1]['MAE']:.3f} Spearman {by_arm[arm][-1]['Spearman']:.2f}" for arm in ARMS),
+            f"{arm} MAE {by_arm[arm][-1]['MAE']:.3f} Spearman {by_arm[arm][-1]['Spearman']:.2f}" for arm in labels),
             flush=True)
     return by_arm
 
@@ -247,13 +267,14 @@ def versus_space(results: dict[str, dict[str, list[dict]]], metrics: tuple[str, 
     def mean(variant: str, arm: str, metric: str) -> float:
         return round(float(np.mean([s[metric] for s in results[variant][arm]])), 3 if metric.startswith("MAE") else 2)
 
+    arms = list(results["space"])
     lines = []
     for variant in (v for v in results if v != "space"):
-        wins = {m: [a for a in ARMS if mean(variant, a, m) != mean("space", a, m)
+        wins = {m: [a for a in arms if mean(variant, a, m) != mean("space", a, m)
                     and (mean(variant, a, m) < mean("space", a, m)) == m.startswith("MAE")] for m in metrics}
         lines.append(f"- `{variant}` beats `space` " + "; ".join(
-            f"in {m} on {len(arms)} of {len(ARMS)} arms" + (f" ({', '.join(arms)})" if 0 < len(arms) < len(ARMS) else "")
-            for m, arms in wins.items()) + ".")
+            f"in {m} on {len(won)} of {len(arms)} arms" + (f" ({', '.join(won)})" if 0 < len(won) < len(arms) else "")
+            for m, won in wins.items()) + ".")
     return "\n".join(lines)
 
 
@@ -262,14 +283,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="scope[,key=value...]")
     parser.add_argument("--later", nargs="*", default=list(LATER), help="variants also measured on later rounds")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--records", type=Path, default=V1_RUN, help="a campaign v1 records folder")
+    parser.add_argument("--campaign", choices=list(CAMPAIGNS), default="v1",
+                        help="whose labels: v1 (atoms placed at random) or v2 (Wyckoff sites, template placement); "
+                             "v2's report is proxy_campaign_labels-v2.md")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
-    records = args.records
+    campaign = CAMPAIGNS[args.campaign]
+    records = campaign.records
     if not (SHARED_DATA / "mp_cgcnn36k").exists():
         sys.exit(f"shared data not found at {SHARED_DATA} (set ALOOP_SHARED_DATA)")
-    base = load_config(CONFIG, list(V1))
+    base = load_config(CONFIG, list(campaign.overrides))
     start = time.perf_counter()
     labels = read_labels(records)
     first, later, summaries = {}, {}, []
@@ -285,14 +309,14 @@ def main(argv: list[str] | None = None) -> None:
             later[variant] = later_rounds(cfg, variant, assembly.training, labels, args.seeds)
     rows = [{"arm": arm, "variant": variant, "n": len(labels[arm]),
              **{m: _spread([s[m] for s in first[variant][arm]], SPECS[m]) for m in METRICS}}
-            for arm in ARMS for variant in first]
+            for arm in labels for variant in first]
     later_rows = [{"arm": arm, "variant": variant, "n": sum(r["n"] for r in later[variant][arm]),
                    **{m: format(_pooled(later[variant][arm], m), SPECS[m]) for m in METRICS[:4]}}
-                  for arm in ARMS for variant in later]
+                  for arm in labels for variant in later]
     sections = [
-        "# Campaign proxies on the campaign's CHGNet labels, by `data.scope` and proxy settings",
+        f"# Campaign proxies on campaign {args.campaign}'s CHGNet labels, by `data.scope` and proxy settings",
         (f"Records: `{records.relative_to(RECORDS.parents[2])}` (relaxed labels: "
-         f"{', '.join(f'{a} {len(labels[a])}' for a in ARMS)}). Proxy: configs/campaign.yaml's settings with each "
+         f"{', '.join(f'{a} {len(labels[a])}' for a in labels)}). Proxy: configs/campaign.yaml's settings with each "
          f"variant's (`scope,key=value,...`: `data` or `proxy` fields), one torch thread. Errors in eV/atom; mean "
          f"signed error = predicted - CHGNet label; coverage90: share of labels (all inside the space) inside the "
          f"proxy's 90% interval; Spearman: rank correlation of predicted and CHGNet formation energies. "
@@ -315,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
             table(later_rows),
             versus_space(later, ("MAE", "Spearman")),
         ]
-    write_report("proxy_campaign_labels", *sections, SCRATCH)
+    write_report(campaign.report, *sections, *filter(None, [campaign.notes]), module="proxy_campaign_labels")
 
 
 if __name__ == "__main__":
