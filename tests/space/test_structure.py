@@ -128,6 +128,23 @@ def test_cpu_time_limit_stops_a_busy_block_and_leaves_others_alone():
     assert total == 499500
 
 
+def test_cpu_time_limit_outlasts_code_that_swallows_it():
+    # as pyxtal's bare ``except:`` clauses do: nine tenths of the work inside one; a limit raised once lands
+    # there nine times in ten and is lost, and the block would run to its end (about 30 s of CPU)
+    def spin(n: int) -> None:
+        for _ in range(n):
+            sum(range(100))
+
+    with pytest.raises(TimeLimit):
+        with cpu_time_limit(0.1):
+            for _ in range(2000):
+                try:
+                    spin(9000)
+                except BaseException:
+                    pass
+                spin(1000)
+
+
 @pytest.mark.parametrize("a", [3.0, 5.64, 12.0])
 def test_a_placed_structure_takes_its_bonds_lengths_whatever_the_cells_scale(a):
     # rock salt sampled crushed, right or four times too sparse (isolated atoms, which CHGNet cannot relax):
