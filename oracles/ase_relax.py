@@ -79,7 +79,8 @@ class RelaxSettings(BaseModel):
     max_steps: int = Field(500, gt=0)
     relax_cell: bool = True
     timeout_s: float = Field(600.0, gt=0)
-    """Wall-clock seconds one relaxation may take."""
+    """Wall-clock seconds one relaxation may take; relaxed in a batch, a structure is charged its share of each
+    batched evaluation."""
     device: str = "cpu"
     torch_threads: int | None = Field(1, gt=0)
     """Intra-op threads per process, of torch and of numpy's BLAS; one evaluation per core scales

@@ -166,9 +166,11 @@ class CHGNetOracle:
         self._potential = potential(settings)
         self.name = self._potential.name
         self._pool = ase_relax.job_pool(self._potential, executor=executor, prefix="chgnet")
-        # a group job evaluates a _Group to a list of results; run_with_timeout and JobPool pass it through
+        # a group job evaluates a _Group to a list of results; run_with_timeout and JobPool pass it through. Each
+        # member is charged its share of the group's time (``Limits.timeout_s``): the group may take them all
         self._groups = JobPool(functools.partial(_relax_group, settings=settings), executor=executor,
-                               prefix="chgnet-group", timeout_s=settings.timeout_s + HARD_TIMEOUT_GRACE_S)
+                               prefix="chgnet-group",
+                               timeout_s=settings.timeout_s * settings.batch_size + HARD_TIMEOUT_GRACE_S)
         self._members: dict[str, tuple[str, int]] = {}
         """Job id of each candidate relaxed in a group: the group's job id and the candidate's place in it."""
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from types import SimpleNamespace
 
 import pytest
 from pymatgen.core import Lattice, Structure
@@ -10,6 +12,7 @@ from pymatgen.core import Lattice, Structure
 from aloop.executor import open_executor
 from aloop.oracle import Failed, Labelled, Lost, OracleInput, Pending, load_oracle
 from aloop.space.crystal import Crystal
+from oracles import batched_relax
 from oracles.chgnet import CHGNetSettings, relax_candidate, relax_candidates, split_groups
 
 SETTINGS = CHGNetSettings(max_steps=60, batch_size=4)
@@ -76,6 +79,18 @@ def test_failures_stay_with_their_structure(small, one_at_a_time):
 def test_a_batch_past_its_timeout_fails_every_structure_with_timeout(small):
     results = relax_candidates(small[:2], settings=SETTINGS.model_copy(update={"timeout_s": 1e-6}))
     assert [(r.kind, "at step 0" in r.reason) for r in results] == [("timeout", True)] * 2
+
+
+def test_a_structure_in_a_batch_is_charged_its_share_of_the_batch_time(small, monkeypatch):
+    # a clock that moves one second per evaluation: alone, a structure times out at step 3 of a 3 s limit; in a
+    # batch of four each is charged a quarter of every step, so one that has not converged stops at step 12
+    ticks = itertools.count()
+    monkeypatch.setattr(batched_relax, "time", SimpleNamespace(monotonic=lambda: float(next(ticks))))
+    settings = SETTINGS.model_copy(update={"timeout_s": 3.0, "fmax": 1e-4})
+    [alone] = relax_candidates(small[:1], settings=settings)
+    assert alone.kind == "timeout" and "at step 3" in alone.reason, alone
+    together = relax_candidates(small, settings=settings)
+    assert [(r.kind, "at step 12" in r.reason) for r in together] == [("timeout", True)] * 4, together
 
 
 def test_the_oracle_relaxes_groups_and_answers_per_candidate(small):
