@@ -347,6 +347,10 @@ class PlacementSettings(Section):
     """``predicted``: the placed atoms are scaled, cell and all, so that their shortest bonds take the lengths
     pymatgen's ``DLSVolumePredictor`` expects (the generator's lattice gives the cell's shape);
     ``sampled``: the cell keeps the generator's volume."""
+    spread: bool = True
+    """Where no template fits and pyxtal cannot place the atoms within its time limit, or lands them in a higher
+    group, move every orbit's free coordinates at once until the atoms are apart in the crystal's own group
+    (``aloop.space.spread``)."""
 
 
 class StoreSettings(Section):

@@ -24,11 +24,13 @@ cache, or on another machine the arm's last recorded one (``checkpoints/<arm>-se
 the records, removed once the arm's seed has all its rounds). Delete an arm's records to recompute it. The config key
 hashes the protocol version and every setting but names, seeds and paths, so v1's records
 (``run-9b9b8c80ce86``, report ``campaign.md``) are never mixed with v2's. v2's records were made
-before the proxy's Student-t fit: ``--set proxy.likelihood=gaussian`` finds them (``V2``), and
-today's defaults compute a campaign of their own.
+before the proxy's Student-t fit and before ``placement.spread``: ``--set proxy.likelihood=gaussian
+placement.spread=false`` finds them (``V2``); ``--set placement.spread=false`` finds the Li-Mn-O aloop
+rounds made with the Student-t fit but before spreading (``run-6a906e9adc59``), and today's defaults
+compute a campaign of their own.
 
     python -m benchmarks.campaign                # both systems, 4 rounds of 16 per arm, seeds 0 1 2
-    python -m benchmarks.campaign --set proxy.likelihood=gaussian --name campaign-v2   # v2's report, from its records
+    python -m benchmarks.campaign --set proxy.likelihood=gaussian placement.spread=false --name campaign-v2   # v2's report
     python -m benchmarks.campaign --systems fe-o --arms aloop random --seeds 0 --no-report   # a partial run
     python -m benchmarks.campaign --rounds 1 --batch 2 --seeds 0 --gfn-steps 20 --n-samples 200 --name campaign-smoke
 
@@ -98,7 +100,7 @@ RECORDS = Path(__file__).resolve().parent / "results" / "campaign_records"
 DATA = SHARED_DATA / "mp_cgcnn36k"
 
 
-LATER_SETTINGS = {"proxy.likelihood": "gaussian"}
+LATER_SETTINGS = {"proxy.likelihood": "gaussian", "placement.spread": False}
 """Settings added after campaign v2's records were made, at the value v2 ran with: left out of the records key
 while they hold it, so a config that behaves as v2's did keeps v2's key (``V2``), and today's defaults get their
 own records."""

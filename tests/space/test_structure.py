@@ -4,10 +4,13 @@ from dataclasses import replace
 
 import pytest
 from pymatgen.core import Composition, Lattice, Structure
+from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-from aloop.space.crystal import Crystal, CrystalBatch
+from aloop.config import PlacementSettings
+from aloop.space.crystal import SYMPREC, Crystal, CrystalBatch
 from aloop.space.spacing import crowded
 from aloop.space.structure import (
+    PLACEMENT_CPU_S,
     Placement,
     StructureError,
     TimeLimit,
@@ -16,6 +19,7 @@ from aloop.space.structure import (
     has_close_atoms,
     min_distance,
     place,
+    placed_structure,
     predicted_volume,
     to_structure,
 )
@@ -179,3 +183,33 @@ def test_atoms_sharing_a_wyckoff_line_keep_room_when_the_cell_is_packed():
     assert crowded(CrystalBatch.from_crystals([at_packing], elements)).any()
     structure = place(crystal, Placement(volume="predicted"), seed=0)
     assert len(structure) == 4 and not has_close_atoms(structure)
+
+
+MN9O15 = Crystal(154, Composition("Mn9O15"), (6.62, 6.62, 14.72, 90.0, 90.0, 120.0),
+                 (("Mn", "a"),) * 3 + (("O", "a"),) * 3 + (("O", "c"),))
+"""Six orbits on the 2-fold axes (x, 0, 1/3) of P3_221: a sample pyxtal spends its whole time limit on."""
+
+
+def test_sites_pyxtal_cannot_fill_in_time_are_spread_on_exactly_those_sites_unless_spread_is_off():
+    placement = Placement(volume="predicted")
+    with pytest.raises((StructureError, TimeLimit)), cpu_time_limit(PLACEMENT_CPU_S):
+        place(MN9O15, placement, seed=int(MN9O15.canonical_hash[:8], 16))
+    structure = placed_structure(MN9O15, placement)
+    assert structure is not None and not has_close_atoms(structure)
+    back = Crystal.from_structure(structure)
+    assert (back.space_group, back.composition) == (154, MN9O15.composition)
+    assert sorted(letter for _, letter in back.sites) == sorted(letter for _, letter in MN9O15.sites)
+    pyxtal_only = Placement.from_settings(PlacementSettings(volume="predicted", spread=False), None)
+    assert placed_structure(MN9O15, pyxtal_only) is None
+
+
+def test_a_pyxtal_placement_in_a_higher_group_is_spread_into_its_own():
+    # a = 7.8: the seed the crystal hashes to makes pyxtal land in P6_3mc (asserted below)
+    crystal = Crystal(159, Composition("Na6Li4Mg2"), (7.8, 7.8, 16.3, 90.0, 90.0, 120.0),
+                      (("Na", "c"), ("Li", "b"), ("Li", "b"), ("Mg", "a")))
+    placement = Placement(volume="predicted")
+    pyxtal = place(crystal, placement, seed=int(crystal.canonical_hash[:8], 16))
+    assert SpacegroupAnalyzer(pyxtal, symprec=SYMPREC).get_space_group_number() != 159
+    structure = placed_structure(crystal, placement)
+    assert SpacegroupAnalyzer(structure, symprec=SYMPREC).get_space_group_number() == 159
+    assert structure.composition == crystal.composition
