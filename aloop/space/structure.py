@@ -274,10 +274,11 @@ def _group(structure: Structure) -> int:
 
 
 def placed_structure(crystal: Crystal, placement: Placement = Placement()) -> Structure | None:
-    """``place`` seeded by the crystal's hash (always the same placement); where that fails within
-    ``PLACEMENT_CPU_S``, or pyxtal's atoms land in a higher group, and ``placement.spread``, the atoms spread on the crystal's sites
-    by descent (``spread``, within ``SPREAD_CPU_S``, in the cell ``place`` would use). ``None`` when
-    nothing places them; pyxtal's higher-group structure when spreading does no better.
+    """``place`` seeded by the crystal's hash (always the same placement). Where that fails within
+    ``PLACEMENT_CPU_S`` or pyxtal's atoms land in a higher group, and ``placement.spread``, the atoms are
+    spread on the crystal's sites by descent (``spread``, within ``SPREAD_CPU_S``, in the cell ``place``
+    would use). ``None`` when nothing places them; pyxtal's higher-group structure when spreading does
+    no better.
 
     Of 200 untrained samples of each preset that a round could send (``benchmarks.placement``), pyxtal
     could not place 7 of the default space's 125 and 15 of Li-Mn-O's 142 (many orbits on one line or
@@ -290,10 +291,10 @@ def placed_structure(crystal: Crystal, placement: Placement = Placement()) -> St
             structure = place(crystal, placement, seed=seed)
     except (StructureError, TimeLimit):
         pass
-    if not placement.spread or (structure is not None and (TEMPLATE_PROPERTY in structure.properties
-                                                          or _group(structure) == crystal.space_group)):
+    if not placement.spread or not crystal.sites or (structure is not None and (
+            TEMPLATE_PROPERTY in structure.properties or _group(structure) == crystal.space_group)):
         return structure
-    if hopeless(crystal) is not None:
+    if hopeless(crystal) is not None:  # outside the time limit: it may build forced_supergroup's table
         return structure
     try:
         with cpu_time_limit(SPREAD_CPU_S):
