@@ -268,6 +268,12 @@ def train_proxy(ctx: RoundContext, data: TrainingSet) -> Proxy:
         tracking.log_figure(ctx.client, ctx.run_id, plot_calibration(report, title=f"round {ctx.number}"), "calibration")
         ctx.console.print(f"proxy on {len(held_out)} held-out points: MAE {report.mae:.3f}, "
                           f"90% coverage {report.coverage_90:.2f}")
+    if (correction := proxy.correction) is not None:
+        labels, offset = correction
+        tracking.log_metrics(ctx.client, ctx.run_id, {"proxy_correction_labels": labels,
+                                                      "proxy_correction_offset": offset})
+        ctx.console.print(f"proxy correction from {labels} campaign labels: on average {offset:+.3f} from the "
+                          "rest of the data's prediction")
     proxy.save(ctx.workdir / "proxy")
     tracking.log_proxy_model(ctx.client, ctx.experiment_id, ctx.run_id, ctx.workdir / "proxy",
                              example=train_set.crystals[:2].to_crystals())

@@ -126,7 +126,7 @@ def training_set(setup: Setup, labels: Sequence[dict]) -> TrainingSet:
                                     [label["formation_energy_per_atom"] for label in ok],
                                     sources=[setup.label_source] * len(ok), ids=[label["id"] for label in ok],
                                     target=setup.start.target)
-    return TrainingSet.concat([setup.start, new])
+    return TrainingSet.concat([setup.start, new.as_campaign_labels()])
 
 
 def reward_hull(setup: Setup, labels: Sequence[dict]) -> FormationHull | None:

@@ -23,19 +23,24 @@ fit). A guided arm's next round warm-starts from the previous round's checkpoint
 cache, or on another machine the arm's last recorded one (``checkpoints/<arm>-seed-<s>.pt`` beside
 the records, removed once the arm's seed has all its rounds). Delete an arm's records to recompute it. The config key
 hashes the protocol version and every setting but names, seeds and paths, so v1's records
-(``run-9b9b8c80ce86``, report ``campaign.md``) are never mixed with v2's. v2's records were made
-before the proxy's Student-t fit and before ``placement.spread``: ``--set proxy.likelihood=gaussian
-placement.spread=false`` finds them (``V2``); ``--set placement.spread=false`` finds the Li-Mn-O aloop
-rounds made with the Student-t fit but before spreading (``run-6a906e9adc59``), and today's defaults
-compute a campaign of their own.
+(``run-9b9b8c80ce86``, report ``campaign.md``) are never mixed with v2's. Each setting added since v2
+(``LATER_SETTINGS``) is left out of the key at the value v2 ran with, so older records keep their key when
+those values are named: v2's (before the Student-t fit, ``placement.spread`` and ``proxy.correction``)
+with ``--set proxy.likelihood=gaussian placement.spread=false proxy.correction=false`` (``V2``); v3's (the
+Student-t fit and spreading, no correction: ``run-fdec6f63f071`` Li-Mn-O, ``run-c6724fde8897`` Fe-O) with
+``--set proxy.correction=false``; the Li-Mn-O aloop rounds with the Student-t fit but before spreading
+(``run-6a906e9adc59``) with ``--set placement.spread=false proxy.correction=false``. Today's defaults
+compute a campaign of their own, v4 (``run-4f0735e4cb0e`` on Li-Mn-O).
 
-    python -m benchmarks.campaign                # both systems, 4 rounds of 16 per arm, seeds 0 1 2
-    python -m benchmarks.campaign --set proxy.likelihood=gaussian placement.spread=false --name campaign-v2   # v2's report
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop   # today's defaults (v4): the aloop arm
+    python -m benchmarks.campaign --set proxy.correction=false --name campaign-v3   # v3's report
+    python -m benchmarks.campaign --set proxy.likelihood=gaussian placement.spread=false proxy.correction=false \
+        --name campaign-v2                                          # v2's report
     python -m benchmarks.campaign --systems fe-o --arms aloop random --seeds 0 --no-report   # a partial run
     python -m benchmarks.campaign --rounds 1 --batch 2 --seeds 0 --gfn-steps 20 --n-samples 200 --name campaign-smoke
 
-Writes ``benchmarks/results/campaign-v3.md``, ``campaign-v3.json`` and ``campaign-v3_<system>_hits.png`` (today's
-code; ``--name`` chooses another stem, so v2's report and runs of another budget sit beside them).
+Writes ``benchmarks/results/campaign-v4.md``, ``campaign-v4.json`` and ``campaign-v4_<system>_hits.png`` (today's
+code; ``--name`` chooses another stem, so older reports and runs of another budget sit beside them).
 """
 
 from __future__ import annotations
@@ -100,12 +105,12 @@ RECORDS = Path(__file__).resolve().parent / "results" / "campaign_records"
 DATA = SHARED_DATA / "mp_cgcnn36k"
 
 
-LATER_SETTINGS = {"proxy.likelihood": "gaussian", "placement.spread": False}
+LATER_SETTINGS = {"proxy.likelihood": "gaussian", "placement.spread": False, "proxy.correction": False}
 """Settings added after campaign v2's records were made, at the value v2 ran with: left out of the records key
 while they hold it, so a config that behaves as v2's did keeps v2's key (``V2``), and today's defaults get their
 own records."""
 V2 = [f"{key}={value}" for key, value in LATER_SETTINGS.items()]
-"""Overrides that find campaign v2's committed records: ``python -m benchmarks.campaign --set proxy.likelihood=gaussian``."""
+"""Overrides that find campaign v2's committed records (the ``--set`` of v2's report command above)."""
 
 
 def run_key(cfg: Config) -> str:
@@ -372,7 +377,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=RUNS,
                         help="folder of the rounds in progress (default: %(default)s); finished rounds go to "
                              "benchmarks/results/campaign_records/run-<config key>/<arm>.jsonl.gz")
-    parser.add_argument("--name", default="campaign-v3",
+    parser.add_argument("--name", default="campaign-v4",
                         help="report files: <name>.md, <name>.json, <name>_<system>_hits.png")
     return parser.parse_args(argv)
 

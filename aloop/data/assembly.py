@@ -101,6 +101,7 @@ def assemble_training_set(store: Store, campaign_id: int, *, space: CrystalSpace
     known, dropped, outside = _convert(sources, target=target, space=space, scope=settings.scope,
                                        max_entries=settings.max_entries, seed=seed)
     own, labels_dropped, own_outside = _convert(labels, target=target, space=space, scope=settings.scope)
+    own = [rows.as_campaign_labels() for rows in own]
     phases, _, phases_outside = _convert(
         known_phase_entries(store, campaign_id, space.elements) if target == "formation_energy_per_atom" else [],
         target=target, space=space, scope=settings.scope)

@@ -4,7 +4,9 @@ Labels of different oracles are different measurements (Materials Project's lega
 fresh mp-api data, the CHGNet oracle, ...): every row keeps its ``source``, and the
 proxy tells them apart. Every row also says whether it lies inside the crystal space
 (``inside``): the proxy can give those rows, and the campaign's labels among them, a fixed
-share of its fit when the rest comes from beyond the space (``data.scope``).
+share of its fit when the rest comes from beyond the space (``data.scope``). The campaign's
+own labels are marked (``campaign_label``): the proxy learns from them how far the crystals
+the loop proposes sit from what the rest of the data predicts (``aloop.proxy.correction``).
 
 Example:
     >>> nacl = Crystal(225, Composition("Na4Cl4"), (5.64,) * 3 + (90.0,) * 3)
@@ -17,7 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -42,6 +44,8 @@ class TrainingSet:
         ids: ``N`` identifiers (material id, label id).
         inside: ``(N,)`` bool, whether each row lies inside the crystal space; ``None`` (no space
             known, e.g. a CSV file) marks every row inside.
+        campaign_label: ``(N,)`` bool, whether each row is one of the campaign's own labels (an oracle's
+            value of a crystal the loop proposed), not Materials Project's or a known phase's; ``None``: none is.
     """
 
     target: str
@@ -51,6 +55,7 @@ class TrainingSet:
     sources: tuple[str, ...]
     ids: tuple[str, ...]
     inside: torch.Tensor | None = None
+    campaign_label: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.crystals)
@@ -58,11 +63,14 @@ class TrainingSet:
             raise ValueError(f"target {self.target!r} is not one of {list(TARGETS)}")
         if self.inside is None:
             object.__setattr__(self, "inside", torch.ones(n, dtype=torch.bool))
+        if self.campaign_label is None:
+            object.__setattr__(self, "campaign_label", torch.zeros(n, dtype=torch.bool))
+        masks = {"inside": self.inside, "campaign_label": self.campaign_label}
         if (self.values.shape != (n,) or self.source.shape != (n,) or len(self.ids) != n
-                or self.inside.shape != (n,) or self.inside.dtype != torch.bool):
+                or any(m.shape != (n,) or m.dtype != torch.bool for m in masks.values())):
             raise ValueError(f"{n} crystals but values {tuple(self.values.shape)}, source "
-                             f"{tuple(self.source.shape)}, {len(self.ids)} ids, inside {tuple(self.inside.shape)} "
-                             f"{self.inside.dtype}")
+                             f"{tuple(self.source.shape)}, {len(self.ids)} ids, "
+                             + ", ".join(f"{k} {tuple(m.shape)} {m.dtype}" for k, m in masks.items()))
 
     def __len__(self) -> int:
         return len(self.crystals)
@@ -84,7 +92,12 @@ class TrainingSet:
             index = index.nonzero().squeeze(1)
         rows = index.tolist()
         return TrainingSet(self.target, self.crystals[index], self.values[index], self.source[index],
-                           self.sources, tuple(self.ids[i] for i in rows), self.inside[index])
+                           self.sources, tuple(self.ids[i] for i in rows), self.inside[index],
+                           self.campaign_label[index])
+
+    def as_campaign_labels(self) -> TrainingSet:
+        """The same rows, every one marked as the campaign's own label (``campaign_label``)."""
+        return replace(self, campaign_label=torch.ones(len(self), dtype=torch.bool))
 
     def split(self, *, fraction: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
         """(rest, held out): a random ``fraction`` of the rows held out, reproducible by ``seed``."""
@@ -121,4 +134,5 @@ class TrainingSet:
             sources=sources,
             ids=tuple(i for s in sets for i in s.ids),
             inside=torch.cat([s.inside for s in sets]),
+            campaign_label=torch.cat([s.campaign_label for s in sets]),
         )

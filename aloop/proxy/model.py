@@ -26,7 +26,9 @@ outcome transform), adds each point's source noise when ``observation_noise=True
 source is read from the input's one-hot), and evaluates ``q = 1`` batches, the shape of
 analytic acquisition functions, as one flat batch of marginals (``CrystalGPModel.marginals``)
 instead of one variational solve per point (gpytorch would build ``(b, M+1, M+1)`` kernels).
-Its latent covariance is multiplied by ``variance_scale``, recalibrated after the fit.
+Its latent covariance is multiplied by ``variance_scale``, recalibrated after the fit. Once the
+campaign has labels of its own, ``correction`` (``aloop.proxy.correction``) adds how far they sit
+from this model: its mean, its variance and, with ``observation_noise``, their scatter.
 
 Example:
     >>> gp = CrystalGP(torch.randn(64, 12, dtype=torch.float64), n_sources=2, hidden_dims=(32,), latent_dim=4)
@@ -62,6 +64,8 @@ from linear_operator.operators import DiagLinearOperator
 from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
 from torch.distributions import StudentT
+
+from aloop.proxy.correction import LabelCorrection
 
 SOURCE_SCALE = 0.1
 """Prior centre of the per-source term's output scale (standardised units), a tenth of the shared term's:
@@ -202,7 +206,7 @@ class _Predictive:
 
     inducing: torch.Tensor  # (M, latent + K): embedded inducing points
     weights: torch.Tensor  # (M,): L^-T m
-    correction: torch.Tensor  # (M, M): L^-T (S - I) L^-1
+    update: torch.Tensor  # (M, M): L^-T (S - I) L^-1
 
 
 class CrystalGPModel(ApproximateGPyTorchModel):
@@ -217,6 +221,7 @@ class CrystalGPModel(ApproximateGPyTorchModel):
         super().__init__(gp, SourceNoiseLikelihood(gp.n_sources), num_outputs=1)
         self.outcome_transform = Standardize(m=1)
         self.register_buffer("variance_scale", torch.ones(()))
+        self.correction: LabelCorrection | None = None
         self._predictive: _Predictive | None = None
 
     def standardise(self, values: torch.Tensor, *, min_std: float) -> torch.Tensor:
@@ -254,7 +259,7 @@ class CrystalGPModel(ApproximateGPyTorchModel):
         cross = self.model.covar_module(z, predictive.inducing).to_dense()  # (N, M)
         mean = self.model.mean_module(z) + cross @ predictive.weights
         prior = self.model.covar_module(z, diag=True) + self.model.variational_strategy.jitter_val
-        return mean, prior + ((cross @ predictive.correction) * cross).sum(dim=-1)
+        return mean, prior + ((cross @ predictive.update) * cross).sum(dim=-1)
 
     @torch.no_grad()
     def _predictive_terms(self) -> _Predictive:
@@ -269,7 +274,7 @@ class CrystalGPModel(ApproximateGPyTorchModel):
         root_inv_t = torch.linalg.solve_triangular(root, identity, upper=False).mT  # L^-T
         middle = variational.covariance_matrix - identity
         self._predictive = _Predictive(inducing=inducing, weights=root_inv_t @ variational.mean,
-                                       correction=root_inv_t @ middle @ root_inv_t.mT)
+                                       update=root_inv_t @ middle @ root_inv_t.mT)
         return self._predictive
 
     def source_of(self, x: torch.Tensor) -> torch.Tensor:
@@ -289,6 +294,9 @@ class CrystalGPModel(ApproximateGPyTorchModel):
             variance = self.variance_scale * variance
             if observation_noise:
                 variance = variance + self.likelihood.noise[self.source_of(flat)]
+            if self.correction is not None:
+                shift, spread, noise = self.correction.marginals(flat)
+                mean, variance = mean + shift, variance + spread + (noise if observation_noise else 0.0)
             shape = X.shape[:-1]
             distribution = MultivariateNormal(mean.reshape(shape), DiagLinearOperator(variance.reshape(shape)))
         else:
@@ -296,5 +304,8 @@ class CrystalGPModel(ApproximateGPyTorchModel):
             distribution = MultivariateNormal(latent.mean, latent.lazy_covariance_matrix * self.variance_scale)
             if observation_noise:
                 distribution = self.likelihood(distribution, source=self.source_of(X))
+            if self.correction is not None:
+                shift, spread = self.correction.joint(X, observation_noise=observation_noise)
+                distribution = MultivariateNormal(distribution.mean + shift, distribution.lazy_covariance_matrix + spread)
         posterior = self.outcome_transform.untransform_posterior(GPyTorchPosterior(distribution), X=X)
         return posterior if posterior_transform is None else posterior_transform(posterior, X=X)

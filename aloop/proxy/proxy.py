@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from aloop.config import ProxySettings, label_property
 from aloop.data.training import TrainingSet
 from aloop.hardware import torch_threads
+from aloop.proxy.correction import MIN_LABELS, OTHER_ELEMENTS, LabelCorrection, fit_correction
 from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel, SourceStudentTLikelihood
 from aloop.space.crystal import CrystalBatch
 from aloop.space.features import SITE_FEATURES, feature_names, featurize
@@ -56,6 +57,10 @@ MIN_QUANTILE_ROWS = 100
 empirical 90% quantile of n rows misses its coverage by about sqrt(0.09 / n), 0.03 at 100)."""
 QUANTILE_LEVELS = tuple(round(0.01 * i, 2) for i in range(1, 100))
 """Central-interval levels at which ``ResidualQuantiles.from_residuals`` records the residuals' quantiles."""
+FRACTION_PREFIX = "frac_"
+"""The ``featurize`` columns of element fractions (``frac_<El>``): what the campaign's correction reads."""
+CORRECTION = "correction"
+"""The correction's name in the model's state dict (``CrystalGPModel.correction``)."""
 SCALE_FEATURES = ("volume_per_atom", "log_volume_per_atom", "packing_fraction")
 """The features of the cell's scale, which a proxy with ``cell_scale: false`` does not read."""
 
@@ -232,6 +237,14 @@ class Proxy:
         return list(self.model.model.hidden_dims)
 
     @property
+    def correction(self) -> tuple[int, float] | None:
+        """``(labels, their mean offset in target units)`` of the campaign's correction; ``None`` without one."""
+        correction = self.model.correction
+        if correction is None:
+            return None
+        return len(correction.train_y), float(correction.train_y.mean() * self.model.outcome_transform.stdvs.squeeze())
+
+    @property
     def noise_std(self) -> dict[str, float]:
         """Learned observation noise (standard deviation, target units) of each source."""
         scale = float(self.model.outcome_transform.stdvs.squeeze())
@@ -267,6 +280,8 @@ class Proxy:
             hidden_dims = meta.get("hidden_dims", settings.hidden_dims)  # saved before the key: always the settings'
             model = _build(torch.zeros(meta["inducing_points"], n_inputs, dtype=DTYPE), len(meta["sources"]), settings,
                            hidden_dims, shared_kernel=meta.get("shared_kernel", False))  # saved before: one term
+            if f"{CORRECTION}.train_y" in state:
+                model.correction = LabelCorrection.from_state(state, f"{CORRECTION}.")
             model.load_state_dict(state, keep_transforms=False)  # botorch would re-fit transforms from training targets a variational model does not keep
             quantiles = ResidualQuantiles(**meta.get("quantiles", {}))  # saved before they were fitted: Gaussian
         except ProxyError:
@@ -351,6 +366,8 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
     variance scale and each source's noise (``recalibrate``), then the widths of the central
     intervals (``ResidualQuantiles``). With ``settings.space_share`` the rows inside the space
     (``train.inside``) fill that share of every minibatch (``row_weights``).
+    With ``settings.correction`` and campaign labels among the rows (``train.campaign_label``), the
+    campaign's correction is fitted last, on their residuals (``label_correction``).
     With fewer than ``settings.extractor_min_rows`` rows the kernel reads the features without
     the learned extractor, and the target is standardised by at least ``settings.prior_std``:
     what keeps a proxy of a few labels uncertain about crystals unlike them.
@@ -391,8 +408,37 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
             recalibrate(model, x[val_rows], y[val_rows], source[val_rows])
             quantiles = ResidualQuantiles.from_residuals(standardised_residuals(model, x[val_rows], y[val_rows],
                                                                                 source[val_rows]))
+        if settings.correction:
+            model.correction = label_correction(model, x, y, train.campaign_label, names=names, mean=mean, std=std,
+                                                reference=sources.index(reference))
     return Proxy(model=model, target=train.target, sources=sources, reference_source=reference,
                  feature_mean=mean, feature_std=std, settings=settings, features=names, quantiles=quantiles)
+
+
+def label_correction(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor, *,
+                     names: Sequence[str], mean: torch.Tensor, std: torch.Tensor, reference: int
+                     ) -> LabelCorrection | None:
+    """The campaign's correction (``aloop.proxy.correction``): delta fitted on the ``labelled`` rows' residuals from
+    the model's prediction at the ``reference`` source, over the fractions of the elements those rows hold (the
+    rest of the fraction columns say which crystals lie outside it).
+
+    ``None`` with fewer than ``MIN_LABELS`` labels, or when every row is a label (the model fitted them alone).
+
+    Args:
+        x, y: ``(N, D + K)`` inputs and ``(N,)`` standardised targets of the training rows.
+        names, mean, std: the ``D`` feature columns and their standardisation.
+    """
+    if int(labelled.sum()) < MIN_LABELS or bool(labelled.all()):
+        return None
+    inputs = x[labelled].clone()
+    n_sources = inputs.shape[1] - len(names)
+    inputs[:, -n_sources:] = torch.nn.functional.one_hot(torch.tensor(reference), n_sources).to(inputs.dtype)
+    with torch.no_grad():
+        shared, _ = model.marginals(inputs)
+    columns = torch.tensor([i for i, name in enumerate(names) if name.startswith(FRACTION_PREFIX)])
+    used = (inputs[:, columns] * std[columns] + mean[columns]).gt(OTHER_ELEMENTS).any(dim=0)
+    return fit_correction(inputs, y[labelled] - shared, columns=columns, used=used, offset=mean[columns],
+                          scale=std[columns])
 
 
 def standardised_residuals(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor,

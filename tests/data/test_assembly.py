@@ -1,4 +1,5 @@
-"""The round's training set: the campaign's own dropped labels are counted apart from Materials Project's."""
+"""The round's training set: the campaign's own labels are marked, and its dropped ones counted apart from Materials
+Project's."""
 
 from __future__ import annotations
 
@@ -48,6 +49,9 @@ def test_labels_outside_the_space_or_without_a_crystal_are_counted_apart(store: 
     assembly = assemble_training_set(store, store_labels(store), space=space, settings=cfg.data, target=TARGET,
                                      seed=0)
     assert assembly.training is not None and sorted(assembly.training.row_sources()) == ["import"] + ["mp"] * 4
+    marked = [name for name, own in zip(assembly.training.row_sources(), assembly.training.campaign_label.tolist(),
+                                        strict=True) if own]
+    assert marked == ["import"]  # the campaign's label is its own; Materials Project's rows are not
     assert assembly.dropped == {"too_many_atoms_of_element": 1, "too_few_elements": 1}  # Fe12 O18; Si8
     assert assembly.labels_read == 4
     assert assembly.labels_dropped == {"no_crystal": 1, "unknown_element": 1, "too_many_atoms_of_element": 1}

@@ -56,6 +56,17 @@ def test_rows_inside_the_space_follow_subset_split_and_concat() -> None:
     assert TrainingSet.concat([marked, a]).inside.tolist() == marked.inside.tolist() + [True] * 12
 
 
+def test_campaign_labels_are_marked_and_follow_subset_split_and_concat() -> None:
+    a = make([NACL, MGO, FEO] * 4, list(range(12)), ["mp"] * 12)
+    assert not a.campaign_label.any()  # nothing says so: none is the campaign's
+    own = make([FEO, MGO], [-1.5, -3.0], ["chgnet"] * 2).as_campaign_labels()
+    both = TrainingSet.concat([a, own])
+    assert both.campaign_label.tolist() == [False] * 12 + [True] * 2
+    rest, held = both.split(fraction=0.5, seed=0)
+    for part in (rest, held, both.subset(torch.tensor([0, 12, 13]))):
+        assert part.campaign_label.tolist() == [s == "chgnet" for s in part.row_sources()]
+
+
 def test_mismatches_are_refused() -> None:
     with pytest.raises(ValueError, match="different targets"):
         TrainingSet.concat([make([NACL], [1.0], ["mp"]), make([MGO], [1.0], ["mp"], target="band_gap")])

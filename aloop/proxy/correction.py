@@ -1,0 +1,100 @@
+"""The campaign's correction: an exact GP on how far the campaign's own labels sit from the shared model.
+
+The shared SVGP (``aloop.proxy.model``) learns from tens of thousands of Materials Project
+rows, nearly all relaxed phases near their hull. A crystal the loop proposes relaxes to a
+label that sits higher, by an amount that depends on its chemistry: on campaign v3's Li-Mn-O
+labels the proxy's error before each label followed minus its energy above the hull, round
+after round (Li-Mn -0.4 to -0.6 eV/atom). Forty-eight labels among 17,000 rows barely move
+the ELBO, and the next round's crystals land away from them in the extractor's space, so the
+shared model kept that error and the generator kept proposing there.
+
+``LabelCorrection`` is the discrepancy term of Kennedy and O'Hagan's two-level model with
+rho = 1: label = shared prediction + delta(x) + noise, with delta an exact GP (botorch
+``SingleTaskGP``) over the element fractions of the labelled chemistries, fitted on the
+labels' residuals from the shared model at its reference source. Near labels it moves the
+prediction onto them; elsewhere in the labelled chemistries it adds its constant mean (the
+average offset of the proposed crystals) and its prior variance. A crystal with an element
+no label has is outside what it learned and keeps the shared model's prediction (Materials
+Project rows of other chemistries, e.g. in the round's held-out calibration). An exact GP
+because the labels are few (tens to thousands) and must each count; the element fractions
+because the offset is a chemistry's.
+
+Example:
+    >>> correction = fit_correction(inputs, residuals, columns=fraction_columns, used=labelled_elements,
+    ...                             offset=mean[fraction_columns], scale=std[fraction_columns])  # doctest: +SKIP
+    >>> shift, variance, noise = correction.marginals(inputs)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from botorch.models.transforms.outcome import Standardize
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from torch import nn
+
+MIN_LABELS = 5
+"""Fewest campaign labels to fit a correction on: below, the GP's hyperparameters are the prior's alone."""
+OTHER_ELEMENTS = 1e-6
+"""A crystal whose fractions of elements no label has sum to more than this is outside the correction."""
+
+
+class LabelCorrection(nn.Module):
+    """delta(x) read from the shared model's inputs: an exact GP over the element fractions ``columns[used]``
+    (standardised columns, unstandardised with ``offset`` and ``scale``), in the shared model's standardised target
+    units, and zero for crystals with any other element (a fraction in ``columns[~used]``).
+
+    The training fractions and residuals are buffers, so a saved proxy rebuilds the same GP (``from_state``).
+    """
+
+    def __init__(self, columns: torch.Tensor, used: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
+                 train_x: torch.Tensor, train_y: torch.Tensor) -> None:
+        super().__init__()
+        for name, value in (("columns", columns), ("used", used), ("offset", offset), ("scale", scale),
+                            ("train_x", train_x), ("train_y", train_y)):
+            self.register_buffer(name, value)
+        self.gp = SingleTaskGP(train_x, train_y.unsqueeze(-1), outcome_transform=Standardize(m=1))
+
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor], prefix: str) -> LabelCorrection:
+        """An unfitted correction shaped like the one saved under ``prefix`` in a state dict (load it after)."""
+        return cls(*(state[f"{prefix}{name}"] for name in ("columns", "used", "offset", "scale", "train_x",
+                                                            "train_y")))
+
+    def read(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(..., D + K)`` shared-model inputs -> the ``(..., C)`` fractions delta reads, and ``(...,)`` whether
+        the crystal lies in the labelled chemistries (no other element)."""
+        fractions = x[..., self.columns] * self.scale + self.offset
+        return fractions[..., self.used], fractions[..., ~self.used].sum(dim=-1) < OTHER_ELEMENTS
+
+    def marginals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(N,)`` mean, latent variance and observation-noise variance of delta at ``(N, D + K)`` inputs."""
+        fractions, inside = self.read(x)
+        posterior = self.gp.posterior(fractions.unsqueeze(-2))  # (N, 1, C): marginals, not an N x N solve
+        gate = inside.to(x.dtype)
+        return posterior.mean.reshape(-1) * gate, posterior.variance.reshape(-1) * gate, self.noise * gate
+
+    def joint(self, x: torch.Tensor, *, observation_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(..., q)`` mean and ``(..., q, q)`` covariance of delta at ``(..., q, D + K)`` inputs (with the labels'
+        scatter if ``observation_noise``)."""
+        fractions, inside = self.read(x)
+        gate = inside.to(x.dtype)
+        delta = self.gp.posterior(fractions).distribution
+        covariance = delta.covariance_matrix + torch.diag_embed(gate * (self.noise if observation_noise else 0.0))
+        return delta.mean * gate, covariance * gate.unsqueeze(-1) * gate.unsqueeze(-2)
+
+    @property
+    def noise(self) -> torch.Tensor:
+        """The labels' scatter about delta (variance, the shared model's standardised units)."""
+        return self.gp.likelihood.noise.reshape(()) * self.gp.outcome_transform.stdvs.reshape(()) ** 2
+
+
+def fit_correction(x: torch.Tensor, residuals: torch.Tensor, *, columns: torch.Tensor, used: torch.Tensor,
+                   offset: torch.Tensor, scale: torch.Tensor) -> LabelCorrection:
+    """Fit delta on ``(N,)`` residuals (label - shared prediction, standardised) of ``(N, D + K)`` labelled inputs,
+    by the exact marginal likelihood (botorch's priors and L-BFGS); returned in eval mode."""
+    fractions = (x[:, columns] * scale + offset)[:, used]
+    correction = LabelCorrection(columns, used, offset, scale, fractions, residuals)
+    fit_gpytorch_mll(ExactMarginalLogLikelihood(correction.gp.likelihood, correction.gp))
+    return correction.eval()
