@@ -11,6 +11,7 @@ import torch
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, fit_proxy
 from aloop.proxy.correction import MIN_LABELS
+from aloop.proxy.proxy import Prediction
 from aloop.space.crystal import CrystalBatch
 
 from .conftest import SETTINGS, random_crystals, truth
@@ -45,15 +46,19 @@ def corrected() -> Proxy:
     return fit_proxy(campaign(40), SETTINGS.model_copy(update={"hidden_dims": []}), seed=0)
 
 
+def shared_prediction(proxy: Proxy, batch: CrystalBatch) -> Prediction:
+    """What ``proxy`` predicts of ``batch`` without its correction: the shared model alone."""
+    correction, proxy.model.correction = proxy.model.correction, None
+    try:
+        return proxy.predict(batch)
+    finally:
+        proxy.model.correction = correction
+
+
 def test_the_campaign_labels_move_predictions_of_new_crystals_onto_them(corrected: Proxy) -> None:
     fresh = random_crystals(300, seed=14)
     expected = truth(fresh) + OFFSET  # what the oracle would say of them
-    with_correction = corrected.predict(fresh)
-    correction, corrected.model.correction = corrected.model.correction, None
-    try:
-        shared = corrected.predict(fresh)
-    finally:
-        corrected.model.correction = correction
+    with_correction, shared = corrected.predict(fresh), shared_prediction(corrected, fresh)
     assert float((shared.mean - expected).mean()) < -0.3  # 40 labels among 1,040 rows: the shared model misses them
     assert abs(float((with_correction.mean - expected).mean())) < 0.1
     assert float((with_correction.mean - expected).abs().mean()) < 0.5 * float((shared.mean - expected).abs().mean())
@@ -67,12 +72,7 @@ def test_the_campaign_labels_move_predictions_of_new_crystals_onto_them(correcte
 def test_crystals_of_other_chemistries_keep_the_shared_prediction(corrected: Proxy) -> None:
     """An element no label has (Na) puts a crystal outside what the correction learned."""
     batch = with_sodium(random_crystals(20, seed=20))
-    with_correction = corrected.predict(batch)
-    correction, corrected.model.correction = corrected.model.correction, None
-    try:
-        shared = corrected.predict(batch)
-    finally:
-        corrected.model.correction = correction
+    with_correction, shared = corrected.predict(batch), shared_prediction(corrected, batch)
     sodium = batch.counts[:, 3] > 0
     torch.testing.assert_close(with_correction.mean[sodium], shared.mean[sodium])
     torch.testing.assert_close(with_correction.std[sodium], shared.std[sodium])
