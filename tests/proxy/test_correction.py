@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from aloop.data.training import TrainingSet
-from aloop.proxy import Proxy, fit_proxy
+from aloop.proxy import Prediction, Proxy, fit_proxy
 from aloop.proxy.correction import MIN_LABELS
-from aloop.proxy.proxy import Prediction
 from aloop.space.crystal import CrystalBatch
 
 from .conftest import SETTINGS, random_crystals, truth
