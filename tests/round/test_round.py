@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow.pyfunc
 import numpy as np
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from rich.console import Console
 from sqlalchemy import select
@@ -166,3 +167,35 @@ def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path)
     # template fits lose the penalty
     np.testing.assert_allclose(proposal.acquisition, -above + 2 ** 0.5 * proposal.prediction.std
                                - cfg.acquisition.untemplated_penalty * untemplated.double(), atol=1e-4)
+
+
+def test_the_round_logs_its_proxy_correction(tmp_path):
+    """With labels beside other rows the round's proxy carries the campaign's correction, and says so in MLflow and
+    on the terminal."""
+    from proxy.conftest import random_crystals, truth
+    from round.conftest import smoke_config
+
+    from aloop.data.training import TrainingSet
+    from aloop.round import RoundContext, train_proxy
+    from aloop.tracking import client_for, ensure_experiment
+
+    def rows(n: int, seed: int, source: str, offset: float) -> TrainingSet:
+        batch = random_crystals(n, seed=seed)
+        return TrainingSet("formation_energy_per_atom", batch, truth(batch) + offset,
+                           torch.zeros(n, dtype=torch.long), (source,), tuple(f"{source}-{i}" for i in range(n)))
+
+    cfg = smoke_config(tmp_path, "proxy.target=formation_energy_per_atom", "proxy.holdout_fraction=0.0")
+    data = TrainingSet.concat([rows(300, 0, "mp", 0.0), rows(30, 1, "chgnet", 0.5).as_campaign_labels()])
+    client = client_for(cfg.tracking_uri)
+    experiment_id = ensure_experiment(client, cfg.campaign, artifact_location=str(tmp_path / "artifacts"))
+    run_id = client.create_run(experiment_id).info.run_id
+    out = io.StringIO()
+    ctx = RoundContext(cfg=cfg, store=None, space=None, client=client, experiment_id=experiment_id, campaign_id=1,
+                       round_id=1, number=2, run_id=run_id, stage=None, workdir=tmp_path / "round-2",
+                       console=Console(file=out, width=200), progress=False)
+    proxy = train_proxy(ctx, data)
+    metrics = client.get_run(run_id).data.metrics
+    assert proxy.correction is not None and metrics["proxy_correction_labels"] == 30
+    assert metrics["proxy_correction_offset"] == pytest.approx(proxy.correction[1]) and metrics[
+        "proxy_correction_offset"] > 0.2  # the labels sit 0.5 above the other rows
+    assert "proxy correction from 30 campaign labels" in out.getvalue()
