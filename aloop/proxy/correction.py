@@ -32,6 +32,7 @@ from botorch.fit import fit_gpytorch_mll
 from botorch.models import SingleTaskGP
 from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
+from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
 
 MIN_LABELS = 5
@@ -55,6 +56,7 @@ class LabelCorrection(nn.Module):
                             ("train_x", train_x), ("train_y", train_y)):
             self.register_buffer(name, value)
         self.gp = SingleTaskGP(train_x, train_y.unsqueeze(-1), outcome_transform=Standardize(m=1))
+        self._solved: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor], prefix: str) -> LabelCorrection:
@@ -69,11 +71,41 @@ class LabelCorrection(nn.Module):
         return fractions[..., self.used], fractions[..., ~self.used].sum(dim=-1) < OTHER_ELEMENTS
 
     def marginals(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(N,)`` mean, latent variance and observation-noise variance of delta at ``(N, D + K)`` inputs."""
+        """``(N,)`` mean, latent variance and observation-noise variance of delta at ``(N, D + K)`` inputs.
+
+        The exact GP's predictive in closed form, ``m + k_*^T alpha`` and ``k_** - |L^-1 k_*|^2`` with the
+        labels' Cholesky factor ``L`` and ``alpha`` computed once: the reward's path (10,000 crystals in one
+        ``(N, n)`` product; gpytorch's batched posterior of ``(N, 1, C)`` points took 1.3 s).
+        """
         fractions, inside = self.read(x)
-        posterior = self.gp.posterior(fractions.unsqueeze(-2))  # (N, 1, C): marginals, not an N x N solve
+        root, alpha = self._solved or self._solve()
+        kernel = self.gp.covar_module
+        cross = kernel(fractions, self.train_x).to_dense()  # (N, n)
+        mean = self.gp.mean_module(fractions) + cross @ alpha
+        reduced = torch.linalg.solve_triangular(root, cross.mT, upper=False)  # (n, N)
+        variance = (kernel(fractions, diag=True) - reduced.pow(2).sum(dim=0)).clamp(min=0.0)
+        transform = self.gp.outcome_transform
         gate = inside.to(x.dtype)
-        return posterior.mean.reshape(-1) * gate, posterior.variance.reshape(-1) * gate, self.noise * gate
+        return ((mean * transform.stdvs.reshape(()) + transform.means.reshape(())) * gate,
+                variance * transform.stdvs.reshape(()) ** 2 * gate, self.noise * gate)
+
+    @torch.no_grad()
+    def _solve(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``L`` (Cholesky factor of the labels' kernel matrix plus noise) and ``alpha``, in the GP's standardised
+        units; kept until the correction is trained again."""
+        gp = self.gp
+        matrix = gp.covar_module(self.train_x).to_dense() + gp.likelihood.noise.reshape(()) * torch.eye(
+            len(self.train_x), dtype=self.train_x.dtype, device=self.train_x.device)
+        root = psd_safe_cholesky(matrix)
+        targets = (gp.train_targets - gp.mean_module(self.train_x)).unsqueeze(-1)
+        self._solved = (root, torch.cholesky_solve(targets, root).squeeze(-1))
+        return self._solved
+
+    def train(self, mode: bool = True) -> LabelCorrection:
+        """Switch mode; entering training drops the cached solve (the hyperparameters may change)."""
+        if mode:
+            self._solved = None
+        return super().train(mode)
 
     def joint(self, x: torch.Tensor, *, observation_noise: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """``(..., q)`` mean and ``(..., q, q)`` covariance of delta at ``(..., q, D + K)`` inputs (with the labels'

@@ -103,6 +103,20 @@ def test_joint_posteriors_carry_the_correction(corrected: Proxy) -> None:
         torch.testing.assert_close(joint.variance.reshape(-1), marginal.variance.reshape(-1))
 
 
+def test_the_closed_form_marginals_are_the_exact_gps(corrected: Proxy) -> None:
+    """The reward's path (one cached solve) gives gpytorch's exact predictive."""
+    correction = corrected.model.correction
+    assert correction is not None
+    x = corrected.inputs(random_crystals(40, seed=21))
+    mean, variance, noise = correction.marginals(x)
+    fractions, _ = correction.read(x)
+    posterior = correction.gp.posterior(fractions.unsqueeze(-2))
+    torch.testing.assert_close(mean, posterior.mean.reshape(-1))
+    torch.testing.assert_close(variance, posterior.variance.reshape(-1), rtol=1e-4, atol=1e-8)
+    noisy = correction.gp.posterior(fractions.unsqueeze(-2), observation_noise=True).variance.reshape(-1)
+    torch.testing.assert_close(variance + noise, noisy, rtol=1e-4, atol=1e-8)
+
+
 @pytest.mark.parametrize("case", ["too few labels", "labels only", "switched off"])
 def test_no_correction_without_enough_labels_or_other_rows(case: str) -> None:
     train = {"too few labels": campaign(MIN_LABELS - 1),
