@@ -284,6 +284,13 @@ def _pooled(runs: list[dict], metric: str) -> float:
     return float(np.average([r[metric] for r in runs], weights=[r["n"] for r in runs]))
 
 
+def pooled_rows(results: dict[str, dict[str, list[dict]]], arms: list[str]) -> list[dict]:
+    """One table row per arm and variant of later-round ``results``: the first four metrics pooled over seeds."""
+    return [{"arm": arm, "variant": variant, "n": sum(r["n"] for r in results[variant][arm]),
+             **{m: format(_pooled(results[variant][arm], m), SPECS[m]) for m in METRICS[:4]}}
+            for arm in arms for variant in results]
+
+
 def versus_space(results: dict[str, dict[str, list[dict]]], metrics: tuple[str, ...]) -> str:
     """For each variant: on how many arms its seed-mean MAE is lower and Spearman higher than ``space``'s (at the
     tables' precision: a tie is no win)."""
@@ -341,9 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{"arm": arm, "variant": variant, "n": len(labels[arm]),
              **{m: _spread([s[m] for s in first[variant][arm]], SPECS[m]) for m in METRICS}}
             for arm in labels for variant in first]
-    later_rows = [{"arm": arm, "variant": variant, "n": sum(r["n"] for r in later[variant][arm]),
-                   **{m: format(_pooled(later[variant][arm], m), SPECS[m]) for m in METRICS[:4]}}
-                  for arm in labels for variant in later]
+    later_rows = pooled_rows(later, list(labels))
     sections = [
         f"# Campaign proxies on campaign {args.campaign}'s CHGNet labels, by `data.scope` and proxy settings",
         (f"Records: `{records.relative_to(RECORDS.parents[2])}` (relaxed labels: "
@@ -371,9 +376,7 @@ def main(argv: list[str] | None = None) -> None:
             versus_space(later, ("MAE", "Spearman")),
         ]
     if own:
-        own_rows = [{"arm": arm, "variant": variant, "n": sum(r["n"] for r in own[variant][arm]),
-                     **{m: format(_pooled(own[variant][arm], m), SPECS[m]) for m in METRICS[:4]}}
-                    for arm in args.own_arms for variant in own]
+        own_rows = pooled_rows(own, args.own_arms)
         sections += [
             "## Later rounds: each arm with its own labels (the campaign's proxy)",
             (f"Fitted on the same data plus one arm's labels of rounds 1-{KNOWN_ROUNDS} of campaign seed s (no other "

@@ -74,12 +74,12 @@ def _stability_rows(env: CrystalEnv, batch, repeats: int) -> list[str]:
     train = data.subset(torch.randperm(len(data), generator=torch.Generator().manual_seed(0))[:2_000])
     torch.set_num_threads(1)
     proxy = fit_proxy(train, ProxySettings(epochs=1, min_steps=50), seed=0)
-    entries = [(c.composition, float(v)) for c, v in zip(data.crystals.to_crystals(), data.values.tolist(), strict=True)
-               if {el.symbol for el in c.composition} <= set(env.space.elements)]
+    crystals = data.crystals.to_crystals()
+    inside = torch.tensor([{el.symbol for el in c.composition} <= set(env.space.elements) for c in crystals])
+    entries = [(c.composition, float(v)) for c, v, kept in zip(crystals, data.values.tolist(), inside.tolist(),
+                                                                strict=True) if kept]
     shared = load_config(overrides=[f"data.local_path={SHARED_DATA / 'mp_cgcnn36k'}"])
     prototypes = TemplatePool.build(known_templates(env.space, shared.data)).prototypes()
-    inside = torch.tensor([{el.symbol for el in c.composition} <= set(env.space.elements)
-                           for c in data.crystals.to_crystals()])
     labels = data.subset(inside.nonzero().squeeze(1)[:CORRECTION_LABELS]).as_campaign_labels()
     corrected = fit_proxy(TrainingSet.concat([train, labels]), ProxySettings(epochs=1, min_steps=50), seed=0)
     rows = []

@@ -20,8 +20,8 @@ because the labels are few (tens to thousands) and must each count; the element 
 because the offset is a chemistry's.
 
 Example:
-    >>> correction = fit_correction(inputs, residuals, columns=fraction_columns, used=labelled_elements,
-    ...                             offset=mean[fraction_columns], scale=std[fraction_columns])  # doctest: +SKIP
+    >>> correction = fit_correction(inputs, residuals, columns=fraction_columns, offset=mean[fraction_columns],
+    ...                             scale=std[fraction_columns])  # doctest: +SKIP
     >>> shift, variance, noise = correction.marginals(inputs)  # doctest: +SKIP
 """
 
@@ -122,11 +122,13 @@ class LabelCorrection(nn.Module):
         return self.gp.likelihood.noise.reshape(()) * self.gp.outcome_transform.stdvs.reshape(()) ** 2
 
 
-def fit_correction(x: torch.Tensor, residuals: torch.Tensor, *, columns: torch.Tensor, used: torch.Tensor,
-                   offset: torch.Tensor, scale: torch.Tensor) -> LabelCorrection:
+def fit_correction(x: torch.Tensor, residuals: torch.Tensor, *, columns: torch.Tensor, offset: torch.Tensor,
+                   scale: torch.Tensor) -> LabelCorrection:
     """Fit delta on ``(N,)`` residuals (label - shared prediction, standardised) of ``(N, D + K)`` labelled inputs,
-    by the exact marginal likelihood (botorch's priors and L-BFGS); returned in eval mode."""
-    fractions = (x[:, columns] * scale + offset)[:, used]
-    correction = LabelCorrection(columns, used, offset, scale, fractions, residuals)
+    over the fraction ``columns`` of the elements those inputs hold, by the exact marginal likelihood (botorch's
+    priors and L-BFGS); returned in eval mode."""
+    fractions = x[:, columns] * scale + offset
+    used = fractions.gt(OTHER_ELEMENTS).any(dim=0)
+    correction = LabelCorrection(columns, used, offset, scale, fractions[:, used], residuals)
     fit_gpytorch_mll(ExactMarginalLogLikelihood(correction.gp.likelihood, correction.gp))
     return correction.eval()

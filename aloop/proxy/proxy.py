@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from aloop.config import ProxySettings, label_property
 from aloop.data.training import TrainingSet
 from aloop.hardware import torch_threads
-from aloop.proxy.correction import MIN_LABELS, OTHER_ELEMENTS, LabelCorrection, fit_correction
+from aloop.proxy.correction import MIN_LABELS, LabelCorrection, fit_correction
 from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel, SourceStudentTLikelihood
 from aloop.space.crystal import CrystalBatch
 from aloop.space.features import SITE_FEATURES, feature_names, featurize
@@ -436,9 +436,7 @@ def label_correction(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, la
     with torch.no_grad():
         shared, _ = model.marginals(inputs)
     columns = torch.tensor([i for i, name in enumerate(names) if name.startswith(FRACTION_PREFIX)])
-    used = (inputs[:, columns] * std[columns] + mean[columns]).gt(OTHER_ELEMENTS).any(dim=0)
-    return fit_correction(inputs, y[labelled] - shared, columns=columns, used=used, offset=mean[columns],
-                          scale=std[columns])
+    return fit_correction(inputs, y[labelled] - shared, columns=columns, offset=mean[columns], scale=std[columns])
 
 
 def standardised_residuals(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor,
