@@ -305,6 +305,15 @@ class SelectionSettings(Section):
     batch_size: int = Field(32, gt=0)
     chemsys_penalty: float = Field(0.5, ge=0)
     space_group_penalty: float = Field(0.25, ge=0)
+    substitution: bool = False
+    """Also rank ion-substitution structures of the Materials Project data (``aloop.substitution``) beside the
+    generator's samples, on the same acquisition."""
+    substitution_threshold: float = Field(1e-4, gt=0, le=1)
+    """Probability threshold of pymatgen's substitution model (its own default: 1e-3)."""
+    substitution_share: float | None = Field(None, ge=0, le=1)
+    """``None``: substituted structures and samples compete on the acquisition alone; a number: that share of the
+    batch is kept for substituted structures and the samples take the rest (places one side cannot fill go to
+    the other)."""
 
 
 class OracleSettings(Section):

@@ -18,10 +18,12 @@ Example:
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from pymatgen.core import Structure
 
@@ -36,6 +38,7 @@ from aloop.selection import KnownMaterials, select_diverse
 from aloop.space import Crystal, CrystalBatch, Placement, placed_structure, valid_mask
 from aloop.space.supergroup import forced_supergroup
 from aloop.space.templates import Prototypes
+from aloop.substitution import SubstitutedStructure
 from aloop.thermo import FormationHull
 
 
@@ -56,19 +59,21 @@ class TrainedGenerator:
 
 @dataclass(frozen=True)
 class Proposal:
-    """One round's proposal: every sample with its reward, and the batch chosen among the valid ones.
+    """One round's proposal: every sample with its reward, and the batch chosen among the candidates: the valid
+    samples, then the substituted structures (``selection.substitution``).
 
     Attributes:
         samples: the ``N`` crystals drawn from the generator, valid or not.
         log_reward: ``(N,)`` their log rewards.
         valid: ``(N,)`` bool, which samples satisfy every constraint of the space.
-        acquisition: ``(V,)`` acquisition value of each valid sample (higher is better).
-        prediction: the proxy's latent prediction of each valid sample (reference source).
-        chosen: indices into the valid samples of the batch, in the order chosen.
+        acquisition: ``(C,)`` acquisition value of each candidate (higher is better).
+        prediction: the proxy's latent prediction of each candidate (reference source).
+        chosen: indices into the candidates of the batch, in the order chosen.
         structures: the atoms of each chosen crystal (``placed_structure``: a template or pyxtal, seeded
-            by its hash), sent to the oracle.
+            by its hash; a substituted structure as substituted), sent to the oracle.
         skipped: why high-acquisition samples were passed over (duplicate, forced_group, known, rediscovery,
             no_structure).
+        substituted: the ``S`` crystals of ion substitution among the candidates (``aloop.substitution``), if any.
     """
 
     samples: CrystalBatch
@@ -79,36 +84,63 @@ class Proposal:
     chosen: tuple[int, ...]
     structures: tuple[Structure, ...]
     skipped: dict[str, int]
+    substituted: CrystalBatch | None = None
 
     @property
     def valid_samples(self) -> CrystalBatch:
         return self.samples[self.valid]
 
     @property
+    def candidates(self) -> CrystalBatch:
+        """The valid samples, then the substituted crystals."""
+        if self.substituted is None or not len(self.substituted):
+            return self.valid_samples
+        return CrystalBatch.concat([self.valid_samples, self.substituted])
+
+    @property
     def batch(self) -> list[Crystal]:
         """The chosen crystals, in the order chosen."""
-        return self.valid_samples[torch.tensor(self.chosen, dtype=torch.long)].to_crystals()
+        return self.candidates[torch.tensor(self.chosen, dtype=torch.long)].to_crystals()
+
+    @property
+    def chosen_substituted(self) -> int:
+        """How many of the batch are substituted structures."""
+        return sum(i >= int(self.valid.sum()) for i in self.chosen)
 
     def save(self, path: Path) -> None:
         """Write the proposal to one file (``torch.save`` of tensors, CIFs and counts), atomically."""
         buffer = io.BytesIO()
         torch.save({
-            "elements": list(self.samples.elements), "space_group": self.samples.space_group,
-            "counts": self.samples.counts, "lattice": self.samples.lattice, "sites": self.samples.sites,
-            "log_reward": self.log_reward,
+            **_batch_fields("", self.samples), "log_reward": self.log_reward,
             "valid": self.valid, "acquisition": self.acquisition, "mean": self.prediction.mean,
             "std": self.prediction.std, "chosen": list(self.chosen),
-            "cifs": [s.to(fmt="cif") for s in self.structures], "skipped": dict(self.skipped)}, buffer)
+            "cifs": [s.to(fmt="cif") for s in self.structures], "skipped": dict(self.skipped),
+            **_batch_fields("substituted_", self.substituted)}, buffer)
         write_atomic(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> Proposal:
         data = torch.load(path, weights_only=True)
-        samples = CrystalBatch(tuple(data["elements"]), data["space_group"], data["counts"], data["lattice"],
-                               data.get("sites"))  # proposals saved before sites have none
-        return cls(samples, data["log_reward"], data["valid"], data["acquisition"],
+        return cls(_batch_from("", data), data["log_reward"], data["valid"], data["acquisition"],
                    Prediction(data["mean"], data["std"]), tuple(data["chosen"]),
-                   tuple(Structure.from_str(cif, fmt="cif") for cif in data["cifs"]), dict(data["skipped"]))
+                   tuple(Structure.from_str(cif, fmt="cif") for cif in data["cifs"]), dict(data["skipped"]),
+                   _batch_from("substituted_", data))
+
+
+def _batch_fields(prefix: str, batch: CrystalBatch | None) -> dict:
+    """A batch's tensors under ``prefix`` keys, for ``torch.save`` (nothing for ``None``)."""
+    if batch is None:
+        return {}
+    return {f"{prefix}elements": list(batch.elements), f"{prefix}space_group": batch.space_group,
+            f"{prefix}counts": batch.counts, f"{prefix}lattice": batch.lattice, f"{prefix}sites": batch.sites}
+
+
+def _batch_from(prefix: str, data: dict) -> CrystalBatch | None:
+    """The batch ``_batch_fields`` saved, or ``None``; proposals saved before sites have none."""
+    if f"{prefix}elements" not in data:
+        return None
+    return CrystalBatch(tuple(data[f"{prefix}elements"]), data[f"{prefix}space_group"], data[f"{prefix}counts"],
+                        data[f"{prefix}lattice"], data.get(f"{prefix}sites"))
 
 
 def generator_reward(proxy: Proxy, data: TrainingSet, settings: AcquisitionSettings,
@@ -116,7 +148,7 @@ def generator_reward(proxy: Proxy, data: TrainingSet, settings: AcquisitionSetti
     """The GFN's log reward: the acquisition on ``proxy``, improving on the best label of ``data``;
     with ``hull``, on the energy above it (the ``stability`` target); crystals without a template in
     ``placement``'s pool lose ``settings.untemplated_penalty``."""
-    target, best_f = _objective(proxy, data, settings, hull)
+    target, best_f = objective(proxy, data, settings, hull)
     return log_reward_fn(proxy, settings, target=target, best_f=best_f, hull=hull,
                          prototypes=_prototypes(placement))
 
@@ -127,7 +159,7 @@ def _prototypes(placement: Placement) -> Prototypes | None:
     return placement.pool.prototypes() if placement.pool is not None and len(placement.pool) else None
 
 
-def _objective(proxy: Proxy, data: TrainingSet, settings: AcquisitionSettings,
+def objective(proxy: Proxy, data: TrainingSet, settings: AcquisitionSettings,
                hull: FormationHull | None) -> tuple[str, float]:
     """The acquisition's target and its best label so far (for stability: the lowest E_f above ``hull``)."""
     if hull is None:
@@ -157,14 +189,16 @@ def train_generator(env: CrystalEnv, reward: LogRewardFn, settings: GFNSettings,
 def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: CrystalPolicy, known: KnownMaterials,
                   *, acquisition: AcquisitionSettings, selection: SelectionSettings, seed: int,
                   hull: FormationHull | None = None, threads: int | None = None, placement: Placement = Placement(),
-                  progress: bool = False) -> Proposal:
+                  substituted: Sequence[SubstitutedStructure] = (), progress: bool = False) -> Proposal:
     """Sample ``selection.n_samples`` crystals and choose a batch of up to ``selection.batch_size``.
 
     The batch is greedy in acquisition (less ``acquisition.untemplated_penalty`` for crystals without a
     template in ``placement``'s pool, as in ``generator_reward``), with penalties for repeated chemical systems and
     space groups; a sample whose atoms cannot be placed, one already in the batch (same
     cell formula, group and sites), one whose sites force a higher group (``forced_supergroup``) or one
-    ``known`` is passed over.
+    ``known`` is passed over. The ``substituted`` structures compete with the valid samples on the same
+    acquisition (no template penalty: their atoms are already placed), for ``selection.substitution_share`` of the
+    batch when it is set, and go to the oracle as substituted.
 
     Args:
         data: the proxy's training set (its best label is the acquisition's ``best_f``).
@@ -173,17 +207,41 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
         hull: the acquisition is on the energy above it (the ``stability`` target) when given.
         threads: torch threads while sampling (``gfn.threads``).
         placement: templates and settings the atoms are placed with (``aloop.space.structure.place``).
+        substituted: candidates of ion substitution (``aloop.substitution.substitution_pool``).
     """
     samples = sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")
-    target, best_f = _objective(proxy, data, acquisition, hull)
-    everything = acquisition_values(proxy, acquisition, samples, target=target, best_f=best_f,  # the proxy runs on CPU
-                                    hull=hull, prototypes=_prototypes(placement))
+    target, best_f = objective(proxy, data, acquisition, hull)
+    score = partial(acquisition_values, proxy, acquisition, target=target, best_f=best_f, hull=hull)  # proxy on CPU
+    everything = score(samples, prototypes=_prototypes(placement))
     valid = valid_mask(samples, env.space)
-    candidates, scores = samples[valid], everything[valid]
-    choice = select_diverse(candidates.to_crystals(), scores.numpy(), size=selection.batch_size, known=known,
-                            to_structure=partial(placed_structure, placement=placement), chemsys_penalty=selection.chemsys_penalty,
+    extra = CrystalBatch.from_crystals([s.crystal for s in substituted], samples.elements) if substituted else None
+    candidates = samples[valid] if extra is None else CrystalBatch.concat([samples[valid], extra])
+    scores = everything[valid] if extra is None else torch.cat([everything[valid], score(extra)])
+    forced = forced_supergroup(samples[valid]).numpy()
+    crystals = samples[valid].to_crystals() + [s.crystal for s in substituted]
+    as_substituted = {id(s.crystal): s.structure for s in substituted}
+    choice = select_diverse(crystals, scores.numpy(), size=selection.batch_size, known=known,
+                            to_structure=partial(_structure, substituted=as_substituted, placement=placement),
+                            chemsys_penalty=selection.chemsys_penalty,
                             space_group_penalty=selection.space_group_penalty,
-                            forced=forced_supergroup(candidates).numpy())
+                            forced=np.concatenate([forced, np.zeros(len(substituted), dtype=bool)]),
+                            **_reserved(len(forced), len(substituted), selection))
     return Proposal(samples=samples, log_reward=to_log_reward(everything, acquisition), valid=valid,
                     acquisition=scores, prediction=proxy.predict(candidates, observation_noise=False),
-                    chosen=tuple(choice.indices), structures=tuple(choice.structures), skipped=choice.skipped)
+                    chosen=tuple(choice.indices), structures=tuple(choice.structures), skipped=choice.skipped,
+                    substituted=extra)
+
+
+def _reserved(samples: int, substituted: int, selection: SelectionSettings) -> dict:
+    """``select_diverse``'s reserved places for the substituted candidates (``selection.substitution_share``)."""
+    if selection.substitution_share is None or not substituted:
+        return {}
+    return {"reserved": np.arange(samples + substituted) >= samples,
+            "reserved_size": round(selection.substitution_share * selection.batch_size)}
+
+
+def _structure(crystal: Crystal, *, substituted: dict[int, Structure], placement: Placement) -> Structure | None:
+    """A substituted crystal's own atoms; any other placed by ``placement``."""
+    if id(crystal) in substituted:
+        return substituted[id(crystal)]
+    return placed_structure(crystal, placement=placement)

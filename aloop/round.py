@@ -57,6 +57,7 @@ from aloop.space.templates import TemplatePool
 from aloop.store import (Campaign, NewCandidate, Round, RoundLock, Store, add_candidates, candidate_structures,
                          get_or_create_campaign, latest_round, open_store, pending_jobs, relaxed_structures,
                          start_round)
+from aloop.substitution import SubstitutedStructure, substitution_pool
 
 T = TypeVar("T")
 
@@ -317,16 +318,31 @@ def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv,
             structures=[*candidate_structures(session, campaign), *relaxed_structures(session, campaign).values()])
     proposal = propose_batch(data, proxy, env, policy, known, acquisition=ctx.cfg.acquisition,
                              selection=ctx.cfg.selection, seed=ctx.seed("sampled"), hull=hull,
-                             threads=ctx.cfg.gfn.threads, placement=place, progress=ctx.progress)
+                             threads=ctx.cfg.gfn.threads, placement=place, substituted=substituted(ctx),
+                             progress=ctx.progress)
     report = diversity_report(proposal.samples, ctx.space)
     tracking.log_metrics(ctx.client, ctx.run_id, {
         "samples": len(proposal.samples), "samples_valid_fraction": float(proposal.valid.float().mean()),
+        "substituted": 0 if proposal.substituted is None else len(proposal.substituted),
+        "batch_substituted": proposal.chosen_substituted,
         "samples_unique_fraction": report.unique_fraction, "log_reward_mean": float(proposal.log_reward.mean()),
         "log_reward_max": float(proposal.log_reward.max())})
     tracking.log_figure(ctx.client, ctx.run_id, plot_diversity(report), "diversity")
     tracking.log_figure(ctx.client, ctx.run_id, plot_reward_histogram(proposal.log_reward.numpy()), "reward_histogram")
     proposal.save(ctx.workdir / "proposal.pt")
     return proposal
+
+
+def substituted(ctx: RoundContext) -> list[SubstitutedStructure]:
+    """With ``selection.substitution``: the ion-substitution structures of the configured data, said how many."""
+    if not ctx.cfg.selection.substitution:
+        return []
+    start = time.perf_counter()
+    pool = substitution_pool(ctx.space, ctx.cfg.data, threshold=ctx.cfg.selection.substitution_threshold,
+                             progress=ctx.progress)
+    ctx.console.print(f"ion substitution: {len(pool)} structures in the space, in {time.perf_counter() - start:.1f} s"
+                      + ("" if pool else " (no Materials Project structures: set data.local_path or MP_API_KEY)"))
+    return pool
 
 
 def store_batch(ctx: RoundContext, proposal: Proposal, data: TrainingSet) -> None:

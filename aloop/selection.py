@@ -116,6 +116,8 @@ def select_diverse(
     chemsys_penalty: float,
     space_group_penalty: float,
     forced: np.ndarray | None = None,
+    reserved: np.ndarray | None = None,
+    reserved_size: int = 0,
 ) -> Selection:
     """Greedy batch: repeatedly take the best penalised candidate that is new and novel.
 
@@ -134,6 +136,8 @@ def select_diverse(
         forced: ``(N,)`` bool, Wyckoff sets that cannot have their own space group
             (``aloop.space.supergroup.forced_supergroup``): passed over as ``forced_group``, since their
             atoms would be another crystal than the one named.
+        reserved: ``(N,)`` bool, candidates that take ``reserved_size`` places of the batch and no more, the
+            others the rest; places one side has no candidates left for go to the other.
     """
     acquisition = np.asarray(acquisition, dtype=float)
     spread = acquisition.std() or 1.0
@@ -150,12 +154,19 @@ def select_diverse(
     indices: list[int] = []
     structures: list[Structure] = []
     skipped: Counter = Counter()
+    side = np.zeros(len(crystals), dtype=bool) if reserved is None else np.asarray(reserved, dtype=bool)
+    places = {True: reserved_size, False: size - reserved_size}
+    taken: Counter = Counter()
     while len(indices) < size and available.any():
         penalised = diversity_penalised_scores(
             scores, chemsys, groups, chosen_chemsys=chosen_chemsys, chosen_groups=chosen_groups,
             chemsys_penalty=chemsys_penalty, space_group_penalty=space_group_penalty,
         )
-        best = int(np.argmax(np.where(available, penalised, -np.inf)))
+        open_side = {r: taken[r] < places[r] or not (available & (side != r)).any() for r in (True, False)}
+        allowed = available & np.where(side, open_side[True], open_side[False])
+        if not allowed.any():
+            break
+        best = int(np.argmax(np.where(allowed, penalised, -np.inf)))
         available[best] = False
         if keys[best] in taken_keys:
             skipped["duplicate"] += 1
@@ -177,6 +188,7 @@ def select_diverse(
         taken_keys.add(keys[best])
         chosen_chemsys[chemsys[best]] += 1
         chosen_groups[groups[best]] += 1
+        taken[bool(side[best])] += 1
         indices.append(best)
         structures.append(structure)
     return Selection(indices=indices, structures=structures, skipped=dict(skipped))

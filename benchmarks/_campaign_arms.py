@@ -17,6 +17,9 @@
   any guidance.
 - ``substitution``: ion substitution on known structures (``_campaign_substitution``), drawn by
   probability, skipping structures known or already proposed.
+- ``substitution-ucb``: the same substituted structures ranked by the ``aloop`` arm's acquisition instead of
+  their probability: the proxy fitted as ``aloop``'s, UCB on the energy above the same hull, the batch chosen
+  by ``select_diverse`` with the round's penalties. What the proxy adds to a generator without the Crystal-GFN.
 
 Every arm gets the same known materials for novelty: the starting data's (composition, space
 group) pairs, the stored and relaxed structures of the known entries of the searched chemical
@@ -35,11 +38,12 @@ import numpy as np
 import torch
 from pymatgen.core import Composition, Structure
 
+from aloop.acquisition import acquisition_values
 from aloop.config import Config
 from aloop.data import TrainingSet
 from aloop.gfn import CrystalEnv, build_policy, save_checkpoint
 from aloop.gfn.sampler import rollout
-from aloop.proposal import generator_reward, propose_batch, train_generator
+from aloop.proposal import generator_reward, objective, propose_batch, train_generator
 from aloop.proxy import Proxy, fit_proxy
 from aloop.selection import KnownMaterials, select_diverse, structure_matcher
 from aloop.space import (
@@ -53,11 +57,15 @@ from aloop.space import (
     valid_mask,
 )
 from aloop.space.structure import TEMPLATE_PROPERTY
+from aloop.substitution import SubstitutedStructure
 from aloop.thermo import FormationHull
-from benchmarks._campaign_substitution import SubstitutedStructure, seeded_order
+from benchmarks._campaign_substitution import seeded_order
 
-ARMS = ("aloop", "mean", "random", "random-templates", "substitution")
+ARMS = ("aloop", "mean", "random", "random-templates", "substitution", "substitution-ucb")
 GUIDED = ("aloop", "mean")
+"""Arms whose Crystal-GFN the proxy trains (``propose_guided``)."""
+PROXY_ARMS = (*GUIDED, "substitution-ucb")
+"""Arms that predict their labels before the oracle (the report's calibration)."""
 ACQUISITION = {"aloop": None, "mean": "mean"}
 """Acquisition kind of the proxy-guided arms (``None``: the config's, UCB by default)."""
 
@@ -147,6 +155,15 @@ def placement(setup: Setup, labels: Sequence[dict]) -> Placement:
     return Placement.from_settings(setup.cfg.placement, TemplatePool.build(setup.templates, own))
 
 
+def fitted_proxy(setup: Setup, labels: Sequence[dict], *, seed: int
+                 ) -> tuple[TrainingSet, FormationHull | None, Proxy, float]:
+    """The round's training set, reward hull and proxy for an arm with ``labels``, and the fit's seconds."""
+    data = training_set(setup, labels)
+    start = time.perf_counter()
+    proxy = fit_proxy(data, setup.cfg.proxy, seed=seed)
+    return data, reward_hull(setup, labels), proxy, time.perf_counter() - start
+
+
 def propose_guided(setup: Setup, labels: Sequence[dict], proposed: Sequence[Structure], *, arm: str, seed: int,
                    size: int, workdir: Path, previous: Path | None) -> ArmBatch:
     """A round of the proxy-guided arms, through the round's own functions: proxy, ``train_generator``
@@ -154,10 +171,7 @@ def propose_guided(setup: Setup, labels: Sequence[dict], proposed: Sequence[Stru
     cfg = setup.cfg
     acquisition = cfg.acquisition.model_copy(update={"kind": ACQUISITION[arm] or cfg.acquisition.kind})
     selection = cfg.selection.model_copy(update={"batch_size": size})
-    data = training_set(setup, labels)
-    hull = reward_hull(setup, labels)
-    start = time.perf_counter()
-    proxy = fit_proxy(data, cfg.proxy, seed=seed)
+    data, hull, proxy, proxy_s = fitted_proxy(setup, labels, seed=seed)
     fitted = time.perf_counter()
     torch.manual_seed(seed)
     place = placement(setup, labels)
@@ -167,12 +181,14 @@ def propose_guided(setup: Setup, labels: Sequence[dict], proposed: Sequence[Stru
     trained = time.perf_counter()
     proposal = propose_batch(data, proxy, setup.env, generator.policy, known_materials(setup, data, proposed),
                              acquisition=acquisition, selection=selection, seed=seed, hull=hull,
-                             threads=cfg.gfn.threads, placement=place)
+                             threads=cfg.gfn.threads, placement=place,
+                             substituted=setup.pool if cfg.selection.substitution else ())
     batch = proposal.batch
     mean, std = predict_label(proxy, batch, setup)
     about = {"generator": generator.start, "samples": len(proposal.samples),
              "valid": int(proposal.valid.sum()), "skipped": dict(proposal.skipped),
-             "proxy_s": fitted - start, "generator_s": trained - fitted, "select_s": time.perf_counter() - trained}
+             "substituted": proposal.chosen_substituted,
+             "proxy_s": proxy_s, "generator_s": trained - fitted, "select_s": time.perf_counter() - trained}
     return ArmBatch(batch, list(proposal.structures), mean, std, proxy.quantiles.as_dict(), about)
 
 
@@ -227,3 +243,26 @@ def propose_substitution(setup: Setup, proposed: Sequence[Structure], *, seed: i
         else:
             passed += 1
     return ArmBatch(crystals, structures, about={"pool": len(setup.pool), "skipped": {"known": passed}})
+
+
+def propose_ranked_substitution(setup: Setup, labels: Sequence[dict], proposed: Sequence[Structure], *, seed: int,
+                                size: int) -> ArmBatch:
+    """The substituted structures ranked by the ``aloop`` arm's acquisition (its proxy, hull and batch penalties),
+    novel and not yet proposed."""
+    cfg = setup.cfg
+    data, hull, proxy, proxy_s = fitted_proxy(setup, labels, seed=seed)
+    fitted = time.perf_counter()
+    crystals = [p.crystal for p in setup.pool]
+    target, best_f = objective(proxy, data, cfg.acquisition, hull)
+    scores = acquisition_values(proxy, cfg.acquisition, CrystalBatch.from_crystals(crystals, setup.space.elements),
+                                target=target, best_f=best_f, hull=hull)
+    structures = {id(p.crystal): p.structure for p in setup.pool}
+    choice = select_diverse(crystals, scores.numpy(), size=size, known=known_materials(setup, data, proposed),
+                            to_structure=lambda crystal: structures[id(crystal)],
+                            chemsys_penalty=cfg.selection.chemsys_penalty,
+                            space_group_penalty=cfg.selection.space_group_penalty)
+    batch = [crystals[i] for i in choice.indices]
+    mean, std = predict_label(proxy, batch, setup)
+    about = {"pool": len(setup.pool), "skipped": dict(choice.skipped), "proxy_s": proxy_s,
+             "select_s": time.perf_counter() - fitted}
+    return ArmBatch(batch, list(choice.structures), mean, std, proxy.quantiles.as_dict(), about)

@@ -23,7 +23,7 @@ from aloop.hits import THRESHOLDS, acceleration_factor, hit_flags, spread
 from aloop.oracle import validate_settings
 from aloop.proxy import calibration_metrics
 from aloop.proxy.proxy import ResidualQuantiles
-from benchmarks._campaign_arms import ARMS, GUIDED
+from benchmarks._campaign_arms import ARMS, PROXY_ARMS
 from benchmarks._campaign_confirm import CONFIRM_BY
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLORS = {"aloop": "tab:red", "mean": "tab:blue", "random": "tab:gray", "random-templates": "tab:brown",
-          "substitution": "tab:green"}
+          "substitution": "tab:green", "substitution-ucb": "tab:olive"}
 BASELINES = ("random", "random-templates", "substitution")
 """The arms every arm's hit rate is compared with (acceleration factor; against substitution, the target)."""
 HIT = max(THRESHOLDS)
@@ -197,7 +197,7 @@ def _system_section(system: System, rows: dict, *, name: str) -> tuple[list[str]
 
 
 def _calibration_cell(arm: str, number: int, rows: dict, seeds: list[int]) -> str:
-    if arm not in GUIDED:
+    if arm not in PROXY_ARMS:
         return "-"
     reports = [rows[arm, s][number - 1]["calibration"] for s in seeds if (arm, s) in rows]
     reports = [r for r in reports if r]

@@ -74,6 +74,7 @@ from aloop.selection import MATCHER_SETTINGS
 from aloop.space import Crystal, CrystalSpace
 from aloop.space.structure import TEMPLATE_PROPERTY
 from aloop.space.templates import template_of
+from aloop.substitution import substitution_pool
 from benchmarks import CACHE_ROOT, SHARED_DATA
 from benchmarks._campaign_arms import (
     ARMS,
@@ -82,6 +83,7 @@ from benchmarks._campaign_arms import (
     Setup,
     propose_guided,
     propose_random,
+    propose_ranked_substitution,
     propose_substitution,
 )
 from benchmarks._campaign_confirm import CONFIRM_BY, confirm, confirmer, to_confirm
@@ -93,7 +95,7 @@ from benchmarks._campaign_hull import (
     relax_all,
 )
 from benchmarks._campaign_report import write_report
-from benchmarks._campaign_substitution import substitution_pool
+from benchmarks._campaign_substitution import THRESHOLD
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 SYSTEMS = {"li-mn-o": CONFIGS / "campaign.yaml", "fe-o": CONFIGS / "campaign-fe-o.yaml"}
@@ -105,7 +107,9 @@ RECORDS = Path(__file__).resolve().parent / "results" / "campaign_records"
 DATA = SHARED_DATA / "mp_cgcnn36k"
 
 
-LATER_SETTINGS = {"proxy.likelihood": "gaussian", "placement.spread": False, "proxy.correction": False}
+LATER_SETTINGS = {"proxy.likelihood": "gaussian", "placement.spread": False, "proxy.correction": False,
+                  "selection.substitution": False, "selection.substitution_threshold": THRESHOLD,
+                  "selection.substitution_share": None}
 """Settings added after campaign v2's records were made, at the value v2 ran with: left out of the records key
 while they hold it, so a config that behaves as v2's did keeps v2's key (``V2``), and today's defaults get their
 own records."""
@@ -172,7 +176,8 @@ def make_setup(system: System, *, arms: list[str]) -> Setup:
     start = TrainingSet.concat([conversion.training, phase_rows(hull, relaxed, source=system.oracle.source,
                                                                 target=conversion.training.target)])
     templates = [*known_templates(space, cfg.data), *(template_of(s, f"known-{m}") for m, s in relaxed.items())]
-    pool = substitution_pool(space, DATA, cache_dir=CACHE) if "substitution" in arms else []
+    substituting = {"substitution", "substitution-ucb"} & set(arms) or cfg.selection.substitution
+    pool = substitution_pool(space, cfg.data, threshold=THRESHOLD, progress=True) if substituting else []
     setup = Setup(cfg=cfg, space=space, env=CrystalEnv.from_space(space, cfg.gfn, device=cfg.gfn.device),
                   start=start, known=tuple(hull.known_structures), phases=tuple(hull.formation_entries(sorted(phases))),
                   templates=tuple(t for t in templates if t is not None), pool=tuple(pool),
@@ -287,6 +292,8 @@ def _proposal(setup: Setup, *, arm: str, seed: int, number: int, folder: Path, r
     elif arm in ("random", "random-templates"):
         batch = propose_random(setup, history, proposed, seed=round_seed, size=size,
                                templates=arm == "random-templates")
+    elif arm == "substitution-ucb":
+        batch = propose_ranked_substitution(setup, history, proposed, seed=round_seed, size=size)
     else:
         batch = propose_substitution(setup, proposed, seed=seed, size=size)
     seconds = time.perf_counter() - start

@@ -119,3 +119,56 @@ def test_templates_steer_the_reward_only_where_some_exist(setting):
     lowered = (plain[~fits] - cfg.acquisition.untemplated_penalty / cfg.acquisition.temperature).clamp(
         min=cfg.acquisition.log_reward_min)
     torch.testing.assert_close(steered[~fits], lowered)
+
+
+def test_substituted_structures_compete_on_the_same_acquisition_and_keep_their_atoms(setting, tmp_path: Path):
+    from aloop.acquisition import acquisition_values
+    from aloop.proposal import objective
+    from aloop.space import Crystal
+    from aloop.substitution import SubstitutedStructure
+
+    cfg, env, data, proxy = setting
+    structures = [Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.4), ["Mn", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]]),
+                  Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.4, 2.9), ["Mn", "O"],
+                                            [[0, 0, 0], [0.3, 0.3, 0]])]
+    substituted = [SubstitutedStructure(0.01, f"mp-{i}", s, Crystal.from_structure(s)) for i, s in enumerate(structures)]
+    torch.manual_seed(0)
+    policy = build_policy(env, cfg.gfn)
+    everything = cfg.selection.model_copy(update={"batch_size": 1000})  # every distinct novel candidate
+    proposal = propose_batch(data, proxy, env, policy, KnownMaterials.from_sources(), acquisition=cfg.acquisition,
+                             selection=everything, seed=0, threads=1, substituted=substituted)
+
+    valid = int(proposal.valid.sum())
+    assert len(proposal.candidates) == len(proposal.acquisition) == len(proposal.prediction.mean) == valid + 2
+    target, best_f = objective(proxy, data, cfg.acquisition, None)
+    own = acquisition_values(proxy, cfg.acquisition, CrystalBatch.from_crystals([s.crystal for s in substituted],
+                                                                                env.space.elements),
+                             target=target, best_f=best_f)
+    torch.testing.assert_close(proposal.acquisition[valid:], own)
+    picked = {i - valid: structure for i, structure in zip(proposal.chosen, proposal.structures, strict=True)
+              if i >= valid}
+    assert picked and proposal.chosen_substituted == len(picked)
+    for k, structure in picked.items():
+        assert structure is structures[k]  # sent as substituted, not placed again
+    proposal.save(tmp_path / "proposal.pt")
+    loaded = Proposal.load(tmp_path / "proposal.pt")
+    assert loaded.batch == proposal.batch and loaded.chosen_substituted == proposal.chosen_substituted
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_a_substitution_share_keeps_its_places(setting, share):
+    from aloop.space import Crystal
+    from aloop.substitution import SubstitutedStructure
+
+    cfg, env, data, proxy = setting
+    structures = [Structure.from_spacegroup("Fm-3m", Lattice.cubic(a), ["Mn", "O"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+                  for a in (4.4, 4.9)] + [Structure.from_spacegroup("P4_2/mnm", Lattice.tetragonal(4.4, 2.9), ["Mn", "O"],
+                                                                     [[0, 0, 0], [0.3, 0.3, 0]])]
+    substituted = [SubstitutedStructure(0.01, f"mp-{i}", s, Crystal.from_structure(s)) for i, s in enumerate(structures)]
+    torch.manual_seed(0)
+    selection = cfg.selection.model_copy(update={"batch_size": 4, "substitution_share": share})
+    proposal = propose_batch(data, proxy, env, build_policy(env, cfg.gfn), KnownMaterials.from_sources(),
+                             acquisition=cfg.acquisition, selection=selection, seed=0, threads=1,
+                             substituted=substituted)
+    # share 1: both distinct substituted crystals (the two rock salts share a diversity key), samples fill the rest
+    assert proposal.chosen_substituted == (2 if share else 0) and len(proposal.batch) == 4

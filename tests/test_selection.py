@@ -85,6 +85,21 @@ def test_chemical_system_penalty_spreads_the_batch(penalty, expected):
     assert selection.indices == expected
 
 
+@pytest.mark.parametrize("reserved, reserved_size, expected", [
+    ([False, False, False, True, True, True], 2, [0, 3, 4]),  # the reserved side's best two, however low
+    ([False, False, False, False, False, True], 2, [0, 2, 5, 3]),  # one reserved candidate: its other place goes back
+    ([True, True, True, True, True, True], 4, [0, 2, 3, 4]),  # nobody on the other side
+])
+def test_reserved_places_go_to_their_side_first(reserved, reserved_size, expected):
+    structures, crystals = _pool()
+    by_hash = {c.canonical_hash: s for c, s in zip(crystals, structures)}
+    selection = select_diverse(crystals, np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0]), size=len(expected),
+                               known=KnownMaterials(), to_structure=lambda c: by_hash[c.canonical_hash],
+                               chemsys_penalty=0.0, space_group_penalty=0.0, reserved=np.array(reserved),
+                               reserved_size=reserved_size)
+    assert selection.indices == expected
+
+
 def test_nearest_distance_matches_brute_force():
     gen = torch.Generator().manual_seed(0)
     reference = torch.randn(50, 4, generator=gen) * torch.tensor([1.0, 10.0, 0.1, 2.0])
