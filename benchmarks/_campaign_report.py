@@ -196,6 +196,16 @@ def _system_section(system: System, rows: dict, *, name: str) -> tuple[list[str]
     return lines, plot_hits(rows, arms=arms, seeds=seeds, title=system.name)
 
 
+def _substitution_note(cfg) -> str:
+    """What the guided arms' batch holds besides the generator's samples (``selection.substitution``)."""
+    selection = cfg.selection
+    if not selection.substitution:
+        return ""
+    share = ("competing on the acquisition alone" if selection.substitution_share is None
+             else f"{selection.substitution_share:.0%} of the batch kept for them")
+    return f", with the substitution arm's structures as candidates too ({share})"
+
+
 def _calibration_cell(arm: str, number: int, rows: dict, seeds: list[int]) -> str:
     if arm not in PROXY_ARMS:
         return "-"
@@ -288,13 +298,16 @@ def _common_protocol(system: System, matcher: dict) -> list[str]:
         ("- **Arms**: aloop (UCB, beta "
         f"{cfg.acquisition.beta}, reward temperature {cfg.acquisition.temperature}, Crystal-GFN "
         f"{cfg.gfn.train_steps} steps per round warm-started from the previous round, {cfg.selection.n_samples} "
-        "samples, diverse novel batch); mean (the same with acquisition `mean`); random (uniform Crystal-GFN "
+        f"samples, diverse novel batch{_substitution_note(cfg)}); mean (the same with acquisition `mean`); random "
+        "(uniform Crystal-GFN "
         "samples, valid, novel and distinct, in random order, sampled Wyckoff sites dropped so pyxtal places "
         "atoms at random positions, as in v1); random-templates (the same samples placed on their sampled "
         "sites as the round places them: a template where one fits, else pyxtal on those sites); substitution "
         "(pymatgen SubstitutionPredictor/Substitutor over mp_cgcnn36k structures of the predicted source "
         "chemistries, substituted structures inside the space, drawn without replacement in proportion to their "
-        "probability, seeded; `_campaign_substitution`). The proxy is fitted on the starting data and the arm's "
+        "probability, seeded; `aloop.substitution`); substitution-ucb (the same substituted structures ranked by "
+        "aloop's proxy and acquisition, batch chosen by the round's `select_diverse`). The proxy is fitted on the "
+        "starting data and the arm's "
         "CHGNet labels; calibration: its prediction of each new label (CHGNet source once it has one, noise "
         "included, its own interval widths) made before the label was added."), ""]
 
