@@ -160,7 +160,7 @@ def _prototypes(placement: Placement) -> Prototypes | None:
 
 
 def objective(proxy: Proxy, data: TrainingSet, settings: AcquisitionSettings,
-               hull: FormationHull | None) -> tuple[str, float]:
+              hull: FormationHull | None) -> tuple[str, float]:
     """The acquisition's target and its best label so far (for stability: the lowest E_f above ``hull``)."""
     if hull is None:
         return proxy.target, best_observed(data.values, settings, target=proxy.target)
@@ -214,18 +214,18 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
     score = partial(acquisition_values, proxy, acquisition, target=target, best_f=best_f, hull=hull)  # proxy on CPU
     everything = score(samples, prototypes=_prototypes(placement))
     valid = valid_mask(samples, env.space)
+    generated = samples[valid]
     extra = CrystalBatch.from_crystals([s.crystal for s in substituted], samples.elements) if substituted else None
-    candidates = samples[valid] if extra is None else CrystalBatch.concat([samples[valid], extra])
+    candidates = generated if extra is None else CrystalBatch.concat([generated, extra])
     scores = everything[valid] if extra is None else torch.cat([everything[valid], score(extra)])
-    forced = forced_supergroup(samples[valid]).numpy()
-    crystals = samples[valid].to_crystals() + [s.crystal for s in substituted]
+    forced = np.concatenate([forced_supergroup(generated).numpy(), np.zeros(len(substituted), dtype=bool)])
     as_substituted = {id(s.crystal): s.structure for s in substituted}
-    choice = select_diverse(crystals, scores.numpy(), size=selection.batch_size, known=known,
+    choice = select_diverse(generated.to_crystals() + [s.crystal for s in substituted], scores.numpy(),
+                            size=selection.batch_size, known=known,
                             to_structure=partial(_structure, substituted=as_substituted, placement=placement),
                             chemsys_penalty=selection.chemsys_penalty,
-                            space_group_penalty=selection.space_group_penalty,
-                            forced=np.concatenate([forced, np.zeros(len(substituted), dtype=bool)]),
-                            **_reserved(len(forced), len(substituted), selection))
+                            space_group_penalty=selection.space_group_penalty, forced=forced,
+                            **_reserved(len(generated), len(substituted), selection))
     return Proposal(samples=samples, log_reward=to_log_reward(everything, acquisition), valid=valid,
                     acquisition=scores, prediction=proxy.predict(candidates, observation_noise=False),
                     chosen=tuple(choice.indices), structures=tuple(choice.structures), skipped=choice.skipped,

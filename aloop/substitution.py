@@ -21,7 +21,7 @@ import itertools
 import json
 import lzma
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,11 +95,14 @@ def _ionic(species: tuple[Species, ...]) -> bool:
     return min(sp.oxi_state for sp in species) < 0 < max(sp.oxi_state for sp in species)
 
 
-def source_systems(targets: Iterable[tuple[Species, ...]], *, threshold: float) -> set[frozenset[str]]:
-    """The element sets the substitution model would take structures from to reach ``targets``."""
+def source_systems(targets: Sequence[tuple[Species, ...]], *, threshold: float, progress: bool = False
+                   ) -> set[frozenset[str]]:
+    """The element sets the substitution model would take structures from to reach ``targets`` (seconds per
+    target: the build's slowest step, so it shows progress)."""
     predictor = SubstitutionPredictor(threshold=threshold)
     return {frozenset(sp.symbol for sp in prediction["substitutions"])
-            for target in targets for prediction in predictor.list_prediction(list(target))}
+            for target in tqdm(targets, desc="substitution sources", disable=not progress)
+            for prediction in predictor.list_prediction(list(target))}
 
 
 def substitute(space: CrystalSpace, sources: Iterable[tuple[str, Structure]], *, threshold: float,
@@ -178,7 +181,7 @@ def substitution_pool(space: CrystalSpace, data: DataSettings, *, threshold: flo
     cached = load_cached(f"substitution-{key}")
     if cached is None:
         targets = target_species(space)
-        systems = source_systems(targets, threshold=threshold)
+        systems = source_systems(targets, threshold=threshold, progress=progress)
         limit = space.settings.max_atoms
         sources = dict(local_sources(Path(data.local_path), systems, max_sites=limit)) if data.local_path else {}
         if cache.exists():
