@@ -310,10 +310,10 @@ class SelectionSettings(Section):
     generator's samples, on the same acquisition."""
     substitution_threshold: float = Field(1e-4, gt=0, le=1)
     """Probability threshold of pymatgen's substitution model (its own default: 1e-3)."""
-    substitution_share: float | None = Field(None, ge=0, le=1)
-    """``None``: substituted structures and samples compete on the acquisition alone; a number: that share of the
-    batch is kept for substituted structures and the samples take the rest (places one side cannot fill go to
-    the other)."""
+    substitution_share: float | None = Field(1.0, ge=0, le=1)
+    """The share of the batch kept for substituted structures, the samples taking the rest (places one side cannot
+    fill go to the other); ``None``: both compete on the acquisition alone. 1: the generator's samples fill what
+    substitution cannot (README "Ion substitution beside the generator")."""
 
 
 class OracleSettings(Section):
