@@ -8,9 +8,10 @@ give the mixed-valence compositions), ``SubstitutionPredictor`` names the likely
 known structures of those chemistries are decorated with oxidation states, and
 ``Substitutor.pred_from_structures`` applies each substitution above the probability threshold (charge
 balance checked). Only structures inside the crystal space (its own checker) are kept, one per crystal
-(``canonical_hash``) with its highest probability. The ion-substitution baseline of the campaign benchmark
-finds 2x the Crystal-GFN's novel hits per oracle call; with ``selection.substitution`` the round ranks these
-structures by the same acquisition as the generator's samples (``aloop.proposal.propose_batch``).
+(``canonical_hash``) with its highest probability. With ``selection.substitution`` the round ranks these
+structures by the same acquisition as the generator's samples (``aloop.proposal.propose_batch``): on the
+campaign benchmark's Li-Mn-O, 0.479 novel hits per oracle call against the generator alone's 0.177 (README
+"Ion substitution beside the generator").
 """
 
 from __future__ import annotations
