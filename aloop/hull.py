@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import lzma
@@ -42,7 +41,7 @@ from tqdm.auto import tqdm
 from aloop.config import DataSettings, HullSettings, SpaceSettings
 from aloop.data.convert import Entries
 from aloop.data.local import CIFS, SUMMARY
-from aloop.data.mp import MPQuery, cache_file
+from aloop.data.mp import MPQuery, cache_file, cache_records
 from aloop.oracle import Failed, Labelled, OracleInput, ThermoOracle
 from aloop.space.cache import load_cached, save_cached
 from aloop.space.crystal import Crystal, CrystalBatch
@@ -101,7 +100,7 @@ def known_phases(space: SpaceSettings, data: DataSettings, settings: HullSetting
     found: dict[str, KnownPhase] = {}
     cache = cache_file(MPQuery.from_settings(space, data.mp, scope=data.scope), Path(data.mp.cache_dir))
     if cache.exists():
-        for record in json.loads(gzip.decompress(cache.read_bytes()))["records"]:
+        for record in cache_records(cache):
             e_hull = record.get("energy_above_hull")
             structure = record.get("structure")
             if e_hull is None or structure is None or e_hull > settings.max_e_above_hull:

@@ -16,11 +16,8 @@ campaign benchmark's Li-Mn-O, 0.479 novel hits per oracle call against the gener
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import itertools
-import json
-import lzma
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,7 +34,8 @@ from tqdm import tqdm
 
 from aloop.config import DataSettings
 from aloop.data.local import CIFS, SUMMARY
-from aloop.data.mp import MPQuery, cache_file
+from aloop.data.known_structures import file_key, local_structures
+from aloop.data.mp import MPQuery, cache_file, cache_records
 from aloop.space import Crystal, CrystalSpace
 from aloop.space.cache import load_cached, save_cached
 from aloop.space.validity import check_crystal
@@ -150,17 +148,12 @@ def local_sources(folder: Path, systems: set[frozenset[str]], *, max_sites: int)
     summary = pd.read_csv(folder / SUMMARY, usecols=["material_id", "elements", "nsites"])
     elements = summary["elements"].astype(str).str.split().map(frozenset)
     wanted = set(summary.loc[elements.isin(systems) & (summary["nsites"] <= max_sites), "material_id"].astype(str))
-    with lzma.open(folder / CIFS, "rt") as lines, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pymatgen's CIF parser warns about rounded coordinates
-        for line in lines:
-            record = json.loads(line)
-            if record["material_id"] in wanted:
-                yield record["material_id"], Structure.from_str(record["cif"], fmt="cif")
+    yield from local_structures(folder / CIFS, wanted)
 
 
 def _cache_sources(cache: Path, systems: set[frozenset[str]], *, max_sites: int) -> Iterator[tuple[str, Structure]]:
     """The same from an mp-api cache file (the records that carry a structure)."""
-    for record in json.loads(gzip.decompress(cache.read_bytes()))["records"]:
+    for record in cache_records(cache):
         if record.get("structure"):
             structure = Structure.from_dict(record["structure"])
             if frozenset(el.symbol for el in structure.composition.elements) in systems and len(structure) <= max_sites:
@@ -177,7 +170,7 @@ def substitution_pool(space: CrystalSpace, data: DataSettings, *, threshold: flo
     files += [cache] if cache.exists() else []
     if not files:
         return []
-    stamps = [f"{f.resolve()}|{f.stat().st_size}|{f.stat().st_mtime_ns}" for f in files]
+    stamps = [file_key(f) for f in files]
     key = hashlib.sha1(f"{space.settings.model_dump_json()}|{threshold}|{stamps}".encode()).hexdigest()[:16]
     cached = load_cached(f"substitution-{key}")
     if cached is None:

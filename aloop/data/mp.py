@@ -151,6 +151,11 @@ def pull(query: MPQuery, *, cache_dir: Path, chunk_size: int = 1000, progress: b
                       pulled_at=pulled_at)
 
 
+def cache_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a cache file (``cache_file``), as pulled: material id, properties, structure, crystal."""
+    return json.loads(gzip.decompress(path.read_bytes()))["records"]
+
+
 def load_cache(query: MPQuery, *, cache_dir: Path) -> Entries | None:
     """The cached entries of ``query``, or ``None`` when it was never pulled.
 
