@@ -228,6 +228,10 @@ class ProxySettings(Section):
     aloop arm (fitted with its labels of rounds 1-2, predicting its rounds 3-4, seeds 0-2): mean signed error
     -0.360 -> -0.086 eV/atom, MAE 0.404 -> 0.309, Spearman 0.71 -> 0.81, 90% coverage 0.45 -> 0.73
     (benchmarks/results/proxy_campaign_labels-v3.md)."""
+    baseline: Literal["none", "hull"] = "none"
+    """The GP's prior mean. ``hull``: each label source's hull of its own training rows at the crystal's composition,
+    so the GP learns only the distance above it (``aloop.proxy.baseline``; formation energy and stability only).
+    ``none``: the data's mean."""
     reference_source: str | None = None
     """Label source (fidelity) the proxy predicts by default; null: its most frequent training source."""
     threads: int = Field(1, ge=0)

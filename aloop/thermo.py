@@ -72,7 +72,7 @@ class FormationHull:
         index = {el: i for i, el in enumerate(self.elements)}
         self.entries = [(c, e) for c, e in entries
                         if len(c.elements) > 1 and all(el.symbol in index for el in c.elements)]
-        self._planes: dict[int, torch.Tensor] = {}
+        self._planes: dict[tuple[int, ...], torch.Tensor] = {}
 
     def __call__(self, counts: torch.Tensor) -> torch.Tensor:
         """``(N, E)`` atom counts over ``elements`` -> ``(N,)`` float64 hull formation energy at each composition."""
@@ -80,9 +80,8 @@ class FormationHull:
         if counts.shape[0] == 0:
             return torch.zeros(0, dtype=torch.float64)
         fractions = counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
-        keys = ((counts > 0).long() << torch.arange(counts.shape[1])).sum(dim=1)
-        systems, row = torch.unique(keys, return_inverse=True)
-        planes = [self._system_planes(int(key)) for key in systems.tolist()]
+        systems, row = torch.unique(counts > 0, dim=0, return_inverse=True)
+        planes = [self._system_planes(tuple(torch.nonzero(present).squeeze(1).tolist())) for present in systems]
         width = max(p.shape[0] for p in planes)
         padded = torch.zeros(len(planes), width, len(self.elements), dtype=torch.float64)
         valid = torch.zeros(len(planes), width, dtype=torch.bool)
@@ -104,13 +103,13 @@ class FormationHull:
                 foreign |= counts[:, column].cpu() > 0
         return self(own).masked_fill(foreign, math.nan)
 
-    def _system_planes(self, key: int) -> torch.Tensor:
-        """``(F, E)`` coefficients of the hull's facet planes of the system whose element bits are ``key``."""
-        if key not in self._planes:
-            system = [el for i, el in enumerate(self.elements) if key >> i & 1]
+    def _system_planes(self, columns: tuple[int, ...]) -> torch.Tensor:
+        """``(F, E)`` coefficients of the hull's facet planes of the system of the elements at ``columns``."""
+        if columns not in self._planes:
+            system = [self.elements[i] for i in columns]
             inside = [(c, e) for c, e in self.entries if {el.symbol for el in c.elements} <= set(system)]
-            self._planes[key] = self._planes_of(system, inside)
-        return self._planes[key]
+            self._planes[columns] = self._planes_of(system, inside)
+        return self._planes[columns]
 
     def _planes_of(self, system: list[str], inside: list[tuple[Composition, float]]) -> torch.Tensor:
         zero = torch.zeros(1, len(self.elements), dtype=torch.float64)

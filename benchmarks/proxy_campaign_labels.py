@@ -24,6 +24,10 @@ each ``key=value`` sets a ``data`` field (``max_entries``) or a ``proxy`` field
 
     python -m benchmarks.proxy_campaign_labels [--variants space neighbours ...] [--later space ...] [--seeds 0 1 2]
 
+``Spearman E_hull`` ranks the predicted energy above the campaign's CHGNet hull against the label's: the order the
+stability reward ranks crystals in. The ``data hull`` rows predict each crystal at its composition's hull of the
+training rows, with no model: what the composition alone says, the floor a proxy should beat.
+
 ``--campaign v2`` measures campaign v2's labels instead (five arms; crystals with their Wyckoff sites,
 placed from templates where one fits) and writes ``proxy_campaign_labels-v2.md``; ``--campaign v3`` campaign v3's
 (``proxy_campaign_labels-v3.md``).
@@ -54,7 +58,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from pymatgen.core import Structure
+from pymatgen.core import Composition, Structure
 from scipy.stats import spearmanr
 
 from aloop.config import Config, DataSettings, ProxySettings, load_config
@@ -63,6 +67,7 @@ from aloop.data.assembly import Assembly, assemble_training_set
 from aloop.proxy import Proxy, calibration, fit_proxy
 from aloop.space import Crystal, CrystalBatch, CrystalSpace
 from aloop.store import get_or_create_campaign, open_store
+from aloop.thermo import FormationHull
 from benchmarks import SHARED_DATA
 from benchmarks._markdown import table, write_report
 
@@ -81,7 +86,11 @@ KNOWN_ROUNDS = 2
 """Later rounds: the proxy learns the labels of rounds 1..KNOWN_ROUNDS and predicts the rest."""
 TARGET = "formation_energy_per_atom"
 LABEL_SOURCE = "chgnet"
-METRICS = ("MAE", "mean signed error", "Spearman", "coverage90", "MAE relaxed", "Spearman relaxed")
+METRICS = ("MAE", "mean signed error", "Spearman", "coverage90", "Spearman E_hull", "MAE relaxed", "Spearman relaxed")
+LATER_METRICS = METRICS[:5]
+"""What later rounds report (no relaxed structures there)."""
+DATA_HULL = "data hull (no fit)"
+"""The reference row: each crystal predicted at its composition's hull of the variant's training rows, no model."""
 SCRATCH = """## Measured once with scratch scripts, not rerun here
 
 Why the wide scopes missed the proposed crystals: the cell's scale. The `neighbours` proxy (cell scale read,
@@ -129,19 +138,27 @@ CAMPAIGNS = {
 """v1 pinned a charge rule and lengths in ``configs/campaign.yaml`` (v2 unpinned them) and placed atoms at random;
 v2's crystals carry their Wyckoff sites and were placed from templates; v3's were made with the Student-t fit and
 spreading (today's defaults but the correction, which they were made without)."""
-SPECS = {"MAE": ".3f", "mean signed error": "+.3f", "Spearman": ".2f", "coverage90": ".2f", "MAE relaxed": ".3f",
+SPECS = {"MAE": ".3f", "mean signed error": "+.3f", "Spearman": ".2f", "coverage90": ".2f", "Spearman E_hull": ".2f",
+         "MAE relaxed": ".3f",
          "Spearman relaxed": ".2f"}
 
 
 @dataclass(frozen=True)
 class Label:
-    """One relaxed label of the records: its campaign seed and round, proposed and relaxed crystal, CHGNet value."""
+    """One relaxed label of the records: its campaign seed and round, proposed and relaxed crystal, CHGNet value
+    and CHGNet energy above the campaign's CHGNet hull of known phases."""
 
     seed: int
     round: int
     proposed: Crystal
     relaxed: Crystal
     value: float
+    e_above_hull: float
+
+    @property
+    def hull(self) -> float:
+        """The CHGNet hull's formation energy at the label's composition (eV/atom)."""
+        return self.value - self.e_above_hull
 
 
 def read_labels(records: Path) -> dict[str, list[Label]]:
@@ -151,7 +168,8 @@ def read_labels(records: Path) -> dict[str, list[Label]]:
         with gzip.open(path, "rt") as lines:
             rounds = [json.loads(line) for line in lines]
         labels[path.name.removesuffix(".jsonl.gz")] = [Label(r["seed"], r["round"], Crystal.from_dict(x["crystal"]),
-                             Crystal.from_structure(Structure.from_str(x["relaxed_cif"], fmt="cif")), x[TARGET])
+                             Crystal.from_structure(Structure.from_str(x["relaxed_cif"], fmt="cif")), x[TARGET],
+                             x["e_above_hull"])
                        for r in rounds for x in r["labels"] if x.get("ok")]
     return labels
 
@@ -207,15 +225,46 @@ def with_labels(start: TrainingSet, labels: list[Label], cfg: Config) -> Trainin
                                                       scope=cfg.data.scope).training.as_campaign_labels()])
 
 
-def scores(proxy: Proxy, proposed: TrainingSet, relaxed: TrainingSet | None, source: str) -> dict[str, float]:
-    """``METRICS`` of the proxy on one arm's labels, predicted at ``source`` (without ``relaxed``: the first four)."""
-    report = calibration(proxy, replace(proposed, sources=(source,)))
-    out = {"MAE": report.mae, "mean signed error": float(np.mean(report.mean - report.observed)),
-           "Spearman": float(spearmanr(report.mean, report.observed).statistic), "coverage90": report.coverage_90}
-    if relaxed is not None:
-        on_relaxed = calibration(proxy, replace(relaxed, sources=(source,)))
+def scores(proxy: Proxy, labels: list[Label], *, relaxed: bool, source: str) -> dict[str, float]:
+    """``METRICS`` of the proxy on one arm's labels, predicted at ``source`` (without ``relaxed``:
+    ``LATER_METRICS``)."""
+    report = calibration(proxy, replace(as_training_set(labels), sources=(source,)))
+    out = {**point_scores(report.mean, labels), "coverage90": report.coverage_90}
+    if relaxed:
+        on_relaxed = calibration(proxy, replace(as_training_set(labels, relaxed=True), sources=(source,)))
         out |= {"MAE relaxed": on_relaxed.mae,
                 "Spearman relaxed": float(spearmanr(on_relaxed.mean, on_relaxed.observed).statistic)}
+    return out
+
+
+def point_scores(predicted: np.ndarray, labels: list[Label]) -> dict[str, float]:
+    """The metrics of predicted formation energies that need no interval. ``Spearman E_hull`` ranks the predicted
+    energy above the CHGNet hull (predicted E_f minus the hull at the composition) against the label's: the order
+    the stability reward puts the crystals in, before its exploration term."""
+    observed = np.array([x.value for x in labels])
+    hull = np.array([x.hull for x in labels])
+    return {"MAE": float(np.abs(predicted - observed).mean()),
+            "mean signed error": float(np.mean(predicted - observed)),
+            "Spearman": float(spearmanr(predicted, observed).statistic),
+            "Spearman E_hull": float(spearmanr(predicted - hull, observed - hull).statistic)}
+
+
+def data_hull(training: TrainingSet, labels: dict[str, list[Label]], space: CrystalSpace) -> dict[str, dict]:
+    """Each arm's ``point_scores`` (the relaxed crystal has the same composition) of the reference row: the hull of ``training``'s rows
+    inside the space's elements at each crystal's composition, what composition alone says with no model."""
+    crystals = training.crystals
+    foreign = [i for i, el in enumerate(crystals.elements) if el not in space.elements]
+    rows = torch.nonzero(crystals.counts[:, foreign].sum(dim=1) == 0).squeeze(1).tolist()
+    columns = [crystals.elements.index(el) for el in space.elements]
+    hull = FormationHull(space.elements, [
+        (Composition(dict(zip(space.elements, crystals.counts[i, columns].tolist(), strict=True))),
+         float(training.values[i])) for i in rows])
+
+    out = {}
+    for arm, arm_labels in labels.items():
+        counts = CrystalBatch.from_crystals([x.proposed for x in arm_labels], space.elements).counts
+        point = point_scores(hull.at(space.elements, counts).numpy(), arm_labels)
+        out[arm] = {**point, "MAE relaxed": point["MAE"], "Spearman relaxed": point["Spearman"]}  # same composition
     return out
 
 
@@ -223,7 +272,6 @@ def first_round(cfg: Config, variant: str, assembly: Assembly, labels: dict[str,
                 ) -> tuple[dict[str, list[dict]], dict]:
     """Each arm's scores by proxy seed, and a summary (rows inside and outside the space, fit seconds)."""
     assert assembly.training is not None
-    sets = {arm: (as_training_set(labels[arm]), as_training_set(labels[arm], relaxed=True)) for arm in labels}
     by_arm: dict[str, list[dict]] = {arm: [] for arm in labels}
     seconds = []
     for seed in seeds:
@@ -231,7 +279,7 @@ def first_round(cfg: Config, variant: str, assembly: Assembly, labels: dict[str,
         proxy = fit_proxy(assembly.training, cfg.proxy, seed=seed)
         seconds.append(time.perf_counter() - start)
         for arm in labels:
-            by_arm[arm].append(scores(proxy, *sets[arm], proxy.reference_source))
+            by_arm[arm].append(scores(proxy, labels[arm], relaxed=True, source=proxy.reference_source))
         print(f"  seed {seed}: fit {seconds[-1]:.0f} s; " + "; ".join(
             f"{arm} MAE {by_arm[arm][-1]['MAE']:.3f} Spearman {by_arm[arm][-1]['Spearman']:.2f}" for arm in labels),
             flush=True)
@@ -252,7 +300,7 @@ def later_rounds(cfg: Config, variant: str, start: TrainingSet, labels: dict[str
         proxy = fit_proxy(train, cfg.proxy, seed=seed)
         for arm in labels:
             test = [x for x in labels[arm] if x.seed == seed and x.round > KNOWN_ROUNDS]
-            by_arm[arm].append({"n": len(test), **scores(proxy, as_training_set(test), None, LABEL_SOURCE)})
+            by_arm[arm].append({"n": len(test), **scores(proxy, test, relaxed=False, source=LABEL_SOURCE)})
         print(f"  later rounds, seed {seed}: {len(train):,} rows ({len(known)} labels); " + "; ".join(
             f"{arm} MAE {by_arm[arm][-1]['MAE']:.3f} Spearman {by_arm[arm][-1]['Spearman']:.2f}" for arm in labels),
             flush=True)
@@ -269,7 +317,7 @@ def own_rounds(cfg: Config, start: TrainingSet, labels: dict[str, list[Label]], 
             known = [x for x in labels[arm] if x.seed == seed and x.round <= KNOWN_ROUNDS]
             test = [x for x in labels[arm] if x.seed == seed and x.round > KNOWN_ROUNDS]
             proxy = fit_proxy(with_labels(start, known, cfg), cfg.proxy, seed=seed)
-            by_arm[arm].append({"n": len(test), **scores(proxy, as_training_set(test), None, proxy.reference_source)})
+            by_arm[arm].append({"n": len(test), **scores(proxy, test, relaxed=False, source=proxy.reference_source)})
             print(f"  {arm} on its own labels, seed {seed}: MAE {by_arm[arm][-1]['MAE']:.3f} "
                   f"coverage90 {by_arm[arm][-1]['coverage90']:.2f}", flush=True)
     return by_arm
@@ -287,7 +335,7 @@ def _pooled(runs: list[dict], metric: str) -> float:
 def pooled_rows(results: dict[str, dict[str, list[dict]]], arms: list[str]) -> list[dict]:
     """One table row per arm and variant of later-round ``results``: the first four metrics pooled over seeds."""
     return [{"arm": arm, "variant": variant, "n": sum(r["n"] for r in results[variant][arm]),
-             **{m: format(_pooled(results[variant][arm], m), SPECS[m]) for m in METRICS[:4]}}
+             **{m: format(_pooled(results[variant][arm], m), SPECS[m]) for m in LATER_METRICS}}
             for arm in arms for variant in results]
 
 
@@ -322,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--campaign", choices=list(CAMPAIGNS), default="v1",
                         help="whose labels: v1 (atoms placed at random), v2 (Wyckoff sites, template placement) or v3 "
                              "(Student-t fit, spreading); their reports are proxy_campaign_labels-<campaign>.md")
+    parser.add_argument("--name", help="the report's name (default: the campaign's, e.g. proxy_campaign_labels-v3)")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -332,7 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     base = load_config(CONFIG, list(campaign.overrides))
     start = time.perf_counter()
     labels = read_labels(records)
-    first, later, own, summaries = {}, {}, {}, []
+    first, later, own, summaries, hulls = {}, {}, {}, [], {}
     for variant in dict.fromkeys([*args.variants, *args.later, *args.own]):
         cfg = variant_config(base, variant)
         assembly = first_round_data(cfg)
@@ -341,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
         if variant in args.variants:
             first[variant], summary = first_round(cfg, variant, assembly, labels, args.seeds)
             summaries.append(summary)
+            hulls.setdefault(f"{DATA_HULL}: {cfg.data.scope} rows",
+                             data_hull(assembly.training, labels, CrystalSpace.from_settings(cfg.space)))
         if variant in args.later:
             later[variant] = later_rounds(cfg, variant, assembly.training, labels, args.seeds)
         if variant in args.own:
@@ -348,6 +399,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = [{"arm": arm, "variant": variant, "n": len(labels[arm]),
              **{m: _spread([s[m] for s in first[variant][arm]], SPECS[m]) for m in METRICS}}
             for arm in labels for variant in first]
+    rows += [{"arm": arm, "variant": name, "n": len(labels[arm]),
+              **{m: "-" if m == "coverage90" else format(by_arm[arm][m], SPECS[m]) for m in METRICS}}
+             for name, by_arm in hulls.items() for arm in labels]
+    rows.sort(key=lambda row: list(labels).index(row["arm"]))
     later_rows = pooled_rows(later, list(labels))
     sections = [
         f"# Campaign proxies on campaign {args.campaign}'s CHGNet labels, by `data.scope` and proxy settings",
@@ -355,7 +410,12 @@ def main(argv: list[str] | None = None) -> None:
          f"{', '.join(f'{a} {len(labels[a])}' for a in labels)}). Proxy: configs/campaign.yaml's settings with each "
          f"variant's (`scope,key=value,...`: `data` or `proxy` fields), one torch thread. Errors in eV/atom; mean "
          f"signed error = predicted - CHGNet label; coverage90: share of labels (all inside the space) inside the "
-         f"proxy's 90% interval; Spearman: rank correlation of predicted and CHGNet formation energies. "
+         f"proxy's 90% interval; Spearman: rank correlation of predicted and CHGNet formation energies; Spearman "
+         f"E_hull: of the predicted and CHGNet energies above the campaign's CHGNet hull (the predicted one: the "
+         f"prediction minus that hull at the composition), the order the stability reward ranks crystals in before "
+         f"its exploration term. `{DATA_HULL}` rows: each crystal predicted at its composition's hull of the "
+         f"scope's training rows (Materials Project's legacy formation energies), no model: what the composition "
+         f"alone says. "
          f"Whole run {(time.perf_counter() - start) / 60:.1f} min."),
         "## First round: Materials Project data only",
         ("Fitted on mp_cgcnn36k assembled with each variant's scope, predicted at its reference source (mp_legacy) "
@@ -363,7 +423,7 @@ def main(argv: list[str] | None = None) -> None:
          f"{args.seeds}."),
         table(summaries, {"training rows": ",", "inside the space": ",", "outside": ",", "fit s (mean)": ".0f"}),
         table(rows),
-        versus_space(first, ("MAE", "Spearman", "MAE relaxed", "Spearman relaxed")),
+        versus_space(first, ("MAE", "Spearman", "Spearman E_hull", "MAE relaxed", "Spearman relaxed")),
     ]
     if later:
         sections += [
@@ -373,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
              f"{KNOWN_ROUNDS + 1}-4 of each arm of seed s; mean over seeds {args.seeds}, each seed weighted by its "
              f"number of test labels."),
             table(later_rows),
-            versus_space(later, ("MAE", "Spearman")),
+            versus_space(later, ("MAE", "Spearman", "Spearman E_hull")),
         ]
     if own:
         own_rows = pooled_rows(own, args.own_arms)
@@ -386,7 +446,7 @@ def main(argv: list[str] | None = None) -> None:
              f"seeds {args.seeds}, each weighted by its number of test labels."),
             table(own_rows),
         ]
-    write_report(campaign.report, *sections, *filter(None, [campaign.notes]), module="proxy_campaign_labels")
+    write_report(args.name or campaign.report, *sections, *filter(None, [campaign.notes]), module="proxy_campaign_labels")
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
 from torch.distributions import StudentT
 
+from aloop.proxy.baseline import HullMean
 from aloop.proxy.correction import LabelCorrection
 
 SOURCE_SCALE = 0.1
@@ -222,6 +223,7 @@ class CrystalGPModel(ApproximateGPyTorchModel):
         self.outcome_transform = Standardize(m=1)
         self.register_buffer("variance_scale", torch.ones(()))
         self.correction: LabelCorrection | None = None
+        self.baseline: HullMean | None = None
         self._predictive: _Predictive | None = None
 
     def standardise(self, values: torch.Tensor, *, min_std: float) -> torch.Tensor:
@@ -277,6 +279,11 @@ class CrystalGPModel(ApproximateGPyTorchModel):
                                        update=root_inv_t @ middle @ root_inv_t.mT)
         return self._predictive
 
+    def _baseline(self, x: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` the prior mean ``baseline`` at ``(N, D + K)`` inputs, in the standardised target units."""
+        assert self.baseline is not None
+        return self.baseline(x, self.source_of(x)) / self.outcome_transform.stdvs.reshape(())
+
     def source_of(self, x: torch.Tensor) -> torch.Tensor:
         """``(..., D + K)`` inputs -> ``(...,)`` long source column, read from the trailing one-hot."""
         return x[..., -self.model.n_sources:].argmax(dim=-1)
@@ -297,6 +304,8 @@ class CrystalGPModel(ApproximateGPyTorchModel):
             if self.correction is not None:
                 shift, spread, noise = self.correction.marginals(flat)
                 mean, variance = mean + shift, variance + spread + (noise if observation_noise else 0.0)
+            if self.baseline is not None:
+                mean = mean + self._baseline(flat)
             shape = X.shape[:-1]
             distribution = MultivariateNormal(mean.reshape(shape), DiagLinearOperator(variance.reshape(shape)))
         else:
@@ -307,5 +316,9 @@ class CrystalGPModel(ApproximateGPyTorchModel):
             if self.correction is not None:
                 shift, spread = self.correction.joint(X, observation_noise=observation_noise)
                 distribution = MultivariateNormal(distribution.mean + shift, distribution.lazy_covariance_matrix + spread)
+            if self.baseline is not None:
+                flat = X.reshape(-1, X.shape[-1])
+                distribution = MultivariateNormal(distribution.mean + self._baseline(flat).reshape(X.shape[:-1]),
+                                                  distribution.lazy_covariance_matrix)
         posterior = self.outcome_transform.untransform_posterior(GPyTorchPosterior(distribution), X=X)
         return posterior if posterior_transform is None else posterior_transform(posterior, X=X)

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from aloop.config import ProxySettings, label_property
 from aloop.data.training import TrainingSet
 from aloop.hardware import torch_threads
+from aloop.proxy.baseline import HullMean, hull_mean
 from aloop.proxy.correction import MIN_LABELS, LabelCorrection, fit_correction
 from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel, SourceStudentTLikelihood
 from aloop.space.crystal import CrystalBatch
@@ -60,6 +61,7 @@ QUANTILE_LEVELS = tuple(round(0.01 * i, 2) for i in range(1, 100))
 FRACTION_PREFIX = "frac_"
 """The ``featurize`` columns of element fractions (``frac_<El>``): what the campaign's correction reads."""
 CORRECTION = "correction"
+BASELINE = "baseline"
 """The correction's name in the model's state dict (``CrystalGPModel.correction``)."""
 SCALE_FEATURES = ("volume_per_atom", "log_volume_per_atom", "packing_fraction")
 """The features of the cell's scale, which a proxy with ``cell_scale: false`` does not read."""
@@ -282,6 +284,8 @@ class Proxy:
                            hidden_dims, shared_kernel=meta.get("shared_kernel", False))  # saved before: one term
             if f"{CORRECTION}.train_y" in state:
                 model.correction = LabelCorrection.from_state(state, f"{CORRECTION}.")
+            if f"{BASELINE}.energies" in state:
+                model.baseline = HullMean.from_state(_fraction_elements(features), state, f"{BASELINE}.")
             model.load_state_dict(state, keep_transforms=False)  # botorch would re-fit transforms from training targets a variational model does not keep
             quantiles = ResidualQuantiles(**meta.get("quantiles", {}))  # saved before they were fitted: Gaussian
         except ProxyError:
@@ -380,6 +384,8 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
     if train.target != label_property(settings.target):
         raise ProxyError(f"training set target {train.target!r} differs from proxy.target={settings.target!r} "
                          f"(which learns {label_property(settings.target)})")
+    if settings.baseline == "hull" and train.target != "formation_energy_per_atom":
+        raise ProxyError(f"proxy.baseline=hull is a formation-energy hull; the target is {train.target!r}")
     sources = train.source_names
     reference = settings.reference_source or Counter(train.row_sources()).most_common(1)[0][0]
     if reference not in sources:
@@ -399,7 +405,12 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
                                              by_system=settings.validation_split == "chemical_system")
         hidden_dims = settings.hidden_dims if len(train) >= settings.extractor_min_rows else []
         model = _build(x[fit_rows[: settings.inducing_points]].clone(), len(sources), settings, hidden_dims)
-        y = model.standardise(train.values.to(DTYPE), min_std=settings.prior_std)
+        columns = torch.tensor([i for i, name in enumerate(names) if name.startswith(FRACTION_PREFIX)])
+        baseline, below = None, torch.zeros(len(train), dtype=torch.float64)
+        if settings.baseline == "hull":
+            baseline, below = hull_mean(features[:, columns], train.values, source, elements=_fraction_elements(names),
+                                        columns=columns, offset=mean[columns], scale=std[columns])
+        y = model.standardise((train.values - below).to(DTYPE), min_std=settings.prior_std)
         _optimise(model, x[fit_rows], y[fit_rows], source[fit_rows], settings, generator=generator, progress=progress,
                   weights=row_weights(train.inside[fit_rows], settings.space_share))
         model.eval()
@@ -408,35 +419,44 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
             recalibrate(model, x[val_rows], y[val_rows], source[val_rows])
             quantiles = ResidualQuantiles.from_residuals(standardised_residuals(model, x[val_rows], y[val_rows],
                                                                                 source[val_rows]))
+        model.baseline = baseline
         if settings.correction:
-            model.correction = label_correction(model, x, y, train.campaign_label, names=names, mean=mean, std=std,
+            model.correction = label_correction(model, x, train.values, train.campaign_label, columns=columns,
+                                                offset=mean[columns], scale=std[columns],
                                                 reference=sources.index(reference))
     return Proxy(model=model, target=train.target, sources=sources, reference_source=reference,
                  feature_mean=mean, feature_std=std, settings=settings, features=names, quantiles=quantiles)
 
 
-def label_correction(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor, *,
-                     names: Sequence[str], mean: torch.Tensor, std: torch.Tensor, reference: int
+def label_correction(model: CrystalGPModel, x: torch.Tensor, values: torch.Tensor, labelled: torch.Tensor, *,
+                     columns: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor, reference: int
                      ) -> LabelCorrection | None:
     """The campaign's correction (``aloop.proxy.correction``): delta fitted on the ``labelled`` rows' residuals from
-    the model's prediction at the ``reference`` source, over the fractions of the elements those rows hold (the
-    rest of the fraction columns say which crystals lie outside it).
+    the model's prediction at the ``reference`` source (its baseline included), over the fractions of the elements
+    those rows hold (the rest of the fraction ``columns`` say which crystals lie outside it).
 
     ``None`` with fewer than ``MIN_LABELS`` labels, or when every row is a label (the model fitted them alone).
 
     Args:
-        x, y: ``(N, D + K)`` inputs and ``(N,)`` standardised targets of the training rows.
-        names, mean, std: the ``D`` feature columns and their standardisation.
+        x, values: ``(N, D + K)`` inputs and ``(N,)`` labels (target units) of the training rows.
+        columns, offset, scale: the inputs' fraction columns and their standardisation.
     """
     if int(labelled.sum()) < MIN_LABELS or bool(labelled.all()):
         return None
     inputs = x[labelled].clone()
-    n_sources = inputs.shape[1] - len(names)
+    n_sources = model.model.n_sources
     inputs[:, -n_sources:] = torch.nn.functional.one_hot(torch.tensor(reference), n_sources).to(inputs.dtype)
     with torch.no_grad():
         shared, _ = model.marginals(inputs)
-    columns = torch.tensor([i for i, name in enumerate(names) if name.startswith(FRACTION_PREFIX)])
-    return fit_correction(inputs, y[labelled] - shared, columns=columns, offset=mean[columns], scale=std[columns])
+        if model.baseline is not None:
+            shared = shared + model._baseline(inputs)
+        y = model.outcome_transform(values[labelled].to(inputs.dtype).unsqueeze(-1))[0].squeeze(-1)
+    return fit_correction(inputs, y - shared, columns=columns, offset=offset, scale=scale)
+
+
+def _fraction_elements(names: Sequence[str]) -> list[str]:
+    """The elements of the ``frac_<El>`` columns among feature ``names``, in their order."""
+    return [name.removeprefix(FRACTION_PREFIX) for name in names if name.startswith(FRACTION_PREFIX)]
 
 
 def standardised_residuals(model: CrystalGPModel, x: torch.Tensor, y: torch.Tensor,

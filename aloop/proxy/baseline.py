@@ -1,0 +1,133 @@
+"""The proxy's prior mean: the hull of its own training rows (``proxy.baseline: hull``).
+
+A composition-level model of formation energy learns the hull's shape and, with it, smooths
+the distance above it away: on campaign v3's Li-Mn-O labels the first round's predicted energy
+above the hull ranked the proposed crystals in the opposite order to CHGNet's (Spearman -0.17
+to -0.39 on every arm, ``benchmarks/results/proxy_campaign_labels-v3.md``), and so did the
+stability reward. With this baseline the GP learns only ``E_f - hull(composition)``: the hull
+of each label source's rows (pymatgen ``PhaseDiagram``, batched by ``aloop.thermo.FormationHull``)
+is added back at prediction, so a crystal far from every row is predicted on the known hull
+rather than at the data's mean. Each training row's target is taken from the hull of the *other*
+rows (``leave_one_out_hull``): a phase on the hull learns how far below its neighbours' hull it
+lies, the distance a new stable crystal has to find.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+import torch
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition
+from torch import nn
+
+from aloop.space.cache import load_arrays, save_arrays
+from aloop.thermo import FormationHull
+
+ON_HULL = 1e-8
+"""eV/atom above the hull below which a row is on it."""
+TINY_FRACTION = 1e-6
+"""Fractions below this, read back from standardised features, are rounding: the element is absent."""
+
+
+def leave_one_out_hull(compositions: Sequence[Composition], energies: Sequence[float]
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``(N,)`` each row's hull energy (eV/atom) at its composition among the other rows (elements at 0), and
+    ``(N,)`` bool whether the row is on the hull of all rows.
+
+    For a row above the hull that is the hull itself; for a row on it, the hull without every row of its
+    composition (pymatgen's phase separation energy): its own energy cannot be its baseline. Cached by the rows
+    (``aloop.space.cache``): a campaign's Materials Project rows cost it once (1-4 min for 17,000 rows, 2 cores).
+    """
+    key = "hull-baseline-" + hashlib.sha256(json.dumps(
+        [[c.formula, round(float(e), 6)] for c, e in zip(compositions, energies, strict=True)]).encode()).hexdigest()[:16]
+    if (cached := load_arrays(key)) is not None:
+        return cached["below"], cached["on_hull"]
+    below, on_hull = _leave_one_out_hull(compositions, energies)
+    save_arrays(key, below=below, on_hull=on_hull)
+    return below, on_hull
+
+
+def _leave_one_out_hull(compositions: Sequence[Composition], energies: Sequence[float]
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    by_system: dict[frozenset[str], list[int]] = defaultdict(list)
+    for i, composition in enumerate(compositions):
+        by_system[frozenset(el.symbol for el in composition.elements)].append(i)
+    entries = [PDEntry(c, e * c.num_atoms) for c, e in zip(compositions, energies, strict=True)]
+    out, on_hull = np.zeros(len(entries)), np.zeros(len(entries), dtype=bool)
+    for system, rows in by_system.items():
+        if len(system) < 2:
+            continue
+        inside = [i for size in range(1, len(system) + 1) for subsystem in combinations(sorted(system), size)
+                  for i in by_system.get(frozenset(subsystem), ())]
+        diagram = PhaseDiagram([entries[i] for i in inside] + [PDEntry(Composition(el), 0.0) for el in system])
+        for i in rows:
+            above = diagram.get_e_above_hull(entries[i])
+            on_hull[i] = above < ON_HULL
+            out[i] = energies[i] - (diagram.get_phase_separation_energy(entries[i]) if on_hull[i] else above)
+    return out, on_hull
+
+
+class HullMean(nn.Module):
+    """b(x): the hull of the source's training rows at the composition read from the shared model's inputs.
+
+    ``columns`` are the inputs' element-fraction columns (standardised; ``offset`` and ``scale`` undo it) over
+    ``elements``; each source's rows are buffers (fractions and formation energies), so a saved proxy rebuilds the
+    same hulls (``from_state``). The hulls' facets are found per chemical system when first asked for.
+    """
+
+    def __init__(self, elements: Sequence[str], columns: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor,
+                 fractions: torch.Tensor, energies: torch.Tensor, source: torch.Tensor) -> None:
+        super().__init__()
+        self.elements = tuple(elements)
+        for name, value in (("columns", columns), ("offset", offset), ("scale", scale), ("fractions", fractions),
+                            ("energies", energies), ("source", source)):
+            self.register_buffer(name, value)
+        self._hulls: dict[int, FormationHull] = {}
+
+    @classmethod
+    def from_state(cls, elements: Sequence[str], state: dict[str, torch.Tensor], prefix: str) -> HullMean:
+        """An empty module shaped like the one saved under ``prefix`` in a state dict (load it after)."""
+        return cls(elements, *(state[f"{prefix}{name}"] for name in ("columns", "offset", "scale", "fractions",
+                                                                      "energies", "source")))
+
+    def hull(self, source: int) -> FormationHull:
+        """The formation-energy hull of one source's rows."""
+        if source not in self._hulls:
+            rows = torch.nonzero(self.source == source).squeeze(1)
+            self._hulls[source] = FormationHull(self.elements, [
+                (Composition(dict(zip(self.elements, self.fractions[i].tolist(), strict=True))), float(self.energies[i]))
+                for i in rows.tolist()])
+        return self._hulls[source]
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+        """``(N,)`` hull formation energy (target units) of ``(N, D + K)`` inputs, each at its ``(N,)`` source."""
+        fractions = (x[:, self.columns] * self.scale + self.offset).double()
+        fractions = fractions.where(fractions > TINY_FRACTION, torch.zeros((), dtype=fractions.dtype))
+        out = torch.zeros(len(x), dtype=x.dtype, device=x.device)
+        for s in source.unique().tolist():
+            rows = source == s
+            out[rows] = self.hull(s)(fractions[rows].cpu()).to(x.dtype).to(x.device)
+        return out
+
+
+def hull_mean(fractions: torch.Tensor, energies: torch.Tensor, source: torch.Tensor, *, elements: Sequence[str],
+              columns: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor) -> tuple[HullMean, torch.Tensor]:
+    """The baseline of a training set and each row's leave-one-out baseline ``(N,)`` (its target is the label
+    minus that), from ``(N, len(elements))`` atom fractions, ``(N,)`` formation energies and sources. The module
+    keeps only the rows on their source's hull: no other row changes it."""
+    fractions = fractions.double()
+    compositions = [Composition({elements[j]: float(row[j]) for j in torch.nonzero(row).squeeze(1).tolist()})
+                    for row in fractions]
+    loo = torch.zeros(len(compositions), dtype=torch.float64)
+    keep = torch.zeros(len(compositions), dtype=torch.bool)
+    for s in source.unique().tolist():
+        rows = torch.nonzero(source == s).squeeze(1).tolist()
+        below, on_hull = leave_one_out_hull([compositions[i] for i in rows], energies[rows].double().tolist())
+        loo[rows], keep[rows] = torch.from_numpy(below), torch.from_numpy(on_hull)
+    return HullMean(elements, columns, offset, scale, fractions[keep], energies.double()[keep], source[keep]), loo

@@ -1,0 +1,93 @@
+"""``proxy.baseline: hull``: the GP learns the distance above its rows' hull, and the hull is added back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from pymatgen.core import Composition
+
+from aloop.data.training import TrainingSet
+from aloop.proxy import Proxy, ProxyError, fit_proxy
+from aloop.proxy.baseline import leave_one_out_hull
+from aloop.space.crystal import CrystalBatch
+from aloop.thermo import FormationHull
+
+from .conftest import SETTINGS, random_crystals, truth
+
+HULL = SETTINGS.model_copy(update={"baseline": "hull"})
+
+
+def test_each_row_is_measured_from_the_hull_of_the_others() -> None:
+    """Li-O: Li2O (-2.0) and Li2O2 (-1.8) are on the hull, LiO3 above it; by hand from the hull's lines."""
+    rows = [Composition("Li2O"), Composition("Li2O2"), Composition("LiO3")]
+    below, on_hull = leave_one_out_hull(rows, [-2.0, -1.8, -0.5])
+    # Li2O without itself: the line Li (0) - Li2O2 (-1.8 at x_O = 1/2), at x_O = 1/3
+    # Li2O2 without itself: Li2O (-2.0 at 1/3) - O (0), at 1/2; LiO3 at 3/4: Li2O2 - O
+    torch.testing.assert_close(torch.from_numpy(below), torch.tensor([-1.2, -1.5, -0.9], dtype=torch.float64))
+    assert on_hull.tolist() == [True, True, False]
+
+
+def hull_rows(batch: CrystalBatch, *, seed: int) -> TrainingSet:
+    """Rows whose energies lie 0-0.2 eV/atom above a deep hull of three phases (far from a smooth function)."""
+    hull = FormationHull(batch.elements, [(Composition("Li2O"), -2.0), (Composition("MnO"), -1.9),
+                                          (Composition("LiMnO2"), -2.3)])
+    g = torch.Generator().manual_seed(seed)
+    values = hull(batch.counts) + 0.2 * torch.rand(len(batch), generator=g, dtype=torch.float64)
+    return TrainingSet("formation_energy_per_atom", batch, values, torch.zeros(len(batch), dtype=torch.long), ("dft",),
+                       tuple(map(str, range(len(batch)))))
+
+
+def rows_hull(proxy: Proxy, batch: CrystalBatch) -> torch.Tensor:
+    """The hull of the proxy's training rows at each crystal's composition."""
+    return proxy.model.baseline.hull(0).at(batch.elements, batch.counts)
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[Proxy, TrainingSet]:
+    return fit_proxy(hull_rows(random_crystals(1200, seed=30), seed=31), HULL, seed=0), \
+        hull_rows(random_crystals(400, seed=32), seed=33)
+
+
+def test_new_crystals_are_predicted_above_the_hull_of_the_rows(fitted: tuple[Proxy, TrainingSet]) -> None:
+    proxy, heldout = fitted
+    prediction = proxy.predict(heldout.crystals)
+    hull = rows_hull(proxy, heldout.crystals).to(prediction.mean.dtype)
+    above = prediction.mean - hull
+    assert 0.0 < float(above.mean()) < 0.2  # the rows' spread above it, learned as the GP's target
+    assert float((prediction.mean - heldout.values).abs().mean()) < 0.1
+    low, high = prediction.interval(0.9)
+    assert 0.8 <= float(((heldout.values >= low) & (heldout.values <= high)).double().mean()) <= 1.0
+
+
+def test_the_hull_is_added_to_joint_and_marginal_posteriors_alike(fitted: tuple[Proxy, TrainingSet]) -> None:
+    proxy, heldout = fitted
+    batch = heldout.crystals[:6]
+    joint = proxy.posterior(batch)  # q = 6: gpytorch's joint path
+    marginal = proxy.predict(batch, observation_noise=False)
+    torch.testing.assert_close(joint.mean.squeeze(-1), marginal.mean, rtol=1e-6, atol=1e-6)
+    without = proxy.model.baseline
+    proxy.model.baseline = None
+    try:
+        residual = proxy.predict(batch, observation_noise=False).mean
+    finally:
+        proxy.model.baseline = without
+    torch.testing.assert_close(marginal.mean - residual, rows_hull(proxy, batch).to(residual.dtype))
+
+
+def test_a_saved_proxy_keeps_its_hull(fitted: tuple[Proxy, TrainingSet], tmp_path: Path) -> None:
+    proxy, heldout = fitted
+    proxy.save(tmp_path)
+    loaded = Proxy.load(tmp_path)
+    torch.testing.assert_close(loaded.predict(heldout.crystals).mean, proxy.predict(heldout.crystals).mean)
+    torch.testing.assert_close(loaded.model.baseline.energies, proxy.model.baseline.energies)
+    assert len(proxy.model.baseline.energies) < 100  # of 1,200 rows: only those on the hull are kept
+
+
+def test_band_gap_has_no_hull() -> None:
+    batch = random_crystals(50, seed=40)
+    train = TrainingSet("band_gap", batch, truth(batch), torch.zeros(50, dtype=torch.long), ("dft",),
+                        tuple(map(str, range(50))))
+    with pytest.raises(ProxyError, match="baseline=hull"):
+        fit_proxy(train, HULL.model_copy(update={"target": "band_gap"}), seed=0)
