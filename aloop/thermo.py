@@ -79,11 +79,13 @@ class FormationHull:
         counts = counts.to("cpu", torch.float64)
         if counts.shape[0] == 0:
             return torch.zeros(0, dtype=torch.float64)
+        active = torch.nonzero((counts > 0).any(dim=0)).squeeze(1)  # the batch's elements: a few of many columns
+        counts = counts[:, active]
         fractions = counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
-        systems, row = torch.unique(counts > 0, dim=0, return_inverse=True)
-        planes = [self._system_planes(tuple(torch.nonzero(present).squeeze(1).tolist())) for present in systems]
+        systems, row = _systems(counts > 0)
+        planes = [self._system_planes(tuple(active[present].tolist()))[:, active] for present in systems]
         width = max(p.shape[0] for p in planes)
-        padded = torch.zeros(len(planes), width, len(self.elements), dtype=torch.float64)
+        padded = torch.zeros(len(planes), width, len(active), dtype=torch.float64)
         valid = torch.zeros(len(planes), width, dtype=torch.bool)
         for s, p in enumerate(planes):
             padded[s, : p.shape[0]] = p
@@ -130,3 +132,14 @@ class FormationHull:
                 plane[columns] = solution
                 planes.append(plane)
         return torch.stack(planes) if planes else zero
+
+
+def _systems(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, E)`` bool element presence -> its ``(S, E)`` distinct rows and each row's index among them. One int64
+    key per row where the columns fit (a unique over rows took 3x longer on the reward's 10,000 crystals)."""
+    if present.shape[1] > 62:
+        return torch.unique(present, dim=0, return_inverse=True)
+    bits = torch.arange(present.shape[1])
+    keys, row = torch.unique((present.long() << bits).sum(dim=1), return_inverse=True)
+    return (keys.unsqueeze(1) >> bits) & 1 == 1, row
+
