@@ -279,7 +279,7 @@ class CrystalGPModel(ApproximateGPyTorchModel):
                                        update=root_inv_t @ middle @ root_inv_t.mT)
         return self._predictive
 
-    def _baseline(self, x: torch.Tensor) -> torch.Tensor:
+    def baseline_mean(self, x: torch.Tensor) -> torch.Tensor:
         """``(N,)`` the prior mean ``baseline`` at ``(N, D + K)`` inputs, in the standardised target units."""
         assert self.baseline is not None
         return self.baseline(x, self.source_of(x)) / self.outcome_transform.stdvs.reshape(())
@@ -305,7 +305,7 @@ class CrystalGPModel(ApproximateGPyTorchModel):
                 shift, spread, noise = self.correction.marginals(flat)
                 mean, variance = mean + shift, variance + spread + (noise if observation_noise else 0.0)
             if self.baseline is not None:
-                mean = mean + self._baseline(flat)
+                mean = mean + self.baseline_mean(flat)
             shape = X.shape[:-1]
             distribution = MultivariateNormal(mean.reshape(shape), DiagLinearOperator(variance.reshape(shape)))
         else:
@@ -318,7 +318,7 @@ class CrystalGPModel(ApproximateGPyTorchModel):
                 distribution = MultivariateNormal(distribution.mean + shift, distribution.lazy_covariance_matrix + spread)
             if self.baseline is not None:
                 flat = X.reshape(-1, X.shape[-1])
-                distribution = MultivariateNormal(distribution.mean + self._baseline(flat).reshape(X.shape[:-1]),
+                distribution = MultivariateNormal(distribution.mean + self.baseline_mean(flat).reshape(X.shape[:-1]),
                                                   distribution.lazy_covariance_matrix)
         posterior = self.outcome_transform.untransform_posterior(GPyTorchPosterior(distribution), X=X)
         return posterior if posterior_transform is None else posterior_transform(posterior, X=X)

@@ -449,7 +449,7 @@ def label_correction(model: CrystalGPModel, x: torch.Tensor, values: torch.Tenso
     with torch.no_grad():
         shared, _ = model.marginals(inputs)
         if model.baseline is not None:
-            shared = shared + model._baseline(inputs)
+            shared = shared + model.baseline_mean(inputs)
         y = model.outcome_transform(values[labelled].to(inputs.dtype).unsqueeze(-1))[0].squeeze(-1)
     return fit_correction(inputs, y - shared, columns=columns, offset=offset, scale=scale)
 
