@@ -44,8 +44,8 @@ def leave_one_out_hull(compositions: Sequence[Composition], energies: Sequence[f
     composition (pymatgen's phase separation energy): its own energy cannot be its baseline. Cached by the rows
     (``aloop.space.cache``): a campaign's Materials Project rows cost it once (1-4 min for 17,000 rows, 2 cores).
     """
-    key = "hull-baseline-" + hashlib.sha256(json.dumps(
-        [[c.formula, round(float(e), 6)] for c, e in zip(compositions, energies, strict=True)]).encode()).hexdigest()[:16]
+    rows = [[c.formula, round(float(e), 6)] for c, e in zip(compositions, energies, strict=True)]
+    key = "hull-baseline-" + hashlib.sha256(json.dumps(rows).encode()).hexdigest()[:16]
     if (cached := load_arrays(key)) is not None:
         return cached["below"], cached["on_hull"]
     below, on_hull = _leave_one_out_hull(compositions, energies)
@@ -101,8 +101,8 @@ class HullMean(nn.Module):
         if source not in self._hulls:
             rows = torch.nonzero(self.source == source).squeeze(1)
             self._hulls[source] = FormationHull(self.elements, [
-                (Composition(dict(zip(self.elements, self.fractions[i].tolist(), strict=True))), float(self.energies[i]))
-                for i in rows.tolist()])
+                (Composition(dict(zip(self.elements, self.fractions[i].tolist(), strict=True))),
+                 float(self.energies[i])) for i in rows.tolist()])
         return self._hulls[source]
 
     def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:

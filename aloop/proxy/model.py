@@ -317,8 +317,7 @@ class CrystalGPModel(ApproximateGPyTorchModel):
                 shift, spread = self.correction.joint(X, observation_noise=observation_noise)
                 distribution = MultivariateNormal(distribution.mean + shift, distribution.lazy_covariance_matrix + spread)
             if self.baseline is not None:
-                flat = X.reshape(-1, X.shape[-1])
-                distribution = MultivariateNormal(distribution.mean + self.baseline_mean(flat).reshape(X.shape[:-1]),
-                                                  distribution.lazy_covariance_matrix)
+                shift = self.baseline_mean(X.reshape(-1, X.shape[-1])).reshape(X.shape[:-1])
+                distribution = MultivariateNormal(distribution.mean + shift, distribution.lazy_covariance_matrix)
         posterior = self.outcome_transform.untransform_posterior(GPyTorchPosterior(distribution), X=X)
         return posterior if posterior_transform is None else posterior_transform(posterior, X=X)
