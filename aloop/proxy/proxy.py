@@ -61,8 +61,9 @@ QUANTILE_LEVELS = tuple(round(0.01 * i, 2) for i in range(1, 100))
 FRACTION_PREFIX = "frac_"
 """The ``featurize`` columns of element fractions (``frac_<El>``): what the campaign's correction reads."""
 CORRECTION = "correction"
-BASELINE = "baseline"
 """The correction's name in the model's state dict (``CrystalGPModel.correction``)."""
+BASELINE = "baseline"
+"""The hull baseline's name in the model's state dict (``CrystalGPModel.baseline``)."""
 SCALE_FEATURES = ("volume_per_atom", "log_volume_per_atom", "packing_fraction")
 """The features of the cell's scale, which a proxy with ``cell_scale: false`` does not read."""
 
