@@ -34,7 +34,7 @@ from aloop.files import write_atomic
 from aloop.gfn import CheckpointError, CrystalEnv, CrystalPolicy, LogRewardFn, TrainingHistory, build_policy
 from aloop.gfn import load_checkpoint, sample, train
 from aloop.proxy import Prediction, Proxy
-from aloop.selection import KnownMaterials, select_diverse
+from aloop.selection import KnownMaterials, Selection, select_diverse
 from aloop.space import Crystal, CrystalBatch, Placement, placed_structure, valid_mask
 from aloop.space.supergroup import forced_supergroup
 from aloop.space.templates import Prototypes
@@ -74,6 +74,8 @@ class Proposal:
         skipped: why high-acquisition samples were passed over (duplicate, forced_group, known, rediscovery,
             no_structure).
         substituted: the ``S`` crystals of ion substitution among the candidates (``aloop.substitution``), if any.
+        temperatures: the sampling temperature of each draw of ``selection.n_samples``: ``(1.0,)``, then one per
+            draw that ``selection.fill_temperatures`` added because the batch could not fill.
     """
 
     samples: CrystalBatch
@@ -85,6 +87,7 @@ class Proposal:
     structures: tuple[Structure, ...]
     skipped: dict[str, int]
     substituted: CrystalBatch | None = None
+    temperatures: tuple[float, ...] = (1.0,)
 
     @property
     def valid_samples(self) -> CrystalBatch:
@@ -115,7 +118,7 @@ class Proposal:
             "valid": self.valid, "acquisition": self.acquisition, "mean": self.prediction.mean,
             "std": self.prediction.std, "chosen": list(self.chosen),
             "cifs": [s.to(fmt="cif") for s in self.structures], "skipped": dict(self.skipped),
-            **_batch_fields("substituted_", self.substituted)}, buffer)
+            "temperatures": list(self.temperatures), **_batch_fields("substituted_", self.substituted)}, buffer)
         write_atomic(path, buffer.getvalue())
 
     @classmethod
@@ -124,7 +127,7 @@ class Proposal:
         return cls(_batch_from("", data), data["log_reward"], data["valid"], data["acquisition"],
                    Prediction(data["mean"], data["std"]), tuple(data["chosen"]),
                    tuple(Structure.from_str(cif, fmt="cif") for cif in data["cifs"]), dict(data["skipped"]),
-                   _batch_from("substituted_", data))
+                   _batch_from("substituted_", data), tuple(data.get("temperatures", (1.0,))))
 
 
 def _batch_fields(prefix: str, batch: CrystalBatch | None) -> dict:
@@ -198,7 +201,9 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
     cell formula, group and sites), one whose sites force a higher group (``forced_supergroup``) or one
     ``known`` is passed over. The ``substituted`` structures compete with the valid samples on the same
     acquisition (no template penalty: their atoms are already placed), for ``selection.substitution_share`` of the
-    batch when it is set, and go to the oracle as substituted.
+    batch when it is set, and go to the oracle as substituted. When the candidates cannot fill the batch (a
+    generator collapsed onto a few crystals), ``selection.n_samples`` more are drawn at each of
+    ``selection.fill_temperatures`` in turn, and the batch is chosen again among all of them, until it fills.
 
     Args:
         data: the proxy's training set (its best label is the acquisition's ``best_f``).
@@ -209,27 +214,43 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
         placement: templates and settings the atoms are placed with (``aloop.space.structure.place``).
         substituted: candidates of ion substitution (``aloop.substitution.substitution_pool``).
     """
-    samples = sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")
     target, best_f = objective(proxy, data, acquisition, hull)
     score = partial(acquisition_values, proxy, acquisition, target=target, best_f=best_f, hull=hull)  # proxy on CPU
-    everything = score(samples, prototypes=_prototypes(placement))
-    valid = valid_mask(samples, env.space)
-    generated = samples[valid]
-    extra = CrystalBatch.from_crystals([s.crystal for s in substituted], samples.elements) if substituted else None
-    candidates = generated if extra is None else CrystalBatch.concat([generated, extra])
-    scores = everything[valid] if extra is None else torch.cat([everything[valid], score(extra)])
-    forced = np.concatenate([forced_supergroup(generated).numpy(), np.zeros(len(substituted), dtype=bool)])
-    as_substituted = {id(s.crystal): s.structure for s in substituted}
-    choice = select_diverse(generated.to_crystals() + [s.crystal for s in substituted], scores.numpy(),
-                            size=selection.batch_size, known=known,
-                            to_structure=partial(_structure, substituted=as_substituted, placement=placement),
-                            chemsys_penalty=selection.chemsys_penalty,
-                            space_group_penalty=selection.space_group_penalty, forced=forced,
-                            **_reserved(len(generated), len(substituted), selection))
+    draws = [sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")]
+    extra = CrystalBatch.from_crystals([s.crystal for s in substituted], draws[0].elements) if substituted else None
+    scored = [score(draws[0], prototypes=_prototypes(placement))]
+    temperatures = [1.0]
+    while True:
+        samples, everything = CrystalBatch.concat(draws), torch.cat(scored)
+        valid = valid_mask(samples, env.space)
+        generated = samples[valid]
+        candidates = generated if extra is None else CrystalBatch.concat([generated, extra])
+        scores = everything[valid] if extra is None else torch.cat([everything[valid], score(extra)])
+        choice = _choose(generated, substituted, scores, known, selection=selection, placement=placement)
+        if len(choice.indices) >= selection.batch_size or len(temperatures) > len(selection.fill_temperatures):
+            break
+        temperature = selection.fill_temperatures[len(temperatures) - 1]
+        draws.append(sample(env, policy, selection.n_samples, temperature=temperature, seed=seed + len(draws),
+                            progress=progress, threads=threads).to("cpu"))
+        scored.append(score(draws[-1], prototypes=_prototypes(placement)))
+        temperatures.append(temperature)
     return Proposal(samples=samples, log_reward=to_log_reward(everything, acquisition), valid=valid,
                     acquisition=scores, prediction=proxy.predict(candidates, observation_noise=False),
                     chosen=tuple(choice.indices), structures=tuple(choice.structures), skipped=choice.skipped,
-                    substituted=extra)
+                    substituted=extra, temperatures=tuple(temperatures))
+
+
+def _choose(generated: CrystalBatch, substituted: Sequence[SubstitutedStructure], scores: torch.Tensor,
+            known: KnownMaterials, *, selection: SelectionSettings, placement: Placement) -> Selection:
+    """``select_diverse`` over the valid samples, then the substituted structures, on their acquisition ``scores``."""
+    forced = np.concatenate([forced_supergroup(generated).numpy(), np.zeros(len(substituted), dtype=bool)])
+    as_substituted = {id(s.crystal): s.structure for s in substituted}
+    return select_diverse(generated.to_crystals() + [s.crystal for s in substituted], scores.numpy(),
+                          size=selection.batch_size, known=known,
+                          to_structure=partial(_structure, substituted=as_substituted, placement=placement),
+                          chemsys_penalty=selection.chemsys_penalty,
+                          space_group_penalty=selection.space_group_penalty, forced=forced,
+                          **_reserved(len(generated), len(substituted), selection))
 
 
 def _reserved(samples: int, substituted: int, selection: SelectionSettings) -> dict:

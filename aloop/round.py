@@ -320,9 +320,14 @@ def propose(ctx: RoundContext, data: TrainingSet, proxy: Proxy, env: CrystalEnv,
                              selection=ctx.cfg.selection, seed=ctx.seed("sampled"), hull=hull,
                              threads=ctx.cfg.gfn.threads, placement=place, substituted=substituted(ctx),
                              progress=ctx.progress)
+    if len(proposal.temperatures) > 1:
+        ctx.console.print(f"the generator's samples held too few distinct, novel crystals for the batch: drew "
+                          f"{ctx.cfg.selection.n_samples:,} more at each temperature "
+                          f"{', '.join(f'{t:g}' for t in proposal.temperatures[1:])}; batch of {len(proposal.chosen)}")
     report = diversity_report(proposal.samples, ctx.space)
     tracking.log_metrics(ctx.client, ctx.run_id, {
-        "samples": len(proposal.samples), "samples_valid_fraction": float(proposal.valid.float().mean()),
+        "samples": len(proposal.samples), "sample_draws": len(proposal.temperatures),
+        "samples_valid_fraction": float(proposal.valid.float().mean()),
         "substituted": 0 if proposal.substituted is None else len(proposal.substituted),
         "batch_substituted": proposal.chosen_substituted,
         "samples_unique_fraction": report.unique_fraction, "log_reward_mean": float(proposal.log_reward.mean()),

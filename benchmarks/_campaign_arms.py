@@ -187,7 +187,7 @@ def propose_guided(setup: Setup, labels: Sequence[dict], proposed: Sequence[Stru
     mean, std = predict_label(proxy, batch, setup)
     about = {"generator": generator.start, "samples": len(proposal.samples),
              "valid": int(proposal.valid.sum()), "skipped": dict(proposal.skipped),
-             "substituted": proposal.chosen_substituted,
+             "substituted": proposal.chosen_substituted, "temperatures": list(proposal.temperatures),
              "proxy_s": proxy_s, "generator_s": trained - fitted, "select_s": time.perf_counter() - trained}
     return ArmBatch(batch, list(proposal.structures), mean, std, proxy.quantiles.as_dict(), about)
 

@@ -29,17 +29,20 @@ those values are named: v2's (before the Student-t fit, ``placement.spread`` and
 with ``--set proxy.likelihood=gaussian placement.spread=false proxy.correction=false`` (``V2``); v3's (the
 Student-t fit and spreading, no correction: ``run-fdec6f63f071`` Li-Mn-O, ``run-c6724fde8897`` Fe-O) with
 ``--set proxy.correction=false``; the Li-Mn-O aloop rounds with the Student-t fit but before spreading
-(``run-6a906e9adc59``) with ``--set placement.spread=false proxy.correction=false``. Today's defaults
-compute a campaign of their own, v4 (``run-4f0735e4cb0e`` on Li-Mn-O).
+(``run-6a906e9adc59``) with ``--set placement.spread=false proxy.correction=false``. The batch fill
+(``selection.fill_temperatures``) came after them all: every record made before it is found with
+``selection.fill_temperatures=[]`` added to its ``--set``, e.g. v4's (the campaign's correction,
+``run-4f0735e4cb0e`` on Li-Mn-O). Today's defaults compute a campaign of their own, v5.
 
-    python -m benchmarks.campaign --systems li-mn-o --arms aloop   # today's defaults (v4): the aloop arm
-    python -m benchmarks.campaign --set proxy.correction=false --name campaign-v3   # v3's report
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop   # today's defaults (v5): the aloop arm
+    python -m benchmarks.campaign --systems li-mn-o --set selection.fill_temperatures=[] --name campaign-v4
+    python -m benchmarks.campaign --set proxy.correction=false selection.fill_temperatures=[] --name campaign-v3
     python -m benchmarks.campaign --set proxy.likelihood=gaussian placement.spread=false proxy.correction=false \
-        --name campaign-v2                                          # v2's report
+        selection.fill_temperatures=[] --name campaign-v2           # v2's report
     python -m benchmarks.campaign --systems fe-o --arms aloop random --seeds 0 --no-report   # a partial run
     python -m benchmarks.campaign --rounds 1 --batch 2 --seeds 0 --gfn-steps 20 --n-samples 200 --name campaign-smoke
 
-Writes ``benchmarks/results/campaign-v4.md``, ``campaign-v4.json`` and ``campaign-v4_<system>_hits.png`` (today's
+Writes ``benchmarks/results/campaign-v5.md``, ``campaign-v5.json`` and ``campaign-v5_<system>_hits.png`` (today's
 code; ``--name`` chooses another stem, so older reports and runs of another budget sit beside them).
 """
 
@@ -109,7 +112,7 @@ DATA = SHARED_DATA / "mp_cgcnn36k"
 
 LATER_SETTINGS = {"proxy.likelihood": "gaussian", "placement.spread": False, "proxy.correction": False,
                   "selection.substitution": False, "selection.substitution_threshold": THRESHOLD,
-                  "selection.substitution_share": 1.0, "proxy.baseline": "none"}
+                  "selection.substitution_share": 1.0, "proxy.baseline": "none", "selection.fill_temperatures": []}
 """Settings added after campaign v2's records were made, at the value v2 ran with: left out of the records key
 while they hold it, so a config that behaves as v2's did keeps v2's key (``V2``), and today's defaults get their
 own records."""
@@ -384,7 +387,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=RUNS,
                         help="folder of the rounds in progress (default: %(default)s); finished rounds go to "
                              "benchmarks/results/campaign_records/run-<config key>/<arm>.jsonl.gz")
-    parser.add_argument("--name", default="campaign-v4",
+    parser.add_argument("--name", default="campaign-v5",
                         help="report files: <name>.md, <name>.json, <name>_<system>_hits.png")
     return parser.parse_args(argv)
 

@@ -10,7 +10,7 @@ from pymatgen.core import Lattice, Structure
 
 from aloop.acquisition import best_observed
 from aloop.config import CONFIG_DIR, AcquisitionSettings, load_config
-from aloop.gfn import CrystalEnv, build_policy, save_checkpoint
+from aloop.gfn import CrystalEnv, CrystalPolicy, build_policy, save_checkpoint
 from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
 from aloop.selection import KnownMaterials, diversity_key
 from aloop.gfn.sampler import rollout
@@ -172,3 +172,37 @@ def test_a_substitution_share_keeps_its_places(setting, share):
                              substituted=substituted)
     # share 1: both distinct substituted crystals (the two rock salts share a diversity key), samples fill the rest
     assert proposal.chosen_substituted == (2 if share else 0) and len(proposal.batch) == 4
+
+
+def collapsed_policy(env: CrystalEnv, cfg) -> CrystalPolicy:
+    """A generator sharply peaked on a few crystals: every head's bias drawn at scale 60 (its 200 samples hold
+    about 3 distinct crystals at temperature 1, 11 at 4)."""
+    torch.manual_seed(0)
+    policy = build_policy(env, cfg.gfn)
+    with torch.no_grad():
+        for name, parameter in policy.named_parameters():
+            if name.endswith("head.bias"):
+                parameter.copy_(60 * torch.randn(parameter.shape))
+    return policy
+
+
+def test_a_collapsed_generator_still_fills_the_batch_from_draws_at_higher_temperatures(setting, tmp_path: Path):
+    cfg, env, data, proxy = setting
+    policy = collapsed_policy(env, cfg)
+
+    def propose_with(**update) -> Proposal:
+        return propose_batch(data, proxy, env, policy, KnownMaterials.from_sources(), acquisition=cfg.acquisition,
+                             selection=cfg.selection.model_copy(update={"batch_size": 8, **update}), seed=0,
+                             threads=1)
+
+    short = propose_with(fill_temperatures=[])
+    assert short.temperatures == (1.0,) and len(short.chosen) < 8  # the short batch a collapsed generator gives
+    filled = propose_with()
+    n = cfg.selection.n_samples
+    assert len(filled.chosen) == 8 and len({diversity_key(c) for c in filled.batch}) == 8
+    assert filled.temperatures == (1.0, 2.0, 4.0, 8.0)[:len(filled.temperatures)] and len(filled.temperatures) > 1
+    assert len(filled.samples) == n * len(filled.temperatures) and filled.log_reward.shape == (len(filled.samples),)
+    assert torch.equal(filled.samples[torch.arange(n)].counts, short.samples.counts)  # the fill adds, never redraws
+    assert filled.acquisition.shape == (int(filled.valid.sum()),)
+    filled.save(tmp_path / "proposal.pt")
+    assert Proposal.load(tmp_path / "proposal.pt").temperatures == filled.temperatures

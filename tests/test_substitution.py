@@ -134,5 +134,8 @@ def test_a_round_ranks_substituted_structures_beside_the_generator_s(data: tuple
         p.structure.lattice.a, abs=1e-3) for p in pool)]
     metrics = MlflowClient(cfg.tracking_uri).get_run(run_id).data.metrics
     assert metrics["substituted"] == len(pool) and metrics["batch_substituted"] == len(substituted) >= 1
+    # the first draw fills the batch of 64: no draw at a higher temperature (selection.fill_temperatures)
+    assert metrics["batch_size"] == 64 and metrics["sample_draws"] == 1
+    assert metrics["samples"] == cfg.selection.n_samples and "more at temperature" not in out.getvalue()
     assert any(s.composition.reduced_formula == "MnO2" and s.lattice.a == pytest.approx(4.59) for s in substituted)
     assert not any(s.composition.reduced_formula == "MnO" for s in substituted)  # the data's own MnO
