@@ -114,10 +114,12 @@ def open_store(url: str) -> Store:
 
 @contextmanager
 def _opening(sqlite_file: str | None) -> Iterator[None]:
-    """Hold an exclusive lock on ``<sqlite_file>.lock`` (nothing for PostgreSQL or in-memory SQLite)."""
+    """Hold an exclusive lock on ``<sqlite_file>.lock``, creating the file's folder (nothing for PostgreSQL or
+    in-memory SQLite)."""
     if not sqlite_file or sqlite_file == ":memory:" or sqlite_file.startswith("file:"):
         yield
         return
+    Path(sqlite_file).parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(f"{sqlite_file}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX)

@@ -53,6 +53,15 @@ def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path) -> None:
     store.close()
 
 
+def test_a_sqlite_database_in_a_missing_folder_is_created_with_it(tmp_path) -> None:
+    path = tmp_path / "campaigns" / "li-mn-o" / "aloop.db"
+    store = open_store(f"sqlite:///{path}")
+    with store.session() as session:
+        get_or_create_campaign(session, "kept")
+    store.close()
+    assert path.is_file() and open_store(f"sqlite:///{path}").revision() == "0003"
+
+
 def test_unreachable_database_raises_store_error_naming_it() -> None:
     with pytest.raises(StoreError, match="127.0.0.1:1/nowhere"):
         open_store("postgresql+psycopg://nobody@127.0.0.1:1/nowhere?connect_timeout=2")
