@@ -83,14 +83,19 @@ class FormationHull:
         counts = counts[:, active]
         fractions = counts / counts.sum(dim=1, keepdim=True).clamp_min(1.0)
         systems, row = _systems(counts > 0)
-        planes = [self._system_planes(tuple(active[present].tolist()))[:, active] for present in systems]
-        width = max(p.shape[0] for p in planes)
-        padded = torch.zeros(len(planes), width, len(active), dtype=torch.float64)
-        valid = torch.zeros(len(planes), width, dtype=torch.bool)
+        # each system's planes over its own k <= K elements only, so the (N, F, K) gather stays small
+        k = systems.sum(dim=1)
+        order = torch.argsort((~systems).to(torch.uint8), dim=1, stable=True)[:, : int(k.max())]  # own columns first
+        own = torch.arange(order.shape[1]) < k.unsqueeze(1)
+        planes = [self._system_planes(tuple(active[o[:n]].tolist())) for o, n in zip(order, k.tolist(), strict=True)]
+        padded = torch.zeros(len(planes), max(p.shape[0] for p in planes), order.shape[1], dtype=torch.float64)
+        valid = torch.zeros(padded.shape[:2], dtype=torch.bool)
         for s, p in enumerate(planes):
-            padded[s, : p.shape[0]] = p
+            padded[s, : p.shape[0], : p.shape[1]] = p
             valid[s, : p.shape[0]] = True
-        heights = torch.einsum("nfe,ne->nf", padded[row], fractions)
+        gather = order.masked_fill(~own, len(active))[row]  # padding reads a zero column
+        fractions = torch.cat([fractions, fractions.new_zeros(len(fractions), 1)], dim=1).gather(1, gather)
+        heights = torch.einsum("nfk,nk->nf", padded[row], fractions)
         return heights.masked_fill(~valid[row], -math.inf).amax(dim=1)
 
     def at(self, elements: Sequence[str], counts: torch.Tensor) -> torch.Tensor:
@@ -106,11 +111,12 @@ class FormationHull:
         return self(own).masked_fill(foreign, math.nan)
 
     def _system_planes(self, columns: tuple[int, ...]) -> torch.Tensor:
-        """``(F, E)`` coefficients of the hull's facet planes of the system of the elements at ``columns``."""
+        """``(F, k)`` coefficients of the hull's facet planes of the system of the ``k`` elements at ``columns``,
+        over those columns."""
         if columns not in self._planes:
             system = [self.elements[i] for i in columns]
             inside = [(c, e) for c, e in self.entries if {el.symbol for el in c.elements} <= set(system)]
-            self._planes[columns] = self._planes_of(system, inside)
+            self._planes[columns] = self._planes_of(system, inside)[:, list(columns)]
         return self._planes[columns]
 
     def _planes_of(self, system: list[str], inside: list[tuple[Composition, float]]) -> torch.Tensor:
