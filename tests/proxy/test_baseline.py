@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,28 @@ def test_each_row_is_measured_from_the_hull_of_the_others() -> None:
     # Li2O2 without itself: Li2O (-2.0 at 1/3) - O (0), at 1/2; LiO3 at 3/4: Li2O2 - O
     torch.testing.assert_close(torch.from_numpy(below), torch.tensor([-1.2, -1.5, -0.9], dtype=torch.float64))
     assert on_hull.tolist() == [True, True, False]
+
+
+LI_MN_O = {"Li2O": -2.07, "Li2O2": -1.65, "LiO3": -0.6, "MnO": -1.9, "Mn3O4": -2.0, "Mn2O3": -1.98, "MnO2": -1.7,
+           "LiMnO2": -2.1, "Li2MnO3": -2.15, "LiMn2O4": -1.99, "Li4Mn5O12": -1.97, "LiMn": -0.05, "Li5MnO4": -2.05}
+HASH_SEED_RUN = """
+import sys
+from pymatgen.core import Composition
+from aloop.proxy.baseline import leave_one_out_hull
+rows = {rows!r}
+below, on_hull = leave_one_out_hull([Composition(f) for f in rows], list(rows.values()))
+sys.stdout.write(below.tobytes().hex() + on_hull.tobytes().hex())
+"""
+
+
+def test_the_leave_one_out_hull_is_the_same_under_any_hash_seed(tmp_path: Path) -> None:
+    """pymatgen's phase separation energy changes in its last bits with Python's hash seed, and the fit would
+    amplify that: each process (its own seed, its own cache) must compute the same targets to the bit."""
+    outputs = {subprocess.run([sys.executable, "-c", HASH_SEED_RUN.format(rows=LI_MN_O)], check=True,
+                              capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed),
+                                   "ALOOP_CACHE_DIR": str(tmp_path / str(seed))}).stdout for seed in range(1, 5)}
+    assert len(outputs) == 1 and len(next(iter(outputs))) > 0
 
 
 def hull_rows(batch: CrystalBatch, *, seed: int) -> TrainingSet:
