@@ -64,6 +64,10 @@ CORRECTION = "correction"
 """The correction's name in the model's state dict (``CrystalGPModel.correction``)."""
 BASELINE = "baseline"
 """The hull baseline's name in the model's state dict (``CrystalGPModel.baseline``)."""
+CONSTANT_FEATURE = 1e-5
+"""A feature whose std over the training rows is below this share of ``max(1, |mean|)`` is constant there: its
+spread is float32 rounding (a cubic set's ``a_rel``: std 4e-8), and dividing by it would turn the rounding of a new
+crystal's feature into standard deviations. It is centred, not scaled."""
 SCALE_FEATURES = ("volume_per_atom", "log_volume_per_atom", "packing_fraction")
 """The features of the cell's scale, which a proxy with ``cell_scale: false`` does not read."""
 
@@ -396,7 +400,7 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
         names = proxy_feature_names(settings.cell_scale)
         features = proxy_features(train.crystals, names)
         mean, std = features.mean(dim=0), features.std(dim=0)
-        std = torch.where(std > 1e-8, std, torch.ones_like(std))
+        std = torch.where(std > CONSTANT_FEATURE * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
         source = torch.tensor([sources.index(s) if s in sources else -1 for s in train.sources])[train.source]
         x = torch.cat([(features - mean) / std, torch.nn.functional.one_hot(source, len(sources)).to(DTYPE)], dim=1)
         generator = torch.Generator().manual_seed(seed)
