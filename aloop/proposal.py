@@ -219,14 +219,15 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
     draws = [sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")]
     extra = CrystalBatch.from_crystals([s.crystal for s in substituted], draws[0].elements) if substituted else None
     scored = [score(draws[0], prototypes=_prototypes(placement))]
-    temperatures = [1.0]
+    temperatures, placed = [1.0], {}
     while True:
         samples, everything = CrystalBatch.concat(draws), torch.cat(scored)
         valid = valid_mask(samples, env.space)
         generated = samples[valid]
         candidates = generated if extra is None else CrystalBatch.concat([generated, extra])
         scores = everything[valid] if extra is None else torch.cat([everything[valid], score(extra)])
-        choice = _choose(generated, substituted, scores, known, selection=selection, placement=placement)
+        choice = _choose(generated, substituted, scores, known, selection=selection, placement=placement,
+                         placed=placed)
         if len(choice.indices) >= selection.batch_size or len(temperatures) > len(selection.fill_temperatures):
             break
         temperature = selection.fill_temperatures[len(temperatures) - 1]
@@ -241,13 +242,15 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
 
 
 def _choose(generated: CrystalBatch, substituted: Sequence[SubstitutedStructure], scores: torch.Tensor,
-            known: KnownMaterials, *, selection: SelectionSettings, placement: Placement) -> Selection:
+            known: KnownMaterials, *, selection: SelectionSettings, placement: Placement,
+            placed: dict[tuple, Structure | None]) -> Selection:
     """``select_diverse`` over the valid samples, then the substituted structures, on their acquisition ``scores``."""
     forced = np.concatenate([forced_supergroup(generated).numpy(), np.zeros(len(substituted), dtype=bool)])
     as_substituted = {id(s.crystal): s.structure for s in substituted}
     return select_diverse(generated.to_crystals() + [s.crystal for s in substituted], scores.numpy(),
                           size=selection.batch_size, known=known,
-                          to_structure=partial(_structure, substituted=as_substituted, placement=placement),
+                          to_structure=partial(_structure, substituted=as_substituted, placement=placement,
+                                               placed=placed),
                           chemsys_penalty=selection.chemsys_penalty,
                           space_group_penalty=selection.space_group_penalty, forced=forced,
                           **_reserved(len(generated), len(substituted), selection))
@@ -261,8 +264,14 @@ def _reserved(samples: int, substituted: int, selection: SelectionSettings) -> d
             "reserved_size": round(selection.substitution_share * selection.batch_size)}
 
 
-def _structure(crystal: Crystal, *, substituted: dict[int, Structure], placement: Placement) -> Structure | None:
-    """A substituted crystal's own atoms; any other placed by ``placement``."""
+def _structure(crystal: Crystal, *, substituted: dict[int, Structure], placement: Placement,
+               placed: dict[tuple, Structure | None]) -> Structure | None:
+    """A substituted crystal's own atoms; any other placed by ``placement``, once: ``placed`` keeps each crystal's
+    atoms (by its hash, which seeds the placement, and its exact lattice) for the fill's next selection, which would
+    otherwise place them all again."""
     if id(crystal) in substituted:
         return substituted[id(crystal)]
-    return placed_structure(crystal, placement=placement)
+    key = (crystal.canonical_hash, tuple(crystal.lattice))
+    if key not in placed:
+        placed[key] = placed_structure(crystal, placement=placement)
+    return placed[key]

@@ -14,7 +14,7 @@ from aloop.gfn import CrystalEnv, CrystalPolicy, build_policy, save_checkpoint
 from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
 from aloop.selection import KnownMaterials, diversity_key
 from aloop.gfn.sampler import rollout
-from aloop.space import CrystalBatch, CrystalSpace, Placement, valid_mask
+from aloop.space import CrystalBatch, CrystalSpace, Placement, placed_structure, valid_mask
 from aloop.space.supergroup import forced_supergroup
 from aloop.space.templates import TemplatePool, template_of
 
@@ -186,9 +186,17 @@ def collapsed_policy(env: CrystalEnv, cfg) -> CrystalPolicy:
     return policy
 
 
-def test_a_collapsed_generator_still_fills_the_batch_from_draws_at_higher_temperatures(setting, tmp_path: Path):
+def test_a_collapsed_generator_still_fills_the_batch_from_draws_at_higher_temperatures(setting, tmp_path: Path,
+                                                                                       monkeypatch):
     cfg, env, data, proxy = setting
     policy = collapsed_policy(env, cfg)
+    placements = []
+
+    def counted(crystal, **kwargs):
+        placements.append((crystal.canonical_hash, tuple(crystal.lattice)))
+        return placed_structure(crystal, **kwargs)
+
+    monkeypatch.setattr("aloop.proposal.placed_structure", counted)
 
     def propose_with(**update) -> Proposal:
         return propose_batch(data, proxy, env, policy, KnownMaterials.from_sources(), acquisition=cfg.acquisition,
@@ -197,6 +205,7 @@ def test_a_collapsed_generator_still_fills_the_batch_from_draws_at_higher_temper
 
     short = propose_with(fill_temperatures=[])
     assert short.temperatures == (1.0,) and len(short.chosen) < 8  # the short batch a collapsed generator gives
+    placements.clear()
     filled = propose_with()
     n = cfg.selection.n_samples
     assert len(filled.chosen) == 8 and len({diversity_key(c) for c in filled.batch}) == 8
@@ -206,3 +215,11 @@ def test_a_collapsed_generator_still_fills_the_batch_from_draws_at_higher_temper
     assert filled.acquisition.shape == (int(filled.valid.sum()),)
     filled.save(tmp_path / "proposal.pt")
     assert Proposal.load(tmp_path / "proposal.pt").temperatures == filled.temperatures
+    # the fill's second selection walks the first draw's crystals again (the untrained generator's, a batch larger
+    # than them all): each is placed once
+    placements.clear()
+    torch.manual_seed(0)
+    everything = propose_batch(data, proxy, env, build_policy(env, cfg.gfn), KnownMaterials.from_sources(),
+                               acquisition=cfg.acquisition, seed=0, threads=1, selection=cfg.selection.model_copy(
+                                   update={"batch_size": 1000, "fill_temperatures": [2.0]}))
+    assert everything.temperatures == (1.0, 2.0) and len(placements) == len(set(placements)) > n / 2
