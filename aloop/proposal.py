@@ -35,7 +35,7 @@ from aloop.gfn import CheckpointError, CrystalEnv, CrystalPolicy, LogRewardFn, T
 from aloop.gfn import load_checkpoint, sample, train
 from aloop.proxy import Prediction, Proxy
 from aloop.selection import KnownMaterials, Selection, select_diverse
-from aloop.space import Crystal, CrystalBatch, Placement, placed_structure, valid_mask
+from aloop.space import Crystal, CrystalBatch, CrystalSpace, Placement, placed_structure, valid_mask
 from aloop.space.supergroup import forced_supergroup
 from aloop.space.templates import Prototypes
 from aloop.substitution import SubstitutedStructure
@@ -216,43 +216,61 @@ def propose_batch(data: TrainingSet, proxy: Proxy, env: CrystalEnv, policy: Crys
     """
     target, best_f = objective(proxy, data, acquisition, hull)
     score = partial(acquisition_values, proxy, acquisition, target=target, best_f=best_f, hull=hull)  # proxy on CPU
-    draws = [sample(env, policy, selection.n_samples, seed=seed, progress=progress, threads=threads).to("cpu")]
-    extra = CrystalBatch.from_crystals([s.crystal for s in substituted], draws[0].elements) if substituted else None
-    scored = [score(draws[0], prototypes=_prototypes(placement))]
-    temperatures, placed = [1.0], {}
-    while True:
-        samples, everything = CrystalBatch.concat(draws), torch.cat(scored)
-        valid = valid_mask(samples, env.space)
-        generated = samples[valid]
-        candidates = generated if extra is None else CrystalBatch.concat([generated, extra])
-        scores = everything[valid] if extra is None else torch.cat([everything[valid], score(extra)])
-        choice = _choose(generated, substituted, scores, known, selection=selection, placement=placement,
-                         placed=placed)
-        if len(choice.indices) >= selection.batch_size or len(temperatures) > len(selection.fill_temperatures):
+    prototypes = _prototypes(placement)
+    elements = tuple(env.space.elements)  # every sample's columns (CrystalEnv.to_batch)
+    extra = CrystalBatch.from_crystals([s.crystal for s in substituted], elements) if substituted else None
+    extra_scores = None if extra is None else score(extra)
+    draws: list[_Draw] = []
+    placed: dict[tuple, Structure | None] = {}
+    for temperature in (1.0, *selection.fill_temperatures):  # each draw is scored once; the batch is chosen again
+        drawn = sample(env, policy, selection.n_samples, temperature=temperature, seed=seed + len(draws),
+                       progress=progress, threads=threads).to("cpu")
+        draws.append(_Draw.of(drawn, score(drawn, prototypes=prototypes), env.space, temperature))
+        samples, everything = CrystalBatch.concat([d.samples for d in draws]), torch.cat([d.scores for d in draws])
+        valid = torch.cat([d.valid for d in draws])
+        scores = everything[valid] if extra_scores is None else torch.cat([everything[valid], extra_scores])
+        choice = _choose([c for d in draws for c in d.crystals], np.concatenate([d.forced for d in draws]),
+                         substituted, scores, known, selection=selection, placement=placement, placed=placed)
+        if len(choice.indices) >= selection.batch_size:
             break
-        temperature = selection.fill_temperatures[len(temperatures) - 1]
-        draws.append(sample(env, policy, selection.n_samples, temperature=temperature, seed=seed + len(draws),
-                            progress=progress, threads=threads).to("cpu"))
-        scored.append(score(draws[-1], prototypes=_prototypes(placement)))
-        temperatures.append(temperature)
+    candidates = samples[valid] if extra is None else CrystalBatch.concat([samples[valid], extra])
     return Proposal(samples=samples, log_reward=to_log_reward(everything, acquisition), valid=valid,
                     acquisition=scores, prediction=proxy.predict(candidates, observation_noise=False),
                     chosen=tuple(choice.indices), structures=tuple(choice.structures), skipped=choice.skipped,
-                    substituted=extra, temperatures=tuple(temperatures))
+                    substituted=extra, temperatures=tuple(d.temperature for d in draws))
 
 
-def _choose(generated: CrystalBatch, substituted: Sequence[SubstitutedStructure], scores: torch.Tensor,
-            known: KnownMaterials, *, selection: SelectionSettings, placement: Placement,
+@dataclass(frozen=True)
+class _Draw:
+    """One draw of ``selection.n_samples``: its samples and acquisition, which are valid, and the valid ones as
+    crystals with whether their sites force a higher group (computed once, however often the batch is chosen)."""
+
+    samples: CrystalBatch
+    scores: torch.Tensor
+    valid: torch.Tensor
+    crystals: list[Crystal]
+    forced: np.ndarray
+    temperature: float
+
+    @classmethod
+    def of(cls, samples: CrystalBatch, scores: torch.Tensor, space: CrystalSpace, temperature: float) -> _Draw:
+        valid = valid_mask(samples, space)
+        generated = samples[valid]
+        return cls(samples, scores, valid, generated.to_crystals(), forced_supergroup(generated).numpy(), temperature)
+
+
+def _choose(generated: list[Crystal], forced: np.ndarray, substituted: Sequence[SubstitutedStructure],
+            scores: torch.Tensor, known: KnownMaterials, *, selection: SelectionSettings, placement: Placement,
             placed: dict[tuple, Structure | None]) -> Selection:
-    """``select_diverse`` over the valid samples, then the substituted structures, on their acquisition ``scores``."""
-    forced = np.concatenate([forced_supergroup(generated).numpy(), np.zeros(len(substituted), dtype=bool)])
+    """``select_diverse`` over the valid samples (``forced``: their sites force a higher group), then the substituted
+    structures, on their acquisition ``scores``."""
     as_substituted = {id(s.crystal): s.structure for s in substituted}
-    return select_diverse(generated.to_crystals() + [s.crystal for s in substituted], scores.numpy(),
+    return select_diverse(generated + [s.crystal for s in substituted], scores.numpy(),
                           size=selection.batch_size, known=known,
                           to_structure=partial(_structure, substituted=as_substituted, placement=placement,
                                                placed=placed),
-                          chemsys_penalty=selection.chemsys_penalty,
-                          space_group_penalty=selection.space_group_penalty, forced=forced,
+                          chemsys_penalty=selection.chemsys_penalty, space_group_penalty=selection.space_group_penalty,
+                          forced=np.concatenate([forced, np.zeros(len(substituted), dtype=bool)]),
                           **_reserved(len(generated), len(substituted), selection))
 
 
