@@ -36,6 +36,7 @@ from aloop.hardware import torch_threads
 from aloop.space.crystal import SYMPREC, Crystal, CrystalBatch
 from aloop.space.spacing import closest_approach, crowded, lattice_vectors
 from aloop.space.supergroup import forced_supergroup
+from aloop.space.wyckoff import positions
 
 STARTS = 8
 """Random starts descended together."""
@@ -83,12 +84,23 @@ def spread(crystal: Crystal, *, seed: int, grow: bool = False, starts: int = STA
     where = f"{crystal.formula} on {crystal.wyckoff} of space group {crystal.space_group}"
     if (reason := hopeless(crystal)) is not None:
         raise SpreadError(f"cannot spread {where}: {reason}")
+    fixed = not has_free_coordinates(crystal)
     with torch_threads(1):
-        structure = _descend(crystal, seed=seed, grow=grow, starts=starts, steps=steps)
+        structure = _descend(crystal, seed=seed, grow=grow, starts=1 if fixed else starts, steps=0 if fixed else steps)
+    if structure is None and fixed:
+        raise SpreadError(f"cannot spread {where} in lattice {crystal.lattice}: its sites have no free coordinates, "
+                          f"and their one structure has its atoms too close or another group")
     if structure is None:
         raise SpreadError(f"cannot spread {where} in lattice {crystal.lattice}: no start of {starts} kept its "
                           f"atoms apart in exactly that group within {steps} steps")
     return structure
+
+
+def has_free_coordinates(crystal: Crystal) -> bool:
+    """Whether any of the crystal's Wyckoff sites has a free coordinate (else its atoms have one structure per
+    cell: nothing to descend, and it is checked once; every start descending it took about 1 s a crystal)."""
+    free = positions(crystal.space_group)
+    return any(free[letter].free for _, letter in crystal.sites)
 
 
 def _descend(crystal: Crystal, *, seed: int, grow: bool, starts: int, steps: int) -> Structure | None:

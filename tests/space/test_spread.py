@@ -54,3 +54,27 @@ def test_general_positions_with_a_crowded_screw_axis():
 def test_spread_refuses_what_no_coordinates_can_give(crystal, reason):
     with pytest.raises(SpreadError, match=reason):
         spread(crystal, seed=0)
+
+
+
+def cesium_chloride(c: float) -> Crystal:
+    """CsCl's sites in P4/mmm (1a and 1d, no free coordinate): in group 123 unless ``c`` equals ``a`` (Pm-3m)."""
+    return Crystal(123, Composition("LiMn"), (3.0, 3.0, c, 90.0, 90.0, 90.0), (("Li", "a"), ("Mn", "d")))
+
+
+def test_sites_without_free_coordinates_have_their_one_structure_checked_once(monkeypatch):
+    import aloop.space.spread as module
+
+    checks = []
+
+    class Counting(module.SpacegroupAnalyzer):
+        def __init__(self, *args, **kwargs):
+            checks.append(1)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(module, "SpacegroupAnalyzer", Counting)
+    with pytest.raises(SpreadError, match="no free coordinates"):
+        spread(cesium_chloride(3.0), seed=0, grow=True)
+    assert len(checks) == 1  # every start is the same structure: 1,208 checks (8 starts x 151) before
+    tetragonal = spread(cesium_chloride(3.4), seed=0)
+    assert Crystal.from_structure(tetragonal).space_group == 123 and len(tetragonal) == 2
