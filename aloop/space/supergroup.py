@@ -6,7 +6,10 @@ has more symmetry than its group whatever its free coordinates (P222's orbits on
 extra operations they share: P222 with every orbit on its axes is Pmmm. Operations an orbit has only
 at its own coordinates (R3m's 3a orbit alone is centrosymmetric about its own height) are left out:
 orbits at independent coordinates do not share them, so the check may miss a set of one or two
-such orbits but never calls a set forced that is not.
+such orbits but never calls a set forced that is not. Neither does it see operations that swap two
+orbits of one element; a set whose sites all lack free coordinates has one structure, elements
+included, and is checked whole (Li on 4b, 4c and 4d with Mn on 4a of F-43m is Fm-3m's: its
+inversion swaps 4c and 4d). A trained Li-Mn-O generator sampled that set 467 times in a round.
 pyxtal then places the atoms, but the structure is another crystal than the one sampled; 16 of
 Fe-O's 21 labelled candidates of campaign v2's aloop arm whose group was not the sampled one were
 such sets (``benchmarks/results/placement.md``).
@@ -28,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
@@ -38,7 +42,7 @@ from aloop.space.cache import load_arrays, save_arrays
 from aloop.space.crystal import CrystalBatch
 from aloop.space.groups import N_SPACE_GROUPS
 from aloop.space.spacing import lattice_vectors, orbit_points
-from aloop.space.wyckoff import letter_index
+from aloop.space.wyckoff import Sites, letter_index, letters, positions
 
 GENERIC_CELLS = {
     "triclinic": (4.1, 5.3, 6.7, 79.0, 83.0, 71.0),
@@ -50,7 +54,7 @@ GENERIC_CELLS = {
     "cubic": (5.3, 5.3, 5.3, 90.0, 90.0, 90.0),
 }
 """A cell of each lattice system with no metric coincidence beyond the system's own (pyxtal's settings)."""
-CACHE_NAME = "orbit-symmetry-v1"
+CACHE_NAME = "orbit-symmetry-v2"
 POINTS = 3
 """Random points per letter: an orbit's operations at all of them are those it has whatever its coordinates."""
 SYMPREC = 1e-4
@@ -105,23 +109,44 @@ def _key(rotation: np.ndarray, translation: np.ndarray) -> tuple:
 
 
 @cache
-def _table() -> tuple[torch.Tensor, torch.Tensor]:
-    """``orbit_symmetry`` of every group stacked, the operations packed 64 to a word: ``(231, W_max, K)`` int64 and
-    ``(231,)`` orders, row 0 empty; kept in the on-disk cache (9 s to compute)."""
+def _table() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``orbit_symmetry`` of every group stacked, the operations packed 64 to a word: ``(231, W_max, K)`` int64,
+    ``(231,)`` orders and ``(231, W_max)`` bool, the letters without free coordinates; row 0 empty; kept in the
+    on-disk cache (9 s to compute)."""
     if (cached := load_arrays(CACHE_NAME)) is not None:
-        return torch.from_numpy(cached["words"]), torch.from_numpy(cached["order"])
+        return tuple(torch.from_numpy(cached[name]) for name in ("words", "order", "fixed"))
     tables = {n: orbit_symmetry(n) for n in range(1, N_SPACE_GROUPS + 1)}
     width = max(t.fixes.shape[0] for t in tables.values())
     universe = 64 * -(-max(t.fixes.shape[1] for t in tables.values()) // 64)
     fixes = torch.zeros(N_SPACE_GROUPS + 1, width, universe, dtype=torch.bool)
     order = torch.zeros(N_SPACE_GROUPS + 1, dtype=torch.long)
+    fixed = torch.zeros(N_SPACE_GROUPS + 1, width, dtype=torch.bool)
     for n, t in tables.items():
         fixes[n, : t.fixes.shape[0], : t.fixes.shape[1]] = t.fixes
         order[n] = t.order
+        fixed[n, : t.fixes.shape[0]] = torch.tensor([not positions(n)[letter].free for letter in letters(n)])
     bits = fixes.view(N_SPACE_GROUPS + 1, width, -1, 64).long() << torch.arange(64)
     words = bits.sum(dim=-1)  # disjoint bits: the sum is their OR (bit 63 makes a word negative, still exact)
-    save_arrays(CACHE_NAME, words=words.numpy(), order=order.numpy())
-    return words, order
+    save_arrays(CACHE_NAME, words=words.numpy(), order=order.numpy(), fixed=fixed.numpy())
+    return words, order, fixed
+
+
+@cache
+def fixed_sites_forced(number: int, sites: Sites) -> bool:
+    """Whether the one structure of ``sites``, none with a free coordinate, has more symmetry than group
+    ``number`` (spglib, in a cell of its lattice system without metric coincidences)."""
+    import spglib
+    from pyxtal.symmetry import Group
+
+    group = Group(number)
+    cell = lattice_vectors(torch.tensor([GENERIC_CELLS[group.lattice_type]], dtype=torch.float64))[0].numpy()
+    by_letter = {wp.letter: wp for wp in group}
+    symbols = sorted({element for element, _ in sites})
+    orbits = [(orbit_points(by_letter[letter], np.zeros(3)) % 1.0, symbols.index(element))
+              for element, letter in sites]
+    points = np.concatenate([points for points, _ in orbits])
+    numbers = [kind for points, kind in orbits for _ in points]
+    return spglib.get_symmetry_dataset((cell, points, numbers), symprec=SYMPREC).number != number
 
 
 _BITS_IN_BYTE = torch.tensor([bin(b).count("1") for b in range(256)])
@@ -133,13 +158,28 @@ def forced_supergroup(batch: CrystalBatch) -> torch.Tensor:
     n = len(batch)
     if batch.sites is None or n == 0:
         return torch.zeros(n, dtype=torch.bool, device=batch.space_group.device)
-    words, order = _table()
-    letter = batch.sites[..., 1].cpu().long()
-    real = (letter >= 0) & (batch.sites[..., 0].cpu() >= 0)
+    words, order, fixed = _table()
+    sites = batch.sites.cpu().long()
+    letter = sites[..., 1]
+    real = (letter >= 0) & (sites[..., 0] >= 0)
     group = batch.space_group.cpu().long().clamp(1, N_SPACE_GROUPS)
     per_site = torch.where(real.unsqueeze(2), words[group.unsqueeze(1), letter.clamp(min=0)], -1)  # (N, L, K)
     common = per_site[:, 0]
     for site in range(1, per_site.shape[1]):  # torch has no AND reduction
         common = common & per_site[:, site]
     count = _BITS_IN_BYTE[common.contiguous().view(torch.uint8).long()].sum(dim=1)
-    return ((count > order[group]) & real.any(dim=1)).to(batch.space_group.device)
+    forced = (count > order[group]) & real.any(dim=1)
+    whole = ~forced & real.any(dim=1) & (fixed[group.unsqueeze(1), letter.clamp(min=0)] | ~real).all(dim=1)
+    if whole.any():  # few distinct sets: each checked once per process
+        rows = torch.cat([group[whole].unsqueeze(1), sites[whole].flatten(1)], dim=1)
+        distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+        verdict = torch.tensor([fixed_sites_forced(int(row[0]), _sites(row[1:].view(-1, 2), int(row[0]),
+                                                                        batch.elements)) for row in distinct])
+        forced[whole] = verdict[inverse]
+    return forced.to(batch.space_group.device)
+
+
+def _sites(pairs: torch.Tensor, group: int, elements: Sequence[str]) -> Sites:
+    """``(L, 2)`` (element index, letter index) rows, ``-1`` padded, as sorted ``(symbol, letter)`` pairs."""
+    names = letters(group)
+    return tuple(sorted((elements[e], names[w]) for e, w in pairs.tolist() if e >= 0 and w >= 0))

@@ -45,3 +45,16 @@ def test_crystals_without_sites_are_never_forced():
     rock_salt = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.6), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     known = Crystal.from_structure(rock_salt)
     assert forced_supergroup(CrystalBatch.from_crystals([known], ("Na", "Cl"))).tolist() == [False]
+
+
+def test_sites_without_free_coordinates_are_checked_whole_elements_included():
+    """Per orbit, Li on 4c and on 4d of F-43m have only the group's symmetry; together, as one element, the
+    inversion that swaps them makes the set Fm-3m's (Li3Bi-type). Other elements there keep F-43m."""
+    cubic = (6.0,) * 3 + (90.0,) * 3
+    crystals = [Crystal(216, Composition("Li12Mn4"), cubic, (("Li", "b"), ("Li", "c"), ("Li", "d"), ("Mn", "a"))),
+                Crystal(216, Composition("Li8Mn4O4"), cubic, (("Li", "b"), ("Li", "c"), ("O", "d"), ("Mn", "a"))),
+                Crystal(216, Composition("Mn4O4"), cubic, (("Mn", "a"), ("O", "c"))),
+                Crystal(216, Composition("Mn4O8"), cubic, (("Mn", "a"), ("O", "c"), ("O", "d")))]
+    batch = CrystalBatch.from_crystals(crystals, ("O", "Li", "Mn"))
+    assert forced_supergroup(batch).tolist() == [True, False, False, True]
+    assert forced_supergroup(batch[[1, 0]]).tolist() == [False, True]  # the same sets, another batch
