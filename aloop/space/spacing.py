@@ -171,23 +171,28 @@ def crowded_letters(batch: CrystalBatch) -> torch.Tensor:
 
 def _crowded(sg: torch.Tensor, lattice: torch.Tensor, element: torch.Tensor, letter: torch.Tensor, real: torch.Tensor,
              distance: torch.Tensor) -> torch.Tensor:
-    """``crowded_letters`` of a few rows; ``element`` indexes the ``(E, E)`` closest-approach matrix ``distance``."""
+    """``crowded_letters`` of a few rows; ``element`` indexes the ``(E, E)`` closest-approach matrix ``distance``.
+    Each occupied (letter, element) adds its orbits' atoms on one locus of every letter (``points``), and only the
+    (crystal, letter) pairs whose line or plane holds atoms are measured."""
     table = _loci_table()
     n, width, n_elements = len(sg), table.dimension.shape[1], len(distance)
     slot = torch.where(real, letter * n_elements + element, 0)
     orbits = torch.zeros(n, width * n_elements, dtype=torch.float64).scatter_add_(1, slot, real.double())
-    atoms = torch.einsum("nfe,nfw->nwe", orbits.view(n, width, n_elements), table.points[sg].double())
+    crystal, kind = orbits.nonzero(as_tuple=True)
+    occupied, kind_element = kind // n_elements, kind % n_elements
+    atoms = torch.zeros(n * n_elements, width, dtype=torch.float64).index_add_(
+        0, crystal * n_elements + kind_element, orbits[crystal, kind].unsqueeze(1) * table.points[sg[crystal], occupied])
+    atoms = atoms.view(n, n_elements, width).transpose(1, 2)  # (n, W, E) atoms on one locus of each letter
     dimension = table.dimension[sg]
     row, locus = ((dimension > 0) & (atoms > 0).any(dim=-1)).nonzero(as_tuple=True)  # lines and planes with atoms
     present = atoms[row, locus]  # (P, E): the few (crystal, letter) pairs that need the (E, E) distances
     nearest = torch.where(present.unsqueeze(1) > 0, distance, torch.inf).amin(dim=-1)
     half = torch.where(present > 0, nearest / 2, 0.0)
-    line, plane = torch.zeros(n, width, dtype=torch.float64), torch.zeros(n, width, dtype=torch.float64)
-    line[row, locus] = (present * 2 * half).sum(dim=-1)
-    plane[row, locus] = (present * math.pi * half**2).sum(dim=-1)
-    spans = torch.einsum("nwkj,nji->nwki", table.period[sg], lattice_vectors(lattice))
-    length = spans[:, :, 0].norm(dim=-1)
-    area = torch.linalg.cross(spans[:, :, 0], spans[:, :, 1]).norm(dim=-1)
-    too_long = (dimension == 1) & (length < line)
-    too_dense = (dimension == 2) & (area < plane)
-    return too_long | too_dense
+    spans = table.period[sg[row], locus] @ lattice_vectors(lattice)[row]  # (P, 2, 3) Angstrom
+    kind = dimension[row, locus]
+    too_long = (kind == 1) & (spans[:, 0].norm(dim=-1) < (present * 2 * half).sum(dim=-1))
+    too_dense = (kind == 2) & (torch.linalg.cross(spans[:, 0], spans[:, 1]).norm(dim=-1)
+                               < (present * math.pi * half**2).sum(dim=-1))
+    out = torch.zeros(n, width, dtype=torch.bool)
+    out[row, locus] = too_long | too_dense
+    return out
