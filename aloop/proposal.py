@@ -36,9 +36,10 @@ from aloop.gfn import load_checkpoint, sample, train
 from aloop.proxy import Prediction, Proxy
 from aloop.selection import KnownMaterials, Selection, select_diverse
 from aloop.space import Crystal, CrystalBatch, CrystalSpace, Placement, placed_structure, valid_mask
+from aloop.space.structure import TEMPLATE_PROPERTY
 from aloop.space.supergroup import forced_supergroup
 from aloop.space.templates import Prototypes
-from aloop.substitution import SubstitutedStructure
+from aloop.substitution import SOURCE_PROPERTY, SubstitutedStructure
 from aloop.thermo import FormationHull
 
 
@@ -280,6 +281,17 @@ def _reserved(samples: int, substituted: int, selection: SelectionSettings) -> d
         return {}
     return {"reserved": np.arange(samples + substituted) >= samples,
             "reserved_size": round(selection.substitution_share * selection.batch_size)}
+
+
+def origin(structure: Structure) -> str:
+    """Where a proposed structure's atoms came from, for the reviewer: ``'template <id>'`` (a known or relaxed
+    structure's coordinates on the sampled sites), ``'substitution of <id>'`` (a Materials Project structure with
+    ions substituted) or ``'sampled sites'`` (pyxtal's or ``spread``'s coordinates on the generator's sites)."""
+    if TEMPLATE_PROPERTY in structure.properties:
+        return f"template {structure.properties[TEMPLATE_PROPERTY]}"
+    if SOURCE_PROPERTY in structure.properties:
+        return f"substitution of {structure.properties[SOURCE_PROPERTY]}"
+    return "sampled sites"
 
 
 def _structure(crystal: Crystal, *, substituted: dict[int, Structure], placement: Placement,

@@ -45,7 +45,7 @@ from aloop.labelling import SubmitReport, label_approved, print_hull
 from aloop.logs import LibraryLog, library_log
 from aloop.oracle import validate_settings
 from aloop.plots import plot_predicted_distribution, plot_reward_histogram, plot_training_curves
-from aloop.proposal import Proposal, generator_reward, propose_batch, train_generator
+from aloop.proposal import Proposal, generator_reward, origin, propose_batch, train_generator
 from aloop.proxy import Proxy, calibration, fit_proxy, plot_calibration
 from aloop.thermo import FormationHull
 from aloop.report import RoundReport, round_report
@@ -225,7 +225,8 @@ def label_initial_design(ctx: RoundContext) -> Assembly | None:
         design = initial_design(ctx.space, ctx.cfg.gfn, size, seed=ctx.seed("designed"), placement=place())
         with ctx.store.session() as session:
             add_candidates(session, session.get_one(Round, ctx.round_id),
-                           [NewCandidate(crystal, cif=structure.to(fmt="cif")) for crystal, structure in design])
+                           [NewCandidate(crystal, cif=structure.to(fmt="cif"), origin=origin(structure))
+                            for crystal, structure in design])
     approve_round(ctx.store, ctx.client, round_id=ctx.round_id)
     label(ctx, place())
     return None
@@ -371,7 +372,7 @@ def store_batch(ctx: RoundContext, proposal: Proposal, data: TrainingSet) -> Non
             return
         add_candidates(session, round_, [
             NewCandidate(crystal, proxy_mean=float(m), proxy_std=float(s), acquisition=float(a),
-                         cif=structure.to(fmt="cif"))
+                         cif=structure.to(fmt="cif"), origin=origin(structure))
             for crystal, m, s, a, structure in zip(proposal.batch, mean, std, acquisition, proposal.structures,
                                                    strict=True)])
 
@@ -386,7 +387,7 @@ def log_batch(ctx: RoundContext, data: TrainingSet) -> None:
         views = [tracking.CandidateView(
             candidate_id=str(c.id), crystal=crystal, proxy_mean=_or_nan(c.proxy_mean),
             proxy_std=_or_nan(c.proxy_std), acquisition=_or_nan(c.acquisition),
-            nearest_known_feature_distance=d, state=c.state, review=c.review,
+            nearest_known_feature_distance=d, state=c.state, review=c.review, origin=c.origin,
             structure=Structure.from_str(c.cif, fmt="cif") if c.cif else None)
             for c, crystal, d in zip(rows, crystals, distance, strict=True)]
     run_ids = tracking.log_candidates(ctx.client, ctx.experiment_id, ctx.run_id, round_number=ctx.number,

@@ -88,6 +88,8 @@ class CandidateView:
     it is not a structural distance."""
     state: str
     review: str
+    origin: str | None
+    """Where its atoms came from (``aloop.proposal.origin``); ``None`` when not recorded."""
     structure: Structure | None
 
 
@@ -183,14 +185,14 @@ def save_candidates_view(client: MlflowClient, experiment_id: str, *, round_numb
     listed under "Views" as "round <n> candidates"), lists the runs tagged ``aloop.kind =
     candidate`` and ``aloop.round = <n>``, highest acquisition first, as a flat list (the UI
     nests child runs under their round run only when sorted by creation time), with the columns
-    formula, space group, Wyckoff sites, review tag, predicted mean and std, acquisition, feature
-    distance to the nearest known crystal and state. The UI takes columns only from such a view: URL
+    formula, space group, Wyckoff sites, origin of the atoms, review tag, predicted mean and std, acquisition,
+    feature distance to the nearest known crystal and state. The UI takes columns only from such a view: URL
     parameters set the filter and sort, not columns. The tag is written only when missing or
     different; the views of rounds ``CANDIDATE_VIEW_ROUNDS`` or more before this one are deleted.
     """
     key = f"{CANDIDATE_VIEW_KEY}{round_number}"
     columns = [_column("params", "formula"), _column("params", "space_group"), _column("params", "wyckoff"),
-               _column("tags", REVIEW_TAG),
+               _column("params", "origin"), _column("tags", REVIEW_TAG),
                _column("metrics", "pred_mean"), _column("metrics", "pred_std"), _column("metrics", "acquisition"),
                _column("metrics", "nearest_known_feature_distance"), _column("tags", STATE_TAG)]
     state = json.dumps({
@@ -304,12 +306,13 @@ def _create_candidate_run(client: MlflowClient, experiment_id: str, parent_run_i
 
 
 def _log_candidate(client: MlflowClient, run_id: str, view: CandidateView, *, logged: Mapping[str, float]) -> None:
-    """Params (``wyckoff``: the sites as text, empty without), metrics (those not ``logged`` yet), CIF and
-    picture of one candidate, then mark its run finished."""
+    """Params (``wyckoff``: the sites as text, empty without; ``origin`` where recorded), metrics (those not
+    ``logged`` yet), CIF and picture of one candidate, then mark its run finished."""
     crystal = view.crystal
     params = {"formula": crystal.formula, "space_group": crystal.space_group, "wyckoff": crystal.wyckoff,
               "crystal_system": space_group(crystal.space_group).crystal_system,
-              **{k: round(v, 4) for k, v in zip(LATTICE_KEYS, crystal.lattice, strict=True)}}
+              **{k: round(v, 4) for k, v in zip(LATTICE_KEYS, crystal.lattice, strict=True)},
+              **({"origin": view.origin} if view.origin else {})}
     metrics = {"pred_mean": view.proxy_mean, "pred_std": view.proxy_std, "acquisition": view.acquisition}
     if view.nearest_known_feature_distance is not None:
         metrics["nearest_known_feature_distance"] = view.nearest_known_feature_distance
@@ -326,19 +329,20 @@ def _log_candidate(client: MlflowClient, run_id: str, view: CandidateView, *, lo
 
 
 def log_candidates_table(client: MlflowClient, run_id: str, views: Sequence[CandidateView]) -> None:
-    """The batch as ``candidates.csv`` on the round run (one row per candidate, ``wyckoff`` empty without sites)."""
+    """The batch as ``candidates.csv`` on the round run (one row per candidate, ``wyckoff`` empty without sites,
+    ``origin`` empty where not recorded)."""
     import csv
     import io
 
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["candidate_id", "formula", "space_group", *LATTICE_KEYS, "wyckoff", "pred_mean", "pred_std",
-                     "acquisition", "nearest_known_feature_distance", "state", "review"])
+                     "acquisition", "nearest_known_feature_distance", "state", "review", "origin"])
     for v in views:
         writer.writerow([v.candidate_id, v.crystal.formula, v.crystal.space_group,
                          *(round(x, 4) for x in v.crystal.lattice), v.crystal.wyckoff, v.proxy_mean, v.proxy_std,
                          v.acquisition,
-                         v.nearest_known_feature_distance, v.state, v.review])
+                         v.nearest_known_feature_distance, v.state, v.review, v.origin or ""])
     client.log_text(run_id, out.getvalue(), "candidates.csv")
 
 

@@ -135,14 +135,17 @@ def test_mlflow_candidate_runs_and_table_carry_the_sites(tmp_path: Path) -> None
     experiment_id = ensure_experiment(client, "c", artifact_location=str(tmp_path / "artifacts"))
     parent = client.create_run(experiment_id).info.run_id
     bare = Crystal(221, Composition("Cs1Cl1"), (4.1, 4.1, 4.1, 90.0, 90.0, 90.0))
-    views = [CandidateView(str(i), crystal, -1.0, 0.1, 0.5, None, "proposed", "pending", None)
-             for i, crystal in enumerate((ROCK_SALT, bare))]
+    views = [CandidateView(str(i), crystal, -1.0, 0.1, 0.5, None, "proposed", "pending", origin, None)
+             for i, (crystal, origin) in enumerate(((ROCK_SALT, "template mp-22862"), (bare, None)))]
     run_ids = log_candidates(client, experiment_id, parent, round_number=1, candidates=views)
     log_candidates_table(client, parent, views)
 
     assert [client.get_run(run_ids[v.candidate_id]).data.params.get("wyckoff", "") for v in views] == [
         "Na:4a Cl:4b", ""]
+    assert [client.get_run(run_ids[v.candidate_id]).data.params.get("origin") for v in views] == [
+        "template mp-22862", None]
     table = pd.read_csv(client.download_artifacts(parent, "candidates.csv"), keep_default_na=False)
+    assert table["origin"].tolist() == ["template mp-22862", ""]
     rebuilt = [Crystal(int(r.space_group), Composition(r.formula), tuple(float(getattr(r, k)) for k in LATTICE_KEYS),
                        parse_sites(r.wyckoff, int(r.space_group))) for r in table.itertuples()]
     assert rebuilt == [ROCK_SALT, bare]

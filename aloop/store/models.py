@@ -144,6 +144,9 @@ class Candidate(Base):
     assignment (rows stored before revision 0003 included)."""
     cif: Mapped[str | None] = mapped_column(Text)
     """The structure sent to the oracle (pyxtal placement), once built."""
+    origin: Mapped[str | None] = mapped_column(String(200))
+    """Where its atoms came from (``aloop.proposal.origin``, e.g. ``'template mp-1234'``); ``None`` for rows
+    stored before revision 0004 and crystals stored without atoms."""
     proxy_mean: Mapped[float | None] = mapped_column(Float)
     proxy_std: Mapped[float | None] = mapped_column(Float)
     acquisition: Mapped[float | None] = mapped_column(Float)

@@ -42,6 +42,7 @@ class NewCandidate:
             (units of the target, e.g. eV/atom).
         acquisition: the acquisition value that ranked it.
         cif: the structure to send to the oracle, if already built.
+        origin: where that structure's atoms came from (``aloop.proposal.origin``).
         mlflow_run_id: its child run in MLflow, if already logged.
     """
 
@@ -50,6 +51,7 @@ class NewCandidate:
     proxy_std: float | None = None
     acquisition: float | None = None
     cif: str | None = None
+    origin: str | None = None
     mlflow_run_id: str | None = None
 
 
@@ -126,7 +128,7 @@ def add_candidates(session: Session, round_: Round, new: Sequence[NewCandidate])
             campaign_id=round_.campaign_id, round_id=round_.id, space_group=item.crystal.space_group,
             formula=item.crystal.formula, a=a, b=b, c=c, alpha=alpha, beta=beta, gamma=gamma,
             wyckoff=item.crystal.wyckoff or None, canonical_hash=canonical_hash, cif=item.cif,
-            proxy_mean=item.proxy_mean, proxy_std=item.proxy_std, acquisition=item.acquisition,
+            origin=item.origin, proxy_mean=item.proxy_mean, proxy_std=item.proxy_std, acquisition=item.acquisition,
             mlflow_run_id=item.mlflow_run_id,
         ))
     session.add_all(added)

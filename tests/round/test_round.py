@@ -80,6 +80,9 @@ def test_smoke_round_is_tracked_in_mlflow(smoke_round):
     table = client.download_artifacts(parent.info.run_id, "candidates.csv")
     rows = list(csv.DictReader(io.StringIO(open(table).read())))
     assert {r["candidate_id"] for r in rows} == {str(c.id) for c in candidates}
+    origins = {str(c.id): c.origin for c in candidates}
+    assert all(o == "sampled sites" or o.startswith("template ") for o in origins.values())  # every one placed here
+    assert {r["candidate_id"]: r["origin"] for r in rows} == origins
 
     children = client.search_runs([experiment.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
@@ -93,6 +96,7 @@ def test_smoke_round_is_tracked_in_mlflow(smoke_round):
         assert tags[REVIEW_TAG] == "approved"
         assert tags[STATE_TAG] == state[tags[CANDIDATE_TAG]]
         assert {"formula", "space_group", "crystal_system", "a", "gamma"} <= set(child.data.params)
+        assert child.data.params["origin"] == origins[tags[CANDIDATE_TAG]]
         files = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert "structure.png" in files and f"{tags[CANDIDATE_TAG]}.cif" in files
 

@@ -90,8 +90,8 @@ def test_candidates_url_opens_a_saved_view_of_the_rounds_candidate_runs(tmp_path
     view = json.loads(tag)
     state = json.loads(view["state"])
     assert view["name"] == "round 2 candidates"
-    assert {"params.`formula`", "params.`space_group`", f"tags.`{REVIEW_TAG}`", "metrics.`pred_mean`",
-            "metrics.`pred_std`", "metrics.`acquisition`",
+    assert {"params.`formula`", "params.`space_group`", "params.`origin`", f"tags.`{REVIEW_TAG}`",
+            "metrics.`pred_mean`", "metrics.`pred_std`", "metrics.`acquisition`",
             "metrics.`nearest_known_feature_distance`"} <= set(state["selectedColumns"])
     found = client.search_runs([experiment_id], filter_string=state["searchFilter"])
     assert sorted(r.info.run_id for r in found) == sorted(candidates)  # not the round run, not round 1

@@ -18,7 +18,7 @@ TABLES = {"campaign", "round", "candidate", "material", "label", "oracle_job", "
 def test_open_migrates_empty_database_to_models(store_url: str) -> None:
     store = open_store(store_url)
     try:
-        assert store.revision() == "0003"
+        assert store.revision() == "0004"
         with store.engine.connect() as connection:
             assert TABLES <= set(inspect(connection).get_table_names())
             assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
@@ -59,7 +59,7 @@ def test_a_sqlite_database_in_a_missing_folder_is_created_with_it(tmp_path) -> N
     with store.session() as session:
         get_or_create_campaign(session, "kept")
     store.close()
-    assert path.is_file() and open_store(f"sqlite:///{path}").revision() == "0003"
+    assert path.is_file() and open_store(f"sqlite:///{path}").revision() == "0004"
 
 
 def test_unreachable_database_raises_store_error_naming_it() -> None:
@@ -73,7 +73,7 @@ def test_cli_db_upgrade_creates_the_schema(store_url: str, monkeypatch: pytest.M
     monkeypatch.setenv("ALOOP_DB_URL", store_url)
     result = CliRunner().invoke(main, ["db", "upgrade"])
     assert result.exit_code == 0, result.output
-    assert "revision 0003" in result.output
+    assert "revision 0004" in result.output
     store = open_store(store_url)
     with store.engine.connect() as connection:
         assert TABLES <= set(inspect(connection).get_table_names())

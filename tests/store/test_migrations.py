@@ -50,7 +50,7 @@ def upgraded_from(url: str, revision: str, statements: list[str]) -> Store:
             connection.execute(text(statement))
     engine.dispose()
     store = open_store(url)
-    assert store.revision() == "0003"
+    assert store.revision() == "0004"
     with store.engine.connect() as connection:
         assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
     return store

@@ -1,4 +1,5 @@
-"""Revision 0003: Wyckoff sites of candidates and materials; rows stored before it stay readable without sites."""
+"""Revisions 0003 and 0004: Wyckoff sites of candidates and materials, and where a candidate's atoms came from;
+rows stored before them stay readable without."""
 
 from __future__ import annotations
 
@@ -48,19 +49,20 @@ def test_rows_of_0002_are_read_without_sites_and_new_rows_keep_theirs(store_url:
     try:
         with store.session() as session:
             old = session.scalars(select(Candidate)).one()
-            assert old.wyckoff is None and old.crystal == ROCK_SALT and old.crystal.sites == ()
+            assert old.wyckoff is None and old.origin is None and old.crystal == ROCK_SALT and old.crystal.sites == ()
             assert old.crystal.canonical_hash == old.canonical_hash  # the hash of a crystal without sites is unchanged
             assert session.scalars(select(Material)).one().crystal == Crystal(225, Composition("Mg4O4"),
                                                                               (4.2,) * 3 + (90.0,) * 3)
             campaign = get_or_create_campaign(session, "old")
             round_ = start_round(session, campaign, config={}, seed=1)
-            [new] = add_candidates(session, round_, [NewCandidate(SITED)])  # same parameters, now with sites
+            [new] = add_candidates(session, round_, [NewCandidate(SITED, origin="template mp-22862")])  # with sites
             material = get_or_create_material(session, campaign, composition=SITED.composition, crystal=SITED,
                                               source="import")
             upsert_label(session, material_id=material.id, oracle="import", fidelity=1.0,
                          property="formation_energy_per_atom", value=-2.1)
         with store.session() as session:
             assert session.scalars(select(Candidate.wyckoff).where(Candidate.id == new.id)).one() == "Na:4a Cl:4b"
+            assert session.get(Candidate, new.id).origin == "template mp-22862"
             assert session.get(Candidate, new.id).crystal == SITED
             assert session.get(Material, material.id).crystal.sites == SITED.sites
             points = labelled_data(session, get_or_create_campaign(session, "old"))
