@@ -109,7 +109,8 @@ def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str, b
     Crystals whose sites have no room for their atoms in the sampled lattice (``crowded``: pyxtal
     could never place them) or force a higher group than the sampled one at any coordinates
     (``forced_supergroup``: the placed structure would be another crystal) get the floor, so the
-    generator learns to leave them; with
+    generator learns to leave them, and the proxy is not asked about them (a third of an untrained
+    generator's samples); with
     ``prototypes``, those without a placement template lose ``settings.untemplated_penalty``. The
     proxy runs on CPU (the GFlowNet may sample on a GPU); the result is on the batch's device and
     always finite.
@@ -118,9 +119,12 @@ def log_reward_fn(proxy: Proxy, settings: AcquisitionSettings, *, target: str, b
     shift = _hull_for(target, hull)
 
     def log_reward(batch: CrystalBatch) -> torch.Tensor:
-        with torch.no_grad():
-            value = _acquire(acqf, proxy, settings, batch, best_f=best_f, hull=shift, prototypes=prototypes)
-        value = torch.where((crowded(batch) | forced_supergroup(batch)).to(value.device), -torch.inf, value)
+        kept = ~(crowded(batch) | forced_supergroup(batch)).cpu()
+        value = torch.full((len(batch),), -torch.inf, dtype=torch.float64)
+        if kept.any():
+            with torch.no_grad():
+                value[kept] = _acquire(acqf, proxy, settings, batch[kept.to(batch.space_group.device)],
+                                       best_f=best_f, hull=shift, prototypes=prototypes).cpu().double()
         return to_log_reward(value, settings).to(batch.space_group.device)
 
     return log_reward

@@ -107,6 +107,23 @@ def test_a_crystal_whose_sites_force_a_higher_group_gets_the_floor(fitted):
     torch.testing.assert_close(log_reward[1], (acquisition[1] / 100.0).float())
 
 
+def test_crystals_on_the_floor_are_not_sent_to_the_proxy(fitted, monkeypatch):
+    """A third of an untrained generator's samples get the floor: the posterior is not computed for them."""
+    proxy, test = fitted
+    settings = AcquisitionSettings(kind="ucb", temperature=100.0, log_reward_min=-3.0)
+    a, b = test.crystals.elements[:2]
+    lattice = (4.0, 5.0, 6.0, 90.0, 90.0, 90.0)
+    axes = Crystal(16, Composition({a: 2, b: 2}), lattice, ((a, "i"), (b, "k")))  # forces Pmmm
+    general = Crystal(16, Composition({a: 4, b: 4}), lattice, ((a, "u"), (b, "u")))
+    reward = log_reward_fn(proxy, settings, target="formation_energy_per_atom", best_f=0.0)
+    alone = reward(CrystalBatch.from_crystals([general], test.crystals.elements))
+    asked, inputs = [], type(proxy).inputs
+    monkeypatch.setattr(type(proxy), "inputs", lambda self, batch: asked.append(len(batch)) or inputs(self, batch))
+    mixed = reward(CrystalBatch.from_crystals([axes, general, axes], test.crystals.elements))
+    assert asked == [1] and mixed[[0, 2]].tolist() == [-3.0, -3.0] and mixed[1] == alone[0]
+    assert reward(CrystalBatch.from_crystals([axes], test.crystals.elements)).tolist() == [-3.0] and asked == [1]
+
+
 def hand_hull() -> FormationHull:
     """Li-Mn-O with Li2O and MnO at -2.0 eV/atom and Li2MnO3 at -2.2 (made up)."""
     return FormationHull(("Li", "Mn", "O"), [(Composition("Li2O"), -2.0), (Composition("MnO"), -2.0),
