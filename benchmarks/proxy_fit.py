@@ -8,19 +8,19 @@ every element. The proxy is fitted on random 5k and 20k subsets and on all train
 and evaluated on the same held-out entries. Each fit runs in its own interpreter, so its
 peak resident memory (data, features and fit) is its own.
 
-Further rows, all training rows: the same GP with the hull of its training rows as its prior mean
-(``proxy.baseline: hull``; its fit time includes finding every row's leave-one-out hull unless the cache
-holds it for those rows: column ``of it hull``), the same GP with the ELBO's noise (no recalibration on
-validation rows), without the feature extractor, the band-gap target, and the
-default-space row: fitted on the training rows outside the default space, evaluated on
-all entries inside it (where the Crystal-GFN searches), and likewise for all entries
-of the Li-Mn-O and Fe-O chemical spaces (the example configs'). Then the validation rows
-drawn at random instead of by chemical system (``proxy.validation_split: random``, the
-default before), on random held-out rows and on the held-out chemistries, and a proxy
-without the cell's scale (``proxy.cell_scale: false``). The last two columns compare
+The default proxy reads the hull of its training rows twice: as its prior mean (``proxy.baseline: hull``)
+and as two inputs (``proxy.hull_input``, half the rows reading it as unknown: ``proxy.hull_dropout``); its fit
+time includes finding every row's leave-one-out hull unless the cache holds it for those rows (column ``of it
+hull``). Further rows, all training rows: no hull (the data's mean, the default before), the hull as mean only
+and as input only, and the band-gap target (no hull); then the default-space row: fitted on the training rows
+outside the default space, evaluated on all entries inside it (where the Crystal-GFN searches), and likewise
+for all entries of the Li-Mn-O and Fe-O chemical spaces (the example configs'), by each way of reading the hull:
+there the hull of the training rows is only the elements', as in a cold start. The last two columns compare
 the latent posterior std on held-out entries with that on 1,000 terminal states of an
 untrained Crystal-GFN of the default space (random lattices, mostly far from any
-Materials Project entry): an exploring acquisition needs the second to be larger.
+Materials Project entry): an exploring acquisition needs the second to be larger. The rows that chose the
+ELBO's noise, the feature extractor, validation by chemical system, no cell scale and the Student-t likelihood
+were measured before the hull became the default: ``benchmarks/results/proxy_fit-no-hull.md``.
 
 Interval coverage is given twice from the same fit: with Gaussian intervals on the
 proxy's mean and std (what the proxy reported before it fitted ``ResidualQuantiles``;
@@ -56,30 +56,29 @@ from benchmarks._markdown import table
 if TYPE_CHECKING:
     import torch
 
+    from aloop.config import ProxySettings
     from aloop.proxy import Calibration
     from aloop.space.crystal import CrystalBatch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 IN_SPACE, IN_SUBSPACES = "in_space", "in_subspaces"
+NO_HULL = {"baseline": "none", "hull_input": False}
 RUNS = (  # label, training rows (None: all; IN_SPACE / IN_SUBSPACES: outside those entries), settings overrides
     ("DKL-SVGP (default)", 5_000, {}),
     ("DKL-SVGP (default)", 20_000, {}),
     ("DKL-SVGP (default)", None, {}),
-    ("DKL-SVGP, hull baseline", None, {"baseline": "hull"}),
-    ("DKL-SVGP, ELBO noise (no recalibration)", None, {"validation_fraction": 0.0}),
-    ("SVGP, no feature extractor", None, {"hidden_dims": []}),
+    ("DKL-SVGP, no hull (the data's mean)", None, NO_HULL),
+    ("DKL-SVGP, hull baseline only", None, {"hull_input": False}),
+    ("DKL-SVGP, hull input only", None, {"baseline": "none"}),
     ("DKL-SVGP, band gap", None, {"target": "band_gap"}),
     ("DKL-SVGP, held out: the default space", IN_SPACE, {}),
     ("DKL-SVGP, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, {}),
-    ("DKL-SVGP, hull baseline, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, {"baseline": "hull"}),
-    ("DKL-SVGP, random validation rows", None, {"validation_split": "random"}),
-    ("DKL-SVGP, random validation rows, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES,
-     {"validation_split": "random"}),
-    ("DKL-SVGP, without the cell's scale", None, {"cell_scale": False}),
-    ("DKL-SVGP, Gaussian likelihood", None, {"likelihood": "gaussian"}),
-    ("DKL-SVGP, Gaussian likelihood, band gap", None, {"likelihood": "gaussian", "target": "band_gap"}),
-    ("DKL-SVGP, Gaussian likelihood, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, {"likelihood": "gaussian"}),
+    ("DKL-SVGP, no hull, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, NO_HULL),
+    ("DKL-SVGP, hull baseline only, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, {"hull_input": False}),
+    ("DKL-SVGP, hull input only, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, {"baseline": "none"}),
 )
+"""Rows that chose earlier settings (the ELBO's noise, the feature extractor, random validation rows, the cell's
+scale, the Gaussian likelihood) were measured before the hull became the default: ``results/proxy_fit-no-hull.md``."""
 GFN_STATES = 1_000
 SUBSPACES = {"Li-Mn-O": ("Li", "Mn", "O"), "Fe-O": ("Fe", "O")}
 """Held-out entries reported apart: those whose elements all lie in the set (the example spaces' chemistry)."""
@@ -130,12 +129,20 @@ def fit_once(size: int | str | None, overrides: dict, threads: int, figure: bool
             torch.from_numpy(result.observed)[rows], torch.from_numpy(result.mean)[rows],
             torch.from_numpy(result.std)[rows], quantiles=result.quantiles))
     return {"target": settings.target, "n_train": len(train), "fit_s": wall, "cpu_s": cpu, "hull_s": hull_s[0],
-            "baseline": settings.baseline, "load": load,
+            "hull": hull_description(settings), "load": load,
             "peak_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
             "variance_scale": float(proxy.model.variance_scale), "std_heldout": latent_std["heldout"],
             "std_gfn": latent_std["gfn"], "width_50": proxy.quantiles.width(0.5),
             "width_90": proxy.quantiles.width(0.9), **result.as_dict(), **coverages(result),
             "subsets": subsets}
+
+
+def hull_description(settings: ProxySettings) -> str:
+    """How a proxy reads the hull of its rows: ``mean`` (``proxy.baseline``), ``input`` (``proxy.hull_input``, with
+    its dropout), both or none."""
+    parts = (["mean"] if settings.baseline == "hull" else []) + (
+        [f"input (dropout {settings.hull_dropout:g})"] if settings.hull_input else [])
+    return " + ".join(parts) or "none"
 
 
 def timed_leave_one_out_hull() -> list[float]:
@@ -199,12 +206,12 @@ def main() -> None:
 
 def write_table(rows: list[dict], *, threads: int) -> None:
     """The markdown tables with their protocol, printed and written to ``results/proxy_fit.md``."""
-    header = ("| model | target | baseline | train rows | held out | fit wall (s) | of it hull (s) | fit CPU (s) | load "
+    header = ("| model | target | hull | train rows | held out | fit wall (s) | of it hull (s) | fit CPU (s) | load "
               "| peak RSS (GB) | MAE | RMSE "
               "| NLL (Gaussian) | cover 50%: Gaussian -> calibrated | cover 90%: Gaussian -> calibrated "
               "| half-width 50% / 90% (std) | Spearman abs(err) vs std | variance scale "
               "| latent std held-out | latent std GFN states |\n|" + "---|" * 20)
-    lines = [f"| {r['model']} | {r['target']} | {r['baseline']} | {r['n_train']:,} | {r['n']:,} | {r['fit_s']:.0f} | "
+    lines = [f"| {r['model']} | {r['target']} | {r['hull']} | {r['n_train']:,} | {r['n']:,} | {r['fit_s']:.0f} | "
              f"{r['hull_s']:.0f} | {r['cpu_s']:.0f} | "
              f"{r['load']:.1f} | {r['peak_gb']:.2f} | {r['mae']:.3f} | {r['rmse']:.3f} | {r['nll']:.2f} | "
              f"{r['coverage_50_gaussian']:.3f} -> {r['coverage_50']:.3f} | "
@@ -227,10 +234,12 @@ def write_table(rows: list[dict], *, threads: int) -> None:
         "space and evaluates on all its entries, the Li-Mn-O/Fe-O row likewise on all entries of those two "
         "chemical spaces. MAE/RMSE in eV/atom (eV for band gap); each label is "
         "predicted at its own source, noise included. `of it hull`: seconds of the fit spent finding each "
-        "training row's leave-one-out hull for the hull baseline (`proxy.baseline: hull`; 0: read "
+        "training row's leave-one-out hull (`hull`: `mean`, `proxy.baseline: hull`; `input`, `proxy.hull_input` "
+        "with `proxy.hull_dropout`; 0: read "
         "from the cache of an earlier fit on the same rows). Defaults: 256 inducing points, feature extractor "
-        "223-256-128-16, Matern 5/2, Student-t likelihood in the ELBO (`proxy.likelihood`; the `Gaussian "
-        "likelihood` rows fit as before it), 20 epochs of batch 512; 10% of the fit rows, whole chemical systems "
+        "223-256-128-16 (225 inputs with the hull's two), Matern 5/2, Student-t likelihood in the ELBO "
+        "(`proxy.likelihood`), the hull of the training rows as mean and input (half the rows reading it as "
+        "unknown), 20 epochs of batch 512; 10% of the fit rows, whole chemical systems "
         "(`proxy.validation_split`), recalibrate the posterior variance scale and the noise (Gaussian NLL), "
         "then the interval widths: the 1%..99% quantiles of their |standardised residual| "
         "(`ResidualQuantiles`). Coverage `Gaussian -> calibrated`: the same "
@@ -248,7 +257,7 @@ def write_table(rows: list[dict], *, threads: int) -> None:
         "The std is left as it was (Gaussian NLL on the validation rows), so UCB and every consumer of the "
         "mean and std are unchanged. The quantiles hold for rows like the validation rows: whole chemical "
         "systems the fit never saw, as the rows held out by chemistry are; drawn at random (the `random "
-        "validation rows` rows, the default before) they were overconfident there.",
+        "validation rows` rows of `proxy_fit-no-hull.md`, the default before) they were overconfident there.",
         "",
         "## Held-out entries inside small chemical spaces",
         "",

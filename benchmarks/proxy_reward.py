@@ -82,8 +82,8 @@ def _stability_rows(env: CrystalEnv, batch, repeats: int) -> list[str]:
     prototypes = TemplatePool.build(known_templates(env.space, shared.data)).prototypes()
     labels = data.subset(inside.nonzero().squeeze(1)[:CORRECTION_LABELS]).as_campaign_labels()
     corrected = fit_proxy(TrainingSet.concat([train, labels]), ProxySettings(epochs=1, min_steps=50), seed=0)
-    on_hull = fit_proxy(train, ProxySettings(epochs=1, min_steps=50, baseline="hull"), seed=0)
-    proxies = {"stability, corrected": corrected, "stability, hull baseline": on_hull}
+    no_hull = fit_proxy(train, ProxySettings(epochs=1, min_steps=50, baseline="none", hull_input=False), seed=0)
+    proxies = {"stability, corrected": corrected, "stability, no hull": no_hull}
     rows = []
     for kind in ("ucb", "logei", "mean"):
         for target in ("formation_energy_per_atom", "stability", *proxies):
@@ -175,9 +175,10 @@ def main() -> None:
         "meets are found then (pymatgen `PhaseDiagram`), once per round. Every row includes the floor of crystals "
         "whose sites have no room or force a supergroup. `stability, corrected`: the proxy also fitted on "
         f"{CORRECTION_LABELS} entries of the space's elements marked as the campaign's labels, so it carries the "
-        "campaign's correction (an exact GP on them) as a round with labels does. `stability, hull baseline`: the "
-        "proxy fitted with `proxy.baseline: hull` (its mean is the hull of its training rows; `first call` also "
-        "finds that hull's planes of each chemical system).",
+        "campaign's correction (an exact GP on them) as a round with labels does. Every proxy but `stability, no "
+        "hull` reads the hull of its training rows, as its mean and as two inputs (the defaults `proxy.baseline: "
+        "hull`, `proxy.hull_input`; `first call` also finds that hull's planes of each chemical system); `no hull` "
+        "is fitted with neither (the data's mean, the default before).",
         "",
         "| target | acquisition | first call: ms | median: ms | CPU ms |",
         "|---|---|---|---|---|",

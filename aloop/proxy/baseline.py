@@ -1,4 +1,5 @@
-"""The proxy's prior mean: the hull of its own training rows (``proxy.baseline: hull``).
+"""The hull of the proxy's own training rows: its prior mean (``proxy.baseline: hull``) or two of its inputs
+(``proxy.hull_input``).
 
 A composition-level model of formation energy learns the hull's shape and, with it, smooths
 the distance above it away: on campaign v3's Li-Mn-O labels the first round's predicted energy
@@ -10,6 +11,11 @@ is added back at prediction, so a crystal far from every row is predicted on the
 rather than at the data's mean. Each training row's target is taken from the hull of the *other*
 rows (``leave_one_out_hull``): a phase on the hull learns how far below its neighbours' hull it
 lies, the distance a new stable crystal has to find.
+
+As a mean the hull fails where a chemistry has no compound rows: there it is its elements' (0 eV/atom) and the
+GP, which learned distances above hulls, predicts about that. ``HullInput`` gives the model the same hull as two
+inputs instead, its energy and whether a compound lies on it, so the fit learns how far to trust it: from rows
+whose chemistry has other rows, and from those whose leave-one-out hull is only the elements.
 """
 
 from __future__ import annotations
@@ -106,9 +112,8 @@ class HullMean(nn.Module):
         """The formation-energy hull of one source's rows."""
         if source not in self._hulls:
             rows = torch.nonzero(self.source == source).squeeze(1)
-            self._hulls[source] = FormationHull(self.elements, [
-                (Composition(dict(zip(self.elements, self.fractions[i].tolist(), strict=True))),
-                 float(self.energies[i])) for i in rows.tolist()])
+            self._hulls[source] = FormationHull(self.elements, list(zip(
+                _compositions(self.fractions[rows], self.elements), self.energies[rows].tolist(), strict=True)))
         return self._hulls[source]
 
     def forward(self, x: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
@@ -122,14 +127,86 @@ class HullMean(nn.Module):
         return out
 
 
+HULL_INPUTS = 2
+"""Columns ``HullInput`` adds to the proxy's inputs."""
+ONE_VALUE = 1e-6
+"""eV/atom: training hull energies spread less than this are one value (every row's hull is the elements')."""
+
+
+class HullInput(nn.Module):
+    """Two inputs at a crystal's composition from the hull of the reference source's training rows: the hull's
+    formation energy (standardised by ``mean`` and ``std``) and 1 where it lies below the elements (a compound of
+    the chemistry is known), else 0. The rows on the hull are buffers, so a saved proxy rebuilds the same hull."""
+
+    def __init__(self, elements: Sequence[str], fractions: torch.Tensor, energies: torch.Tensor,
+                 mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.elements = tuple(elements)
+        for name, value in (("fractions", fractions), ("energies", energies), ("mean", mean), ("std", std)):
+            self.register_buffer(name, value)
+        self._hull: FormationHull | None = None
+
+    @classmethod
+    def from_state(cls, elements: Sequence[str], state: dict[str, torch.Tensor], prefix: str) -> HullInput:
+        """An empty module shaped like the one saved under ``prefix`` in a state dict (load it after)."""
+        return cls(elements, *(state[f"{prefix}{name}"] for name in ("fractions", "energies", "mean", "std")))
+
+    @property
+    def hull(self) -> FormationHull:
+        """The formation-energy hull of the rows."""
+        if self._hull is None:
+            self._hull = FormationHull(self.elements, list(zip(_compositions(self.fractions, self.elements),
+                                                               self.energies.tolist(), strict=True)))
+        return self._hull
+
+    def forward(self, fractions: torch.Tensor) -> torch.Tensor:
+        """``(N, len(elements))`` atom fractions -> ``(N, HULL_INPUTS)`` inputs."""
+        return self.columns(self.hull(fractions))
+
+    def columns(self, energies: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N,)`` hull formation energies (eV/atom) -> ``(N, HULL_INPUTS)`` inputs."""
+        energies = energies.to(self.mean.dtype)
+        known = energies < -ON_HULL if known is None else known
+        return torch.stack([(energies - self.mean) / self.std, known.to(energies.dtype)], dim=1)
+
+
+def hull_input(fractions: torch.Tensor, energies: torch.Tensor, source: torch.Tensor, reference: int, *,
+               elements: Sequence[str], cold: torch.Tensor | None = None) -> tuple[HullInput, torch.Tensor]:
+    """The hull input of a training set and its ``(N, HULL_INPUTS)`` columns, from ``(N, len(elements))`` atom
+    fractions, ``(N,)`` formation energies and sources: a ``reference`` row reads the hull of the other reference rows
+    (``leave_one_out_hull``, so its own energy is never its input), any other row the hull of all of them."""
+    fractions, energies = fractions.double(), energies.double()
+    rows = torch.nonzero(source == reference).squeeze(1)
+    below, on_hull = leave_one_out_hull(_compositions(fractions[rows], elements), energies[rows].tolist())
+    keep = rows[torch.from_numpy(on_hull)]
+    module = HullInput(elements, fractions[keep], energies[keep], torch.zeros((), dtype=torch.float64),
+                       torch.ones((), dtype=torch.float64))
+    hull = torch.zeros(len(fractions), dtype=torch.float64)
+    hull[rows] = torch.from_numpy(below)
+    others = torch.nonzero(source != reference).squeeze(1)
+    hull[others] = module.hull(fractions[others])
+    known = hull < -ON_HULL
+    if cold is not None:
+        hull, known = hull.masked_fill(cold, 0.0), known & ~cold
+    module.mean.copy_(hull.mean())
+    if len(hull) > 1 and float(hull.std()) > ONE_VALUE:  # else one value: centred, not scaled
+        module.std.copy_(hull.std())
+    return module, module.columns(hull, known)
+
+
+def _compositions(fractions: torch.Tensor, elements: Sequence[str]) -> list[Composition]:
+    """The compositions of ``(N, len(elements))`` atom fractions."""
+    return [Composition({elements[j]: float(row[j]) for j in torch.nonzero(row).squeeze(1).tolist()})
+            for row in fractions.double()]
+
+
 def hull_mean(fractions: torch.Tensor, energies: torch.Tensor, source: torch.Tensor, *, elements: Sequence[str],
               columns: torch.Tensor, offset: torch.Tensor, scale: torch.Tensor) -> tuple[HullMean, torch.Tensor]:
     """The baseline of a training set and each row's leave-one-out baseline ``(N,)`` (its target is the label
     minus that), from ``(N, len(elements))`` atom fractions, ``(N,)`` formation energies and sources. The module
     keeps only the rows on their source's hull: no other row changes it."""
     fractions = fractions.double()
-    compositions = [Composition({elements[j]: float(row[j]) for j in torch.nonzero(row).squeeze(1).tolist()})
-                    for row in fractions]
+    compositions = _compositions(fractions, elements)
     loo = torch.zeros(len(compositions), dtype=torch.float64)
     keep = torch.zeros(len(compositions), dtype=torch.bool)
     for s in source.unique().tolist():

@@ -65,7 +65,7 @@ from linear_operator.utils.cholesky import psd_safe_cholesky
 from torch import nn
 from torch.distributions import StudentT
 
-from aloop.proxy.baseline import HullMean
+from aloop.proxy.baseline import HullInput, HullMean
 from aloop.proxy.correction import LabelCorrection
 
 SOURCE_SCALE = 0.1
@@ -224,6 +224,7 @@ class CrystalGPModel(ApproximateGPyTorchModel):
         self.register_buffer("variance_scale", torch.ones(()))
         self.correction: LabelCorrection | None = None
         self.baseline: HullMean | None = None
+        self.hull_input: HullInput | None = None  # kept with the weights; ``Proxy.inputs`` reads it
         self._predictive: _Predictive | None = None
 
     def standardise(self, values: torch.Tensor, *, min_std: float) -> torch.Tensor:

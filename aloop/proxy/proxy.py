@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from aloop.config import ProxySettings, label_property
 from aloop.data.training import TrainingSet
 from aloop.hardware import torch_threads
-from aloop.proxy.baseline import HullMean, hull_mean
+from aloop.proxy.baseline import HULL_INPUTS, HullInput, HullMean, hull_input, hull_mean
 from aloop.proxy.correction import MIN_LABELS, LabelCorrection, fit_correction
 from aloop.proxy.model import MIN_NOISE, CrystalGP, CrystalGPModel, SourceStudentTLikelihood
 from aloop.space.crystal import CrystalBatch
@@ -64,6 +64,8 @@ CORRECTION = "correction"
 """The correction's name in the model's state dict (``CrystalGPModel.correction``)."""
 BASELINE = "baseline"
 """The hull baseline's name in the model's state dict (``CrystalGPModel.baseline``)."""
+HULL_INPUT = "hull_input"
+"""The hull input's name in the model's state dict (``CrystalGPModel.hull_input``)."""
 CONSTANT_FEATURE = 1e-5
 """A feature whose std over the training rows is below this share of ``max(1, |mean|)`` is constant there: its
 spread is float32 rounding (a cubic set's ``a_rel``: std 4e-8), and dividing by it would turn the rounding of a new
@@ -84,7 +86,7 @@ class ResidualQuantiles:
     monotone map from level to half-width that replaces the Gaussian's ``Phi^-1((1 + q) / 2)``.
     Formation-energy residuals are heavy-tailed (Gaussian intervals cover 0.67 at 50% and
     0.93 at 90%) and band-gap residuals a spike of metals plus a broad part, which a
-    Student-t does not fit (benchmarks/results/proxy_fit.md). Between levels the width is
+    Student-t does not fit (benchmarks/results/proxy_fit-no-hull.md). Between levels the width is
     interpolated linearly; outside them it follows the Gaussian's, scaled to meet the
     nearest recorded width. Without levels it is the Gaussian (proxies saved before).
 
@@ -195,7 +197,8 @@ class Proxy:
 
     def inputs(self, batch: CrystalBatch, *, fidelity: str | None = None,
                source: torch.Tensor | None = None) -> torch.Tensor:
-        """``(N, D + K)`` model inputs on CPU, where the model is: standardised features and the source one-hot.
+        """``(N, D + K)`` model inputs on CPU, where the model is: standardised features (with the hull's two,
+        ``proxy.hull_input``) and the source one-hot.
 
         Args:
             batch: the crystals, on any device (a GFlowNet may sample on a GPU).
@@ -206,7 +209,10 @@ class Proxy:
         if source is None:
             source = self.source_index([fidelity or self.reference_source]).expand(len(batch))
         one_hot = torch.nn.functional.one_hot(source.cpu(), len(self.sources)).to(DTYPE)
-        return torch.cat([(features - self.feature_mean) / self.feature_std, one_hot], dim=1)
+        inputs = [(features - self.feature_mean) / self.feature_std, one_hot]
+        if self.model.hull_input is not None:
+            inputs.insert(1, self.model.hull_input(features[:, _fraction_columns(self.features)]))
+        return torch.cat(inputs, dim=1)
 
     def posterior(self, batch: CrystalBatch, *, fidelity: str | None = None,
                   observation_noise: bool = False) -> GPyTorchPosterior:
@@ -281,9 +287,10 @@ class Proxy:
         try:
             meta = json.loads((directory / META).read_text())
             state = torch.load(directory / WEIGHTS, weights_only=True)
-            settings = ProxySettings.model_validate({"cell_scale": True, **meta["settings"]})  # saved before the key
+            settings = ProxySettings.model_validate({"cell_scale": True, "baseline": "none", "hull_input": False,
+                                                     "hull_dropout": 0.0, **meta["settings"]})  # saved before the keys
             features = _saved_features(meta, settings, directory)
-            n_inputs = len(meta["feature_mean"]) + len(meta["sources"])
+            n_inputs = len(meta["feature_mean"]) + len(meta["sources"]) + HULL_INPUTS * (f"{HULL_INPUT}.mean" in state)
             hidden_dims = meta.get("hidden_dims", settings.hidden_dims)  # saved before the key: always the settings'
             model = _build(torch.zeros(meta["inducing_points"], n_inputs, dtype=DTYPE), len(meta["sources"]), settings,
                            hidden_dims, shared_kernel=meta.get("shared_kernel", False))  # saved before: one term
@@ -291,6 +298,8 @@ class Proxy:
                 model.correction = LabelCorrection.from_state(state, f"{CORRECTION}.")
             if f"{BASELINE}.energies" in state:
                 model.baseline = HullMean.from_state(_fraction_elements(features), state, f"{BASELINE}.")
+            if f"{HULL_INPUT}.mean" in state:
+                model.hull_input = HullInput.from_state(_fraction_elements(features), state, f"{HULL_INPUT}.")
             model.load_state_dict(state, keep_transforms=False)  # botorch would re-fit transforms from training targets a variational model does not keep
             quantiles = ResidualQuantiles(**meta.get("quantiles", {}))  # saved before they were fitted: Gaussian
         except ProxyError:
@@ -391,6 +400,8 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
                          f"(which learns {label_property(settings.target)})")
     if settings.baseline == "hull" and train.target != "formation_energy_per_atom":
         raise ProxyError(f"proxy.baseline=hull is a formation-energy hull; the target is {train.target!r}")
+    if settings.hull_input and train.target != "formation_energy_per_atom":
+        raise ProxyError(f"proxy.hull_input reads a formation-energy hull; the target is {train.target!r}")
     sources = train.source_names
     reference = settings.reference_source or Counter(train.row_sources()).most_common(1)[0][0]
     if reference not in sources:
@@ -402,7 +413,15 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
         mean, std = features.mean(dim=0), features.std(dim=0)
         std = torch.where(std > CONSTANT_FEATURE * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
         source = torch.tensor([sources.index(s) if s in sources else -1 for s in train.sources])[train.source]
-        x = torch.cat([(features - mean) / std, torch.nn.functional.one_hot(source, len(sources)).to(DTYPE)], dim=1)
+        columns = _fraction_columns(names)
+        hull, hull_columns = None, torch.zeros(len(train), 0, dtype=DTYPE)
+        cold = torch.zeros(len(train), dtype=torch.bool)  # rows that read the hull as unknown (hull_dropout)
+        if settings.hull_input:
+            cold = torch.rand(len(train), generator=torch.Generator().manual_seed(seed)) < settings.hull_dropout
+            hull, hull_columns = hull_input(features[:, columns], train.values, source, sources.index(reference),
+                                            elements=_fraction_elements(names), cold=cold)
+        x = torch.cat([(features - mean) / std, hull_columns,
+                       torch.nn.functional.one_hot(source, len(sources)).to(DTYPE)], dim=1)
         generator = torch.Generator().manual_seed(seed)
         n_val = int(settings.validation_fraction * len(x))
         n_val = n_val if n_val >= MIN_VALIDATION else 0
@@ -410,11 +429,12 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
                                              by_system=settings.validation_split == "chemical_system")
         hidden_dims = settings.hidden_dims if len(train) >= settings.extractor_min_rows else []
         model = _build(x[fit_rows[: settings.inducing_points]].clone(), len(sources), settings, hidden_dims)
-        columns = torch.tensor([i for i, name in enumerate(names) if name.startswith(FRACTION_PREFIX)])
+        model.hull_input = hull
         baseline, below = None, torch.zeros(len(train), dtype=torch.float64)
         if settings.baseline == "hull":
             baseline, below = hull_mean(features[:, columns], train.values, source, elements=_fraction_elements(names),
                                         columns=columns, offset=mean[columns], scale=std[columns])
+            below = below.masked_fill(cold, 0.0)
         y = model.standardise((train.values - below).to(DTYPE), min_std=settings.prior_std)
         _optimise(model, x[fit_rows], y[fit_rows], source[fit_rows], settings, generator=generator, progress=progress,
                   weights=row_weights(train.inside[fit_rows], settings.space_share))
@@ -457,6 +477,12 @@ def label_correction(model: CrystalGPModel, x: torch.Tensor, values: torch.Tenso
             shared = shared + model.baseline_mean(inputs)
         y = model.outcome_transform(values[labelled].to(inputs.dtype).unsqueeze(-1))[0].squeeze(-1)
     return fit_correction(inputs, y - shared, columns=columns, offset=offset, scale=scale)
+
+
+@cache
+def _fraction_columns(names: tuple[str, ...]) -> torch.Tensor:
+    """``(E,)`` long: the positions of the ``frac_<El>`` columns among feature ``names``."""
+    return torch.tensor([i for i, name in enumerate(names) if name.startswith(FRACTION_PREFIX)])
 
 
 def _fraction_elements(names: Sequence[str]) -> list[str]:

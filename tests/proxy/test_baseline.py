@@ -1,4 +1,5 @@
-"""``proxy.baseline: hull``: the GP learns the distance above its rows' hull, and the hull is added back."""
+"""``proxy.baseline: hull``: the GP learns the distance above its rows' hull, and the hull is added back;
+``proxy.hull_input``: the model reads that hull."""
 
 from __future__ import annotations
 
@@ -11,15 +12,17 @@ import pytest
 import torch
 from pymatgen.core import Composition
 
+from aloop.config import ProxySettings, load_config
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, ProxyError, fit_proxy
-from aloop.proxy.baseline import leave_one_out_hull
+from aloop.proxy.baseline import hull_input, leave_one_out_hull
 from aloop.space.crystal import CrystalBatch
 from aloop.thermo import FormationHull
 
-from .conftest import SETTINGS, random_crystals, truth
+from .conftest import ELEMENTS, SETTINGS, random_crystals, truth
 
-HULL = SETTINGS.model_copy(update={"baseline": "hull"})
+HULL = SETTINGS.model_copy(update={"baseline": "hull", "hull_input": False})
+INPUT = SETTINGS.model_copy(update={"baseline": "none", "hull_input": True})
 
 
 def test_each_row_is_measured_from_the_hull_of_the_others() -> None:
@@ -111,8 +114,57 @@ def test_a_saved_proxy_keeps_its_hull(fitted: tuple[Proxy, TrainingSet], tmp_pat
 
 
 def test_band_gap_has_no_hull() -> None:
+    """A band-gap proxy reads no hull, whatever the settings say (the default config states the hull's); a copy of
+    settings that skips their checks is refused by the fit."""
+    assert (ProxySettings().baseline, ProxySettings().hull_input) == ("hull", True)
+    band_gap = load_config(overrides=["proxy.target=band_gap"]).proxy
+    assert (band_gap.baseline, band_gap.hull_input) == ("none", False)
     batch = random_crystals(50, seed=40)
     train = TrainingSet("band_gap", batch, truth(batch), torch.zeros(50, dtype=torch.long), ("dft",),
                         tuple(map(str, range(50))))
     with pytest.raises(ProxyError, match="baseline=hull"):
         fit_proxy(train, HULL.model_copy(update={"target": "band_gap"}), seed=0)
+    with pytest.raises(ProxyError, match="hull_input"):
+        fit_proxy(train, INPUT.model_copy(update={"target": "band_gap"}), seed=0)
+
+
+def test_the_hull_input_of_a_row_is_the_hull_of_the_other_reference_rows() -> None:
+    """Li-O as above (Li2O, Li2O2, LiO3 of the reference source), Li2O of another source, MnO alone in Mn-O: by hand,
+    the reference rows read the others' hull, the other source all of them, MnO only its elements (no compound
+    known); a new crystal reads the hull of every reference row, MnO's included."""
+    counts = torch.tensor([[2, 0, 1], [2, 0, 2], [1, 0, 3], [2, 0, 1], [0, 1, 1]], dtype=torch.float64)
+    fractions = counts / counts.sum(dim=1, keepdim=True)
+    energies = torch.tensor([-2.0, -1.8, -0.5, -1.9, -1.0], dtype=torch.float64)
+    module, columns = hull_input(fractions, energies, torch.tensor([0, 0, 0, 1, 0]), 0, elements=ELEMENTS)
+    torch.testing.assert_close(columns[:, 0] * module.std + module.mean,
+                               torch.tensor([-1.2, -1.5, -0.9, -2.0, 0.0], dtype=torch.float64))
+    assert columns[:, 1].tolist() == [1.0, 1.0, 1.0, 1.0, 0.0]
+    new = module(fractions[[0, 4]])
+    torch.testing.assert_close(new[:, 0] * module.std + module.mean, torch.tensor([-2.0, -1.0], dtype=torch.float64))
+    assert new[:, 1].tolist() == [1.0, 1.0]
+    cold = torch.tensor([True, False, False, True, False])  # hull_dropout's rows: as if nothing were known
+    module, columns = hull_input(fractions, energies, torch.tensor([0, 0, 0, 1, 0]), 0, elements=ELEMENTS, cold=cold)
+    torch.testing.assert_close(columns[:, 0] * module.std + module.mean,
+                               torch.tensor([0.0, -1.5, -0.9, 0.0, 0.0], dtype=torch.float64))
+    assert columns[:, 1].tolist() == [0.0, 1.0, 1.0, 0.0, 0.0]
+    torch.testing.assert_close(module(fractions[[0]])[:, 0] * module.std + module.mean,
+                               torch.tensor([-2.0], dtype=torch.float64))  # a new crystal reads the whole hull
+
+
+@pytest.fixture(scope="module")
+def hull_read() -> tuple[Proxy, TrainingSet]:
+    return fit_proxy(hull_rows(random_crystals(1200, seed=30), seed=31), INPUT, seed=0), \
+        hull_rows(random_crystals(400, seed=32), seed=33)
+
+
+def test_a_proxy_reads_the_hull_of_its_rows_and_keeps_it(hull_read: tuple[Proxy, TrainingSet], tmp_path: Path) -> None:
+    proxy, heldout = hull_read
+    inputs = proxy.inputs(heldout.crystals)
+    hull = inputs[:, len(proxy.features)] * proxy.model.hull_input.std + proxy.model.hull_input.mean
+    torch.testing.assert_close(hull, proxy.model.hull_input.hull.at(heldout.crystals.elements, heldout.crystals.counts))
+    prediction = proxy.predict(heldout.crystals)
+    assert float((prediction.mean - heldout.values).abs().mean()) < 0.1
+    proxy.save(tmp_path)
+    loaded = Proxy.load(tmp_path)
+    torch.testing.assert_close(loaded.predict(heldout.crystals).mean, prediction.mean)
+    assert len(loaded.model.hull_input.energies) < 100  # of 1,200 rows: only those on the hull are kept
