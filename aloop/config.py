@@ -234,7 +234,8 @@ class ProxySettings(Section):
     energy and stability only (a band-gap proxy reads no hull). Alone, the hull as a mean costs accuracy over
     Materials Project (held-out MAE 0.099 eV/atom against 0.062) and fails on a chemistry without rows (MAE 1.57 on
     held-out Li-Mn-O and Fe-O, benchmarks/results/proxy_fit.md); with ``hull_input`` and ``hull_dropout`` the model
-    learns where the hull is known, and both are the default (see ``hull_dropout``)."""
+    learns where the hull is known, and both are the default (see ``hull_dropout``). A proxy of fewer than
+    ``extractor_min_rows`` rows reads no hull: without the learned extractor it cannot tell where the hull is known."""
     hull_input: bool = True
     """Give the model the hull of its reference source's training rows at the crystal's composition as two inputs:
     the hull's formation energy and whether a compound lies on it (``aloop.proxy.baseline.HullInput``). Formation

@@ -32,9 +32,14 @@ Student-t fit and spreading, no correction: ``run-fdec6f63f071`` Li-Mn-O, ``run-
 (``run-6a906e9adc59``) with ``--set placement.spread=false proxy.correction=false``. The batch fill
 (``selection.fill_temperatures``) came after them all: every record made before it is found with
 ``selection.fill_temperatures=[]`` added to its ``--set``, e.g. v4's (the campaign's correction,
-``run-4f0735e4cb0e`` on Li-Mn-O). Today's defaults compute a campaign of their own, v5.
+``run-4f0735e4cb0e`` on Li-Mn-O). The proxy's hull (``proxy.baseline: hull``, ``proxy.hull_input``,
+``proxy.hull_dropout``) came after v5 (``run-914e29a4fe06``), found with ``--set proxy.baseline=none
+proxy.hull_input=false proxy.hull_dropout=0``. Today's defaults compute a campaign of their own, v6
+(``run-25cf45f52724``).
 
-    python -m benchmarks.campaign --systems li-mn-o --arms aloop   # today's defaults (v5): the aloop arm
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop   # today's defaults (v6): the aloop arm
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop --set proxy.baseline=none proxy.hull_input=false \
+        proxy.hull_dropout=0 --name campaign-v5
     python -m benchmarks.campaign --systems li-mn-o --set selection.fill_temperatures=[] --name campaign-v4
     python -m benchmarks.campaign --set proxy.correction=false selection.fill_temperatures=[] --name campaign-v3
     python -m benchmarks.campaign --set proxy.likelihood=gaussian placement.spread=false proxy.correction=false \
@@ -112,7 +117,8 @@ DATA = SHARED_DATA / "mp_cgcnn36k"
 
 LATER_SETTINGS = {"proxy.likelihood": "gaussian", "placement.spread": False, "proxy.correction": False,
                   "selection.substitution": False, "selection.substitution_threshold": THRESHOLD,
-                  "selection.substitution_share": 1.0, "proxy.baseline": "none", "selection.fill_temperatures": []}
+                  "selection.substitution_share": 1.0, "proxy.baseline": "none", "selection.fill_temperatures": [],
+                  "proxy.hull_input": False, "proxy.hull_dropout": 0.0}
 """Settings added after campaign v2's records were made, at the value v2 ran with: left out of the records key
 while they hold it, so a config that behaves as v2's did keeps v2's key (``V2``), and today's defaults get their
 own records."""
@@ -387,7 +393,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=RUNS,
                         help="folder of the rounds in progress (default: %(default)s); finished rounds go to "
                              "benchmarks/results/campaign_records/run-<config key>/<arm>.jsonl.gz")
-    parser.add_argument("--name", default="campaign-v5",
+    parser.add_argument("--name", default="campaign-v6",
                         help="report files: <name>.md, <name>.json, <name>_<system>_hits.png")
     return parser.parse_args(argv)
 

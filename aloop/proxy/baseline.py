@@ -171,10 +171,12 @@ class HullInput(nn.Module):
 
 
 def hull_input(fractions: torch.Tensor, energies: torch.Tensor, source: torch.Tensor, reference: int, *,
-               elements: Sequence[str], cold: torch.Tensor | None = None) -> tuple[HullInput, torch.Tensor]:
-    """The hull input of a training set and its ``(N, HULL_INPUTS)`` columns, from ``(N, len(elements))`` atom
-    fractions, ``(N,)`` formation energies and sources: a ``reference`` row reads the hull of the other reference rows
-    (``leave_one_out_hull``, so its own energy is never its input), any other row the hull of all of them."""
+               elements: Sequence[str], cold: torch.Tensor) -> tuple[HullInput, torch.Tensor, torch.Tensor]:
+    """The hull input of a training set and two ``(N, HULL_INPUTS)`` sets of its columns, from ``(N, len(elements))``
+    atom fractions, ``(N,)`` formation energies and sources: a ``reference`` row reads the hull of the other reference
+    rows (``leave_one_out_hull``, so its own energy is never its input), any other row the hull of all of them. The
+    first set is what the fit reads, the ``(N,)`` bool ``cold`` rows reading the hull as unknown (``hull_dropout``);
+    the second what the fitted model would read for them (no row cold), as for a new crystal."""
     fractions, energies = fractions.double(), energies.double()
     rows = torch.nonzero(source == reference).squeeze(1)
     below, on_hull = leave_one_out_hull(_compositions(fractions[rows], elements), energies[rows].tolist())
@@ -186,12 +188,11 @@ def hull_input(fractions: torch.Tensor, energies: torch.Tensor, source: torch.Te
     others = torch.nonzero(source != reference).squeeze(1)
     hull[others] = module.hull(fractions[others])
     known = hull < -ON_HULL
-    if cold is not None:
-        hull, known = hull.masked_fill(cold, 0.0), known & ~cold
-    module.mean.copy_(hull.mean())
-    if len(hull) > 1 and float(hull.std()) > ONE_VALUE:  # else one value: centred, not scaled
-        module.std.copy_(hull.std())
-    return module, module.columns(hull, known)
+    fitted = hull.masked_fill(cold, 0.0)
+    module.mean.copy_(fitted.mean())
+    if len(fitted) > 1 and float(fitted.std()) > ONE_VALUE:  # else one value: centred, not scaled
+        module.std.copy_(fitted.std())
+    return module, module.columns(fitted, known & ~cold), module.columns(hull, known)
 
 
 def _compositions(fractions: torch.Tensor, elements: Sequence[str]) -> list[Composition]:

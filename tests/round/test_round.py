@@ -140,8 +140,9 @@ def test_next_round_learns_from_the_labels_and_warm_starts(smoke_round):
 
 @pytest.mark.parametrize("baseline", ["none", "hull"])
 def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path, baseline):
-    """Also with the proxy's mean on the hull of its rows (``proxy.baseline: hull``): its predictions are still
-    what the reward's energies above the hull are taken from."""
+    """Also with the proxy reading the hull of its rows (``proxy.baseline: hull``, ``proxy.hull_input``; the smoke
+    round's few labels read it only with ``extractor_min_rows`` lowered): its predictions are still what the
+    reward's energies above the hull are taken from."""
     from round.conftest import smoke_config
 
     from aloop.hull import formation_hull
@@ -151,7 +152,8 @@ def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path,
     from aloop.store import find_campaign, relaxed_structures
 
     cfg = smoke_config(tmp_path, "proxy.target=stability", "review=manual",  # stops before the batch changes the hull
-                       f"proxy.baseline={baseline}")
+                       *(["proxy.extractor_min_rows=0"] if baseline == "hull" else
+                         ["proxy.baseline=none", "proxy.hull_input=false"]))
     out = io.StringIO()
     report = run_round(cfg, progress=False, console=Console(file=out, width=200))
     assert report.waiting_for_review and report.labels_ok > 0
@@ -169,7 +171,7 @@ def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path,
     assert hull.entries  # the cold-start design's CHGNet formation energies make the hull
     proposal = Proposal.load(Path(cfg.workdir) / cfg.campaign / "round-1" / "proposal.pt")
     proxy = Proxy.load(Path(cfg.workdir) / cfg.campaign / "round-1" / "proxy")
-    assert (proxy.model.baseline is not None) == (baseline == "hull")
+    assert (proxy.model.baseline is not None) == (proxy.model.hull_input is not None) == (baseline == "hull")
     samples = proposal.samples[proposal.valid]
     above = proposal.prediction.mean - hull.at(samples.elements, samples.counts)  # predicted E_hull
     untemplated = ~templated.prototypes().known(samples)
