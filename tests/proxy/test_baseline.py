@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
 from aloop.config import ProxySettings, load_config
@@ -47,9 +48,26 @@ sys.stdout.write(below.tobytes().hex() + on_hull.tobytes().hex())
 """
 
 
+def test_the_leave_one_out_hull_is_pymatgens_phase_separation_energy_and_hull() -> None:
+    """Li-Mn-O with polymorphs and a row above the elements: an on-hull row's value is pymatgen's phase separation
+    energy, any other row's the hull under it (E_f - e_above_hull); Li and Mn rows read 0."""
+    rows = {**LI_MN_O, "Li": 0.1, "Mn": -0.01}
+    compositions = [Composition(f) for f in rows] + [Composition("Li4O2"), Composition("Mn6O8"), Composition("LiMnO")]
+    energies = [*rows.values(), -2.0, -2.1, 0.2]  # a polymorph above Li2O, one below Mn3O4, one above the elements
+    entries = [PDEntry(c, e * c.num_atoms) for c, e in zip(compositions, energies, strict=True)]
+    diagram = PhaseDiagram(entries + [PDEntry(Composition(el), 0.0) for el in ("Li", "Mn", "O")])
+    below, on_hull = leave_one_out_hull(compositions, energies)
+    expected_on = [diagram.get_e_above_hull(entry) < 1e-8 and len(entry.composition) > 1 for entry in entries]
+    expected = [0.0 if len(entry.composition) == 1 else
+                e - (diagram.get_phase_separation_energy(entry) if on else diagram.get_e_above_hull(entry))
+                for entry, e, on in zip(entries, energies, expected_on, strict=True)]
+    assert on_hull.tolist() == expected_on and sum(expected_on) >= 5
+    torch.testing.assert_close(torch.from_numpy(below), torch.tensor(expected, dtype=torch.float64), atol=1e-4, rtol=0)
+
+
 def test_the_leave_one_out_hull_is_the_same_under_any_hash_seed(tmp_path: Path) -> None:
-    """pymatgen's phase separation energy changes in its last bits with Python's hash seed, and the fit would
-    amplify that: each process (its own seed, its own cache) must compute the same targets to the bit."""
+    """pymatgen's phase separation energy changed in its last bits with Python's hash seed, and the fit would
+    amplify such changes: each process (its own seed, its own cache) must compute the same targets to the bit."""
     outputs = {subprocess.run([sys.executable, "-c", HASH_SEED_RUN.format(rows=LI_MN_O)], check=True,
                               capture_output=True, text=True,
                               env={**os.environ, "PYTHONHASHSEED": str(seed),
