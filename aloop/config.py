@@ -237,7 +237,7 @@ class ProxySettings(Section):
     """The GP's prior mean. ``hull``: each label source's hull of its own training rows at the crystal's composition,
     so the GP learns only the distance above it (``aloop.proxy.baseline``); ``none``: the data's mean. Formation
     energy and stability only (a band-gap proxy reads no hull). Alone, the hull as a mean costs accuracy over
-    Materials Project (held-out MAE 0.099 eV/atom against 0.062) and fails on a chemistry without rows (MAE 1.57 on
+    Materials Project (held-out MAE 0.098 eV/atom against 0.062) and fails on a chemistry without rows (MAE 1.58 on
     held-out Li-Mn-O and Fe-O, benchmarks/results/proxy_fit.md); with ``hull_input`` and ``hull_dropout`` the model
     learns where the hull is known, and both are the default (see ``hull_dropout``). A proxy of fewer than
     ``extractor_min_rows`` rows reads no hull: without the learned extractor it cannot tell where the hull is known."""
@@ -253,7 +253,7 @@ class ProxySettings(Section):
     crystals' formation energies are ranked better on every arm (Spearman 0.53-0.77 -> 0.66-0.82, substitution
     0.60 -> 0.73) and their energies above the hull in the right order (-0.18 to -0.05 -> +0.11 to +0.43)
     (benchmarks/results/proxy_campaign_labels-v3-hull.md), at held-out Materials Project MAE 0.067 against 0.062
-    and 0.144 against 0.091 on held-out Li-Mn-O and Fe-O (benchmarks/results/proxy_fit.md)."""
+    and 0.141 against 0.091 on held-out Li-Mn-O and Fe-O (benchmarks/results/proxy_fit.md)."""
     reference_source: str | None = None
     """Label source (fidelity) the proxy predicts by default; null: its most frequent training source."""
     threads: int = Field(1, ge=0)
