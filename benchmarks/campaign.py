@@ -118,7 +118,8 @@ DATA = SHARED_DATA / "mp_cgcnn36k"
 LATER_SETTINGS = {"proxy.likelihood": "gaussian", "placement.spread": False, "proxy.correction": False,
                   "selection.substitution": False, "selection.substitution_threshold": THRESHOLD,
                   "selection.substitution_share": 1.0, "proxy.baseline": "none", "selection.fill_temperatures": [],
-                  "proxy.hull_input": False, "proxy.hull_dropout": 0.0}
+                  "proxy.hull_input": False, "proxy.hull_dropout": 0.0,
+                  "proxy.hull_dropout_mode": "replace"}
 """Settings added after campaign v2's records were made, at the value v2 ran with: left out of the records key
 while they hold it, so a config that behaves as v2's did keeps v2's key (``V2``), and today's defaults get their
 own records."""

@@ -288,7 +288,8 @@ class Proxy:
             meta = json.loads((directory / META).read_text())
             state = torch.load(directory / WEIGHTS, weights_only=True)
             settings = ProxySettings.model_validate({"cell_scale": True, "baseline": "none", "hull_input": False,
-                                                     "hull_dropout": 0.0, **meta["settings"]})  # saved before the keys
+                                                     "hull_dropout": 0.0, "hull_dropout_mode": "replace",
+                                                     **meta["settings"]})  # saved before the keys
             features = _saved_features(meta, settings, directory)
             n_inputs = len(meta["feature_mean"]) + len(meta["sources"]) + HULL_INPUTS * (f"{HULL_INPUT}.mean" in state)
             hidden_dims = meta.get("hidden_dims", settings.hidden_dims)  # saved before the key: always the settings'
@@ -427,29 +428,34 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
             hull, fitted, read = hull_input(features[:, columns], train.values, source, sources.index(reference),
                                             elements=_fraction_elements(names), cold=cold)
         one_hot = torch.nn.functional.one_hot(source, len(sources)).to(DTYPE)
-        x = torch.cat([(features - mean) / std, fitted, one_hot], dim=1)
-        generator = torch.Generator().manual_seed(seed)
-        n_val = int(settings.validation_fraction * len(x))
-        n_val = n_val if n_val >= MIN_VALIDATION else 0
-        fit_rows, val_rows = validation_rows(train.crystals, n_val, generator=generator,
-                                             by_system=settings.validation_split == "chemical_system")
-        hidden_dims = settings.hidden_dims if len(train) >= settings.extractor_min_rows else []
-        model = _build(x[fit_rows[: settings.inducing_points]].clone(), len(sources), settings, hidden_dims)
-        model.hull_input = hull
         baseline, below = None, torch.zeros(len(train), dtype=torch.float64)
         if settings.baseline == "hull" and reads_hull:
             baseline, below = hull_mean(features[:, columns], train.values, source, elements=_fraction_elements(names),
                                         columns=columns, offset=mean[columns], scale=std[columns])
-            below = below.masked_fill(cold, 0.0)
-        y = model.standardise((train.values - below).to(DTYPE), min_std=settings.prior_std)
-        _optimise(model, x[fit_rows], y[fit_rows], source[fit_rows], settings, generator=generator, progress=progress,
-                  weights=row_weights(train.inside[fit_rows], settings.space_share))
+        row, as_cold = fit_set(cold, settings.hull_dropout_mode)
+        x = torch.cat([((features - mean) / std)[row], torch.where(as_cold[:, None], fitted[row], read[row]),
+                       one_hot[row]], dim=1)
+        generator = torch.Generator().manual_seed(seed)
+        n_val = int(settings.validation_fraction * len(train))
+        n_val = n_val if n_val >= MIN_VALIDATION else 0
+        fit_rows, val_rows = validation_rows(train.crystals, n_val, generator=generator,
+                                             by_system=settings.validation_split == "chemical_system")
+        is_fit = torch.zeros(len(train), dtype=torch.bool).index_fill(0, fit_rows, True)[row]
+        fit_rows, val_rows = torch.nonzero(is_fit).squeeze(1), torch.nonzero(~is_fit).squeeze(1)
+        hidden_dims = settings.hidden_dims if len(train) >= settings.extractor_min_rows else []
+        model = _build(x[fit_rows[: settings.inducing_points]].clone(), len(sources), settings, hidden_dims)
+        model.hull_input = hull
+        y = model.standardise((train.values[row] - below[row].masked_fill(as_cold, 0.0)).to(DTYPE),
+                              min_std=settings.prior_std)
+        source_of_row = source[row]
+        _optimise(model, x[fit_rows], y[fit_rows], source_of_row[fit_rows], settings, generator=generator,
+                  progress=progress, weights=row_weights(train.inside[row][fit_rows], settings.space_share))
         model.eval()
         quantiles = GAUSSIAN
         if n_val:
-            recalibrate(model, x[val_rows], y[val_rows], source[val_rows])
+            recalibrate(model, x[val_rows], y[val_rows], source_of_row[val_rows])
             quantiles = ResidualQuantiles.from_residuals(standardised_residuals(model, x[val_rows], y[val_rows],
-                                                                                source[val_rows]))
+                                                                                source_of_row[val_rows]))
         model.baseline = baseline
         if settings.correction:
             model.correction = label_correction(model, torch.cat([(features - mean) / std, read, one_hot], dim=1),
@@ -458,6 +464,17 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
                                                 reference=sources.index(reference))
     return Proxy(model=model, target=train.target, sources=sources, reference_source=reference,
                  feature_mean=mean, feature_std=std, settings=settings, features=names, quantiles=quantiles)
+
+
+def fit_set(cold: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows the fit reads, ``(M,)`` indices into the training rows, and ``(M,)`` bool whether each reads the hull
+    as unknown, from the ``(N,)`` bool ``cold`` rows (``proxy.hull_dropout``): with ``copy`` every row reads the hull
+    and each cold row is read once more without it; with ``replace`` the cold rows are read only without it."""
+    rows = torch.arange(len(cold))
+    if mode == "replace":
+        return rows, cold
+    copies = torch.nonzero(cold).squeeze(1)
+    return torch.cat([rows, copies]), torch.cat([torch.zeros_like(cold), torch.ones_like(copies, dtype=torch.bool)])
 
 
 def label_correction(model: CrystalGPModel, x: torch.Tensor, values: torch.Tensor, labelled: torch.Tensor, *,

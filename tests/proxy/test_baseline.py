@@ -16,6 +16,7 @@ from pymatgen.core import Composition
 from aloop.config import ProxySettings, load_config
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, ProxyError, fit_proxy
+from aloop.proxy.proxy import fit_set
 from aloop.proxy.baseline import hull_input, leave_one_out_hull
 from aloop.space.crystal import CrystalBatch
 from aloop.thermo import FormationHull
@@ -171,6 +172,18 @@ def test_the_hull_input_of_a_row_is_the_hull_of_the_other_reference_rows() -> No
                                torch.tensor([-1.2, -1.5, -0.9, -2.0, 0.0], dtype=torch.float64))
     torch.testing.assert_close(module(fractions[[0]])[:, 0] * module.std + module.mean,
                                torch.tensor([-2.0], dtype=torch.float64))  # a new crystal reads the whole hull
+
+
+def test_the_hull_dropout_rows_are_read_again_without_the_hull_or_only_without_it() -> None:
+    """``copy`` (the default) keeps every row reading the hull and adds the cold rows once more without it;
+    ``replace`` reads the cold rows only without it: half the rows then never learn where the hull is known."""
+    cold = torch.tensor([True, False, False, True, False])
+    rows, as_cold = fit_set(cold, "copy")
+    assert rows.tolist() == [0, 1, 2, 3, 4, 0, 3]
+    assert as_cold.tolist() == [False] * 5 + [True, True]
+    rows, as_cold = fit_set(cold, "replace")
+    assert rows.tolist() == [0, 1, 2, 3, 4] and as_cold.tolist() == cold.tolist()
+    assert ProxySettings().hull_dropout_mode == "copy"
 
 
 @pytest.fixture(scope="module")
