@@ -438,10 +438,10 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
         generator = torch.Generator().manual_seed(seed)
         n_val = int(settings.validation_fraction * len(train))
         n_val = n_val if n_val >= MIN_VALIDATION else 0
-        fit_rows, val_rows = validation_rows(train.crystals, n_val, generator=generator,
-                                             by_system=settings.validation_split == "chemical_system")
-        is_fit = torch.zeros(len(train), dtype=torch.bool).index_fill(0, fit_rows, True)[row]
-        fit_rows, val_rows = torch.nonzero(is_fit).squeeze(1), torch.nonzero(~is_fit).squeeze(1)
+        copied = row[len(train):]  # each copy's training row: it goes where that row goes
+        fit_rows, val_rows = (torch.cat([rows, len(train) + torch.nonzero(torch.isin(copied, rows)).squeeze(1)])
+                              for rows in validation_rows(train.crystals, n_val, generator=generator,
+                                                          by_system=settings.validation_split == "chemical_system"))
         hidden_dims = settings.hidden_dims if len(train) >= settings.extractor_min_rows else []
         model = _build(x[fit_rows[: settings.inducing_points]].clone(), len(sources), settings, hidden_dims)
         model.hull_input = hull
@@ -467,9 +467,10 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
 
 
 def fit_set(cold: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The rows the fit reads, ``(M,)`` indices into the training rows, and ``(M,)`` bool whether each reads the hull
-    as unknown, from the ``(N,)`` bool ``cold`` rows (``proxy.hull_dropout``): with ``copy`` every row reads the hull
-    and each cold row is read once more without it; with ``replace`` the cold rows are read only without it."""
+    """The rows the fit reads, ``(M,)`` indices into the training rows (the first N: each row once, in order), and
+    ``(M,)`` bool whether each reads the hull as unknown, from the ``(N,)`` bool ``cold`` rows (``proxy.hull_dropout``):
+    with ``copy`` every row reads the hull and each cold row is read once more without it, after them; with
+    ``replace`` the cold rows are read only without it."""
     rows = torch.arange(len(cold))
     if mode == "replace":
         return rows, cold
