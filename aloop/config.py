@@ -259,9 +259,9 @@ class ProxySettings(Section):
     a copy without it, so every row also teaches the model where the hull is known. ``copy`` fits Materials Project
     better (3,306 held-out entries, benchmarks/results/proxy_fit-copy.md: formation energy MAE 0.063 against 0.067,
     0.123 against 0.141 on every Li-Mn-O and Fe-O entry held out) at 1.5x the fit's steps, ranks campaign v3's
-    first-round labels alike (proxy seeds 0-5, benchmarks/results/proxy_campaign_labels-v3-copies.md), but found 9.7 +-
-    3.1 novel hits per seed on the scoreboard (0.3 of three elements) against 14.7 +- 5.8 (4.0)
-    (benchmarks/results/campaign-v6-copy.md): fewer, within the seed spread, so it is not the default."""
+    first-round labels alike (proxy seeds 0-5, benchmarks/results/proxy_campaign_labels-v3-copies.md), but found 10.4 +-
+    2.4 novel hits per seed on the scoreboard over five seeds (2.0 of three elements) against 13.0 +- 4.7 (3.2)
+    (benchmarks/results/campaign-v6-copy-seeds0-4.md): fewer, within the seed spread, so it is not the default."""
     reference_source: str | None = None
     """Label source (fidelity) the proxy predicts by default; null: its most frequent training source."""
     threads: int = Field(1, ge=0)
