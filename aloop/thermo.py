@@ -125,19 +125,19 @@ class FormationHull:
             return zero
         diagram = PhaseDiagram([PDEntry(Composition(el), 0.0) for el in system]
                                + [PDEntry(c, e * c.num_atoms) for c, e in inside])
-        columns = [self.elements.index(el.symbol) for el in diagram.elements]
-        planes = []
-        for facet in diagram.facets:
-            vertices = [diagram.qhull_entries[i] for i in facet]
-            fractions = torch.tensor([[v.composition.get_atomic_fraction(el) for el in diagram.elements]
-                                      for v in vertices], dtype=torch.float64)
-            energies = torch.tensor([diagram.get_form_energy_per_atom(v) for v in vertices], dtype=torch.float64)
-            solution = torch.linalg.lstsq(fractions, energies.unsqueeze(1)).solution.squeeze(1)
-            if torch.isfinite(solution).all():
-                plane = torch.zeros(len(self.elements), dtype=torch.float64)
-                plane[columns] = solution
-                planes.append(plane)
-        return torch.stack(planes) if planes else zero
+        vertices = [[diagram.qhull_entries[i] for i in facet] for facet in diagram.facets]
+        fractions = torch.tensor([[[v.composition.get_atomic_fraction(el) for el in diagram.elements] for v in facet]
+                                  for facet in vertices], dtype=torch.float64)  # (F, k, k)
+        energies = torch.tensor([[diagram.get_form_energy_per_atom(v) for v in facet] for facet in vertices],
+                                dtype=torch.float64)  # (F, k)
+        # gelsd, not the CPU default gelsy: gelsy's result changed with memory layout (1e-16 to 1e-10 between calls)
+        solution = torch.linalg.lstsq(fractions, energies.unsqueeze(2), driver="gelsd").solution.squeeze(2)
+        solution = solution[torch.isfinite(solution).all(dim=1)]
+        if not len(solution):
+            return zero
+        planes = torch.zeros(len(solution), len(self.elements), dtype=torch.float64)
+        planes[:, [self.elements.index(el.symbol) for el in diagram.elements]] = solution
+        return planes
 
 
 def _systems(present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
