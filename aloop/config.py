@@ -233,14 +233,17 @@ class ProxySettings(Section):
     aloop arm (fitted with its labels of rounds 1-2, predicting its rounds 3-4, seeds 0-2): mean signed error
     -0.360 -> -0.086 eV/atom, MAE 0.404 -> 0.309, Spearman 0.71 -> 0.81, 90% coverage 0.45 -> 0.73
     (benchmarks/results/proxy_campaign_labels-v3.md)."""
-    baseline: Literal["none", "hull"] = "hull"
+    baseline: Literal["none", "hull"] = "none"
     """The GP's prior mean. ``hull``: each label source's hull of its own training rows at the crystal's composition,
-    so the GP learns only the distance above it (``aloop.proxy.baseline``); ``none``: the data's mean. Formation
-    energy and stability only (a band-gap proxy reads no hull). Alone, the hull as a mean costs accuracy over
-    Materials Project (held-out MAE 0.098 eV/atom against 0.062) and fails on a chemistry without rows (MAE 1.58 on
-    held-out Li-Mn-O and Fe-O, benchmarks/results/proxy_fit.md); with ``hull_input`` and ``hull_dropout`` the model
-    learns where the hull is known, and both are the default (see ``hull_dropout``). A proxy of fewer than
-    ``extractor_min_rows`` rows reads no hull: without the learned extractor it cannot tell where the hull is known."""
+    so the GP learns only the distance above it (``aloop.proxy.baseline``); ``none``: the data's mean, with the hull
+    read as an input only (``hull_input``). Formation energy and stability only (a band-gap proxy reads no hull).
+    The hull as mean and input ranks campaign v3's first-round labels better (Spearman 0.62-0.82 against 0.50-0.75,
+    substitution 0.74 against 0.62; energy above the hull +0.08 to +0.33 against -0.29 to -0.11; proxy seeds 0-5,
+    benchmarks/results/proxy_campaign_labels-v3-input-only.md) but fits Materials Project worse (held-out MAE 0.066
+    against 0.062 eV/atom, 0.141 against 0.087 on every Li-Mn-O and Fe-O entry held out,
+    benchmarks/results/proxy_fit.md), and on the scoreboard found 13.0 +- 4.7 novel hits per seed (confirmed 9.8 +-
+    3.6) against the input only's 14.2 +- 4.0 (11.2 +- 2.3) over five seeds (benchmarks/results/campaign-v7.md):
+    level, so the default is ``none``. Alone, the hull as a mean fails on a chemistry without rows (MAE 1.58)."""
     hull_input: bool = True
     """Give the model the hull of its reference source's training rows at the crystal's composition as two inputs:
     the hull's formation energy and whether a compound lies on it (``aloop.proxy.baseline.HullInput``). Formation
@@ -249,18 +252,17 @@ class ProxySettings(Section):
     """Share of the training rows, drawn at random, that read the hull (also, ``hull_dropout_mode: copy``) as if nothing
     of their chemistry were known (the elements' hull: 0 eV/atom, no compound; the baseline's too): what teaches the
     model the cold start's chemistries, which it otherwise never meets among rows whose neighbours are known (with
-    ``hull_input`` only). With ``baseline: hull`` and ``hull_input``, on campaign v3's labels (first round, seeds 0-2)
-    the proposed crystals' formation energies are ranked better on every arm (Spearman 0.53-0.77 -> 0.66-0.82,
-    substitution 0.60 -> 0.73) and their energies above the hull in the right order (-0.18 to -0.05 -> +0.11 to +0.43)
-    (benchmarks/results/proxy_campaign_labels-v3-hull.md), at held-out Materials Project MAE 0.067 against 0.062 and
-    0.141 against 0.091 on held-out Li-Mn-O and Fe-O (benchmarks/results/proxy_fit.md)."""
+    ``hull_input`` only). With ``hull_input``, on campaign v3's labels (first round, seeds 0-2) the proposed crystals'
+    formation energies are ranked better on every arm than with no hull (Spearman 0.53-0.77 -> 0.66-0.82 with the
+    hull as mean and input too, benchmarks/results/proxy_campaign_labels-v3-hull.md)."""
     hull_dropout_mode: Literal["copy", "replace"] = "replace"
     """How the ``hull_dropout`` rows are read. ``replace``: only without the hull; ``copy``: twice, with the hull and as
-    a copy without it, so every row also teaches the model where the hull is known. ``copy`` fits Materials Project
-    better (3,306 held-out entries, benchmarks/results/proxy_fit-copy.md: formation energy MAE 0.063 against 0.067,
-    0.123 against 0.141 on every Li-Mn-O and Fe-O entry held out) at 1.5x the fit's steps, ranks campaign v3's
-    first-round labels alike (proxy seeds 0-5, benchmarks/results/proxy_campaign_labels-v3-copies.md), but found 10.4 +-
-    2.4 novel hits per seed on the scoreboard over five seeds (2.0 of three elements) against 13.0 +- 4.7 (3.2)
+    a copy without it, so every row also teaches the model where the hull is known. With the hull as mean and input
+    (``baseline: hull``), ``copy`` fits Materials Project better (3,306 held-out entries,
+    benchmarks/results/proxy_fit-copy.md: formation energy MAE 0.063 against 0.067, 0.123 against 0.141 on every
+    Li-Mn-O and Fe-O entry held out) at 1.5x the fit's steps and ranks campaign v3's first-round labels alike (proxy
+    seeds 0-5, benchmarks/results/proxy_campaign_labels-v3-copies.md), but found 10.4 +- 2.4 novel hits per seed on the
+    scoreboard over five seeds (2.0 of three elements) against 13.0 +- 4.7 (3.2)
     (benchmarks/results/campaign-v6-copy-seeds0-4.md): fewer, within the seed spread, so it is not the default."""
     reference_source: str | None = None
     """Label source (fidelity) the proxy predicts by default; null: its most frequent training source."""

@@ -34,10 +34,11 @@ Student-t fit and spreading, no correction: ``run-fdec6f63f071`` Li-Mn-O, ``run-
 ``selection.fill_temperatures=[]`` added to its ``--set``, e.g. v4's (the campaign's correction,
 ``run-4f0735e4cb0e`` on Li-Mn-O). The proxy's hull (``proxy.baseline: hull``, ``proxy.hull_input``,
 ``proxy.hull_dropout``) came after v5 (``run-914e29a4fe06``), found with ``--set proxy.baseline=none
-proxy.hull_input=false proxy.hull_dropout=0``. Today's defaults compute a campaign of their own, v6
-(``run-25cf45f52724``).
+proxy.hull_input=false proxy.hull_dropout=0``. v6 (``run-25cf45f52724``) read the hull as the proxy's mean and
+input, found with ``--set proxy.baseline=hull``; today's defaults read it as input only: v7 (``run-7362e6a95dfa``).
 
-    python -m benchmarks.campaign --systems li-mn-o --arms aloop   # today's defaults (v6): the aloop arm
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop   # today's defaults (v7): the aloop arm
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop --set proxy.baseline=hull --name campaign-v6
     python -m benchmarks.campaign --systems li-mn-o --arms aloop --set proxy.baseline=none proxy.hull_input=false \
         proxy.hull_dropout=0 --name campaign-v5
     python -m benchmarks.campaign --systems li-mn-o --set selection.fill_temperatures=[] --name campaign-v4
@@ -47,7 +48,7 @@ proxy.hull_input=false proxy.hull_dropout=0``. Today's defaults compute a campai
     python -m benchmarks.campaign --systems fe-o --arms aloop random --seeds 0 --no-report   # a partial run
     python -m benchmarks.campaign --rounds 1 --batch 2 --seeds 0 --gfn-steps 20 --n-samples 200 --name campaign-smoke
 
-Writes ``benchmarks/results/campaign-v5.md``, ``campaign-v5.json`` and ``campaign-v5_<system>_hits.png`` (today's
+Writes ``benchmarks/results/campaign-v7.md``, ``campaign-v7.json`` and ``campaign-v7_<system>_hits.png`` (today's
 code; ``--name`` chooses another stem, so older reports and runs of another budget sit beside them).
 """
 
@@ -394,7 +395,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=RUNS,
                         help="folder of the rounds in progress (default: %(default)s); finished rounds go to "
                              "benchmarks/results/campaign_records/run-<config key>/<arm>.jsonl.gz")
-    parser.add_argument("--name", default="campaign-v6",
+    parser.add_argument("--name", default="campaign-v7",
                         help="report files: <name>.md, <name>.json, <name>_<system>_hits.png")
     return parser.parse_args(argv)
 

@@ -8,11 +8,11 @@ every element. The proxy is fitted on random 5k and 20k subsets and on all train
 and evaluated on the same held-out entries. Each fit runs in its own interpreter, so its
 peak resident memory (data, features and fit) is its own.
 
-The default proxy reads the hull of its training rows twice: as its prior mean (``proxy.baseline: hull``)
-and as two inputs (``proxy.hull_input``, half the rows reading it as unknown: ``proxy.hull_dropout``); its fit
-time includes finding every row's leave-one-out hull unless the cache holds it for those rows (column ``of it
-hull``). Further rows, all training rows: no hull (the data's mean, the default before), the hull as mean only
-and as input only, and the band-gap target (no hull); then the default-space row: fitted on the training rows
+The default proxy reads the hull of its training rows as two inputs (``proxy.hull_input``, half the rows reading
+it as unknown: ``proxy.hull_dropout``); its fit time includes finding every row's leave-one-out hull unless the
+cache holds it for those rows (column ``of it hull``). Further rows, all training rows: no hull (the data's mean),
+the hull as mean and input (``proxy.baseline: hull``, the default before) and as mean only, and the band-gap
+target (no hull); then the default-space row: fitted on the training rows
 outside the default space, evaluated on all entries inside it (where the Crystal-GFN searches), and likewise
 for all entries of the Li-Mn-O and Fe-O chemical spaces (the example configs'), by each way of reading the hull:
 there the hull of the training rows is only the elements', as in a cold start. The last two columns compare
@@ -63,19 +63,21 @@ if TYPE_CHECKING:
 RESULTS = Path(__file__).resolve().parent / "results"
 IN_SPACE, IN_SUBSPACES = "in_space", "in_subspaces"
 NO_HULL = {"baseline": "none", "hull_input": False}
+MEAN_AND_INPUT = {"baseline": "hull"}
+MEAN_ONLY = {"baseline": "hull", "hull_input": False}
 RUNS = (  # label, training rows (None: all; IN_SPACE / IN_SUBSPACES: outside those entries), settings overrides
     ("DKL-SVGP (default)", 5_000, {}),
     ("DKL-SVGP (default)", 20_000, {}),
     ("DKL-SVGP (default)", None, {}),
     ("DKL-SVGP, no hull (the data's mean)", None, NO_HULL),
-    ("DKL-SVGP, hull baseline only", None, {"hull_input": False}),
-    ("DKL-SVGP, hull input only", None, {"baseline": "none"}),
+    ("DKL-SVGP, hull as mean and input", None, MEAN_AND_INPUT),
+    ("DKL-SVGP, hull as mean only", None, MEAN_ONLY),
     ("DKL-SVGP, band gap", None, {"target": "band_gap"}),
     ("DKL-SVGP, held out: the default space", IN_SPACE, {}),
     ("DKL-SVGP, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, {}),
     ("DKL-SVGP, no hull, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, NO_HULL),
-    ("DKL-SVGP, hull baseline only, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, {"hull_input": False}),
-    ("DKL-SVGP, hull input only, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, {"baseline": "none"}),
+    ("DKL-SVGP, hull as mean and input, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, MEAN_AND_INPUT),
+    ("DKL-SVGP, hull as mean only, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, MEAN_ONLY),
 )
 """Rows that chose earlier settings (the ELBO's noise, the feature extractor, random validation rows, the cell's
 scale, the Gaussian likelihood) were measured before the hull became the default: ``results/proxy_fit-no-hull.md``."""
@@ -139,9 +141,10 @@ def fit_once(size: int | str | None, overrides: dict, threads: int, figure: bool
 
 def hull_description(settings: ProxySettings) -> str:
     """How a proxy reads the hull of its rows: ``mean`` (``proxy.baseline``), ``input`` (``proxy.hull_input``, with
-    its dropout), both or none."""
+    its dropout and, for ``copy``, its mode), both or none."""
+    copies = ", copies" if settings.hull_dropout_mode == "copy" else ""
     parts = (["mean"] if settings.baseline == "hull" else []) + (
-        [f"input (dropout {settings.hull_dropout:g})"] if settings.hull_input else [])
+        [f"input (dropout {settings.hull_dropout:g}{copies})"] if settings.hull_input else [])
     return " + ".join(parts) or "none"
 
 
@@ -238,7 +241,7 @@ def write_table(rows: list[dict], *, threads: int) -> None:
         "with `proxy.hull_dropout`; 0: read "
         "from the cache of an earlier fit on the same rows). Defaults: 256 inducing points, feature extractor "
         "223-256-128-16 (225 inputs with the hull's two), Matern 5/2, Student-t likelihood in the ELBO "
-        "(`proxy.likelihood`), the hull of the training rows as mean and input (half the rows reading it as "
+        "(`proxy.likelihood`), the hull of the training rows as input (half the rows reading it as "
         "unknown), 20 epochs of batch 512; 10% of the fit rows, whole chemical systems "
         "(`proxy.validation_split`), recalibrate the posterior variance scale and the noise (Gaussian NLL), "
         "then the interval widths: the 1%..99% quantiles of their |standardised residual| "

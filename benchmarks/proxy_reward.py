@@ -176,9 +176,8 @@ def main() -> None:
         "whose sites have no room or force a supergroup. `stability, corrected`: the proxy also fitted on "
         f"{CORRECTION_LABELS} entries of the space's elements marked as the campaign's labels, so it carries the "
         "campaign's correction (an exact GP on them) as a round with labels does. Every proxy but `stability, no "
-        "hull` reads the hull of its training rows, as its mean and as two inputs (the defaults `proxy.baseline: "
-        "hull`, `proxy.hull_input`; `first call` also finds that hull's planes of each chemical system); `no hull` "
-        "is fitted with neither (the data's mean, the default before).",
+        "hull` reads the hull of its training rows as two inputs (the default `proxy.hull_input`, `proxy.baseline: "
+        "none`; `first call` also finds that hull's planes of each chemical system); `no hull` reads no hull.",
         "",
         "| target | acquisition | first call: ms | median: ms | CPU ms |",
         "|---|---|---|---|---|",

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from statistics import NormalDist
+from typing import Literal
 
 import numpy as np
 import torch
@@ -433,7 +434,8 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
             baseline, below = hull_mean(features[:, columns], train.values, source, elements=_fraction_elements(names),
                                         columns=columns, offset=mean[columns], scale=std[columns])
         row, as_cold = fit_set(cold, settings.hull_dropout_mode)
-        x = torch.cat([((features - mean) / std)[row], torch.where(as_cold[:, None], fitted[row], read[row]),
+        standard = (features - mean) / std
+        x = torch.cat([standard[row], torch.where(as_cold[:, None], fitted[row], read[row]),
                        one_hot[row]], dim=1)
         generator = torch.Generator().manual_seed(seed)
         n_val = int(settings.validation_fraction * len(train))
@@ -458,7 +460,7 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
                                                                                 source_of_row[val_rows]))
         model.baseline = baseline
         if settings.correction:
-            model.correction = label_correction(model, torch.cat([(features - mean) / std, read, one_hot], dim=1),
+            model.correction = label_correction(model, torch.cat([standard, read, one_hot], dim=1),
                                                 train.values, train.campaign_label, columns=columns,
                                                 offset=mean[columns], scale=std[columns],
                                                 reference=sources.index(reference))
@@ -466,7 +468,7 @@ def fit_proxy(train: TrainingSet, settings: ProxySettings, *, seed: int, progres
                  feature_mean=mean, feature_std=std, settings=settings, features=names, quantiles=quantiles)
 
 
-def fit_set(cold: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+def fit_set(cold: torch.Tensor, mode: Literal["copy", "replace"]) -> tuple[torch.Tensor, torch.Tensor]:
     """The rows the fit reads, ``(M,)`` indices into the training rows (the first N: each row once, in order), and
     ``(M,)`` bool whether each reads the hull as unknown, from the ``(N,)`` bool ``cold`` rows (``proxy.hull_dropout``):
     with ``copy`` every row reads the hull and each cold row is read once more without it, after them; with

@@ -16,8 +16,8 @@ from pymatgen.core import Composition
 from aloop.config import ProxySettings, load_config
 from aloop.data.training import TrainingSet
 from aloop.proxy import Proxy, ProxyError, fit_proxy
-from aloop.proxy.proxy import fit_set
 from aloop.proxy.baseline import hull_input, leave_one_out_hull
+from aloop.proxy.proxy import fit_set
 from aloop.space.crystal import CrystalBatch
 from aloop.thermo import FormationHull
 
@@ -144,10 +144,10 @@ def test_a_saved_proxy_keeps_its_hull(fitted: tuple[Proxy, TrainingSet], tmp_pat
 
 
 def test_band_gap_has_no_hull() -> None:
-    """A band-gap proxy reads no hull, whatever the settings say (the default config states the hull's); a copy of
+    """A band-gap proxy reads no hull, whatever the settings say (the default config reads it as input); a copy of
     settings that skips their checks is refused by the fit."""
-    assert (ProxySettings().baseline, ProxySettings().hull_input) == ("hull", True)
-    band_gap = load_config(overrides=["proxy.target=band_gap"]).proxy
+    assert (ProxySettings().baseline, ProxySettings().hull_input) == ("none", True)
+    band_gap = load_config(overrides=["proxy.target=band_gap", "proxy.baseline=hull"]).proxy
     assert (band_gap.baseline, band_gap.hull_input) == ("none", False)
     batch = random_crystals(50, seed=40)
     train = TrainingSet("band_gap", batch, truth(batch), torch.zeros(50, dtype=torch.long), ("dft",),

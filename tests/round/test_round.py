@@ -138,10 +138,16 @@ def test_next_round_learns_from_the_labels_and_warm_starts(smoke_round):
     assert (Path(cfg.workdir) / cfg.campaign / "round-2" / "gfn.pt").exists()
 
 
-@pytest.mark.parametrize("baseline", ["none", "hull"])
-def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path, baseline):
-    """Also with the proxy reading the hull of its rows (``proxy.baseline: hull``, ``proxy.hull_input``; the smoke
-    round's few labels read it only with ``extractor_min_rows`` lowered): its predictions are still what the
+READS_HULL = {"none": ["proxy.baseline=none", "proxy.hull_input=false"],
+              "input": ["proxy.extractor_min_rows=0"],
+              "mean_and_input": ["proxy.extractor_min_rows=0", "proxy.baseline=hull"]}
+"""How the smoke round's proxy reads the hull of its rows; its few labels read it only with ``extractor_min_rows``
+lowered. ``input`` is the default (``proxy.hull_input``); ``mean_and_input`` adds ``proxy.baseline: hull``."""
+
+
+@pytest.mark.parametrize("reads", list(READS_HULL))
+def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path, reads):
+    """Also with the proxy reading the hull of its rows (``READS_HULL``): its predictions are still what the
     reward's energies above the hull are taken from."""
     from round.conftest import smoke_config
 
@@ -152,8 +158,7 @@ def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path,
     from aloop.store import find_campaign, relaxed_structures
 
     cfg = smoke_config(tmp_path, "proxy.target=stability", "review=manual",  # stops before the batch changes the hull
-                       *(["proxy.extractor_min_rows=0"] if baseline == "hull" else
-                         ["proxy.baseline=none", "proxy.hull_input=false"]))
+                       *READS_HULL[reads])
     out = io.StringIO()
     report = run_round(cfg, progress=False, console=Console(file=out, width=200))
     assert report.waiting_for_review and report.labels_ok > 0
@@ -171,7 +176,8 @@ def test_a_stability_round_measures_its_labels_against_the_oracle_hull(tmp_path,
     assert hull.entries  # the cold-start design's CHGNet formation energies make the hull
     proposal = Proposal.load(Path(cfg.workdir) / cfg.campaign / "round-1" / "proposal.pt")
     proxy = Proxy.load(Path(cfg.workdir) / cfg.campaign / "round-1" / "proxy")
-    assert (proxy.model.baseline is not None) == (proxy.model.hull_input is not None) == (baseline == "hull")
+    assert (proxy.model.baseline is not None, proxy.model.hull_input is not None) == (reads == "mean_and_input",
+                                                                                     reads != "none")
     samples = proposal.samples[proposal.valid]
     above = proposal.prediction.mean - hull.at(samples.elements, samples.counts)  # predicted E_hull
     untemplated = ~templated.prototypes().known(samples)
