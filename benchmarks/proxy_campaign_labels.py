@@ -137,7 +137,7 @@ CAMPAIGNS = {
 }
 """v1 pinned a charge rule and lengths in ``configs/campaign.yaml`` (v2 unpinned them) and placed atoms at random;
 v2's crystals carry their Wyckoff sites and were placed from templates; v3's were made with the Student-t fit and
-spreading (today's defaults but the correction, which they were made without)."""
+spreading, before the correction, the batch fill and the proxy's hull came."""
 SPECS = {"MAE": ".3f", "mean signed error": "+.3f", "Spearman": ".2f", "coverage90": ".2f", "Spearman E_hull": ".2f",
          "MAE relaxed": ".3f",
          "Spearman relaxed": ".2f"}
