@@ -35,7 +35,7 @@ ui: install
 # its report (under a minute) when every round is in benchmarks/results/campaign_records/; a round
 # missing there is computed, and a full campaign (2 systems x 5 arms x 3 seeds x 4 rounds of 16
 # CHGNet relaxations, SevenNet on every novel hit) takes hours on 2 cores (README, "Benchmarks").
-# Today's defaults are campaign v7 (its Li-Mn-O aloop arm is recorded); v2-v6's records are the earlier code's (README).
+# Today's defaults are campaign v8 (its Li-Mn-O aloop arm is recorded); v2-v7's records are the earlier code's (README).
 bench: install
 	$(BIN)/python -m benchmarks
 

@@ -35,20 +35,28 @@ Student-t fit and spreading, no correction: ``run-fdec6f63f071`` Li-Mn-O, ``run-
 ``run-4f0735e4cb0e`` on Li-Mn-O). The proxy's hull (``proxy.baseline: hull``, ``proxy.hull_input``,
 ``proxy.hull_dropout``) came after v5 (``run-914e29a4fe06``), found with ``--set proxy.baseline=none
 proxy.hull_input=false proxy.hull_dropout=0``. v6 (``run-25cf45f52724``) read the hull as the proxy's mean and
-input, found with ``--set proxy.baseline=hull``; today's defaults read it as input only: v7 (``run-7362e6a95dfa``).
+input, found with ``--set proxy.baseline=hull``; v7 (``run-7362e6a95dfa``) read it as input only. Each record
+before v8 read the hull-dropout rows only without the hull: found with ``proxy.hull_dropout_mode=replace`` added to
+its ``--set``. Today's defaults read them twice, with the hull and without: v8 (``run-726d45c0b56c``).
 
-    python -m benchmarks.campaign --systems li-mn-o --arms aloop   # today's defaults (v7): the aloop arm
-    python -m benchmarks.campaign --systems li-mn-o --arms aloop --set proxy.baseline=hull --name campaign-v6
-    python -m benchmarks.campaign --systems li-mn-o --arms aloop --set proxy.baseline=none proxy.hull_input=false \
-        proxy.hull_dropout=0 --name campaign-v5
-    python -m benchmarks.campaign --systems li-mn-o --set selection.fill_temperatures=[] --name campaign-v4
-    python -m benchmarks.campaign --set proxy.correction=false selection.fill_temperatures=[] --name campaign-v3
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop   # today's defaults (v8): the aloop arm
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop --set proxy.hull_dropout_mode=replace \
+        --name campaign-v7
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop --set proxy.baseline=hull \
+        proxy.hull_dropout_mode=replace --name campaign-v6
+    python -m benchmarks.campaign --systems li-mn-o --arms aloop --set proxy.hull_input=false proxy.hull_dropout=0 \
+        proxy.hull_dropout_mode=replace --name campaign-v5
+    python -m benchmarks.campaign --systems li-mn-o --set selection.fill_temperatures=[] proxy.hull_input=false \
+        proxy.hull_dropout=0 proxy.hull_dropout_mode=replace --name campaign-v4
+    python -m benchmarks.campaign --set proxy.correction=false selection.fill_temperatures=[] proxy.hull_input=false \
+        proxy.hull_dropout=0 proxy.hull_dropout_mode=replace --name campaign-v3
     python -m benchmarks.campaign --set proxy.likelihood=gaussian placement.spread=false proxy.correction=false \
-        selection.fill_temperatures=[] --name campaign-v2           # v2's report
+        selection.fill_temperatures=[] proxy.hull_input=false proxy.hull_dropout=0 proxy.hull_dropout_mode=replace \
+        --name campaign-v2           # v2's report
     python -m benchmarks.campaign --systems fe-o --arms aloop random --seeds 0 --no-report   # a partial run
     python -m benchmarks.campaign --rounds 1 --batch 2 --seeds 0 --gfn-steps 20 --n-samples 200 --name campaign-smoke
 
-Writes ``benchmarks/results/campaign-v7.md``, ``campaign-v7.json`` and ``campaign-v7_<system>_hits.png`` (today's
+Writes ``benchmarks/results/campaign-v8.md``, ``campaign-v8.json`` and ``campaign-v8_<system>_hits.png`` (today's
 code; ``--name`` chooses another stem, so older reports and runs of another budget sit beside them).
 """
 
@@ -162,10 +170,15 @@ class System:
         return json.loads(path.read_text()) if path.exists() else {}
 
 
+def system_config(config: Path, overrides: list[str]) -> Config:
+    """A system's config with the campaign's overrides, reading the shared data and no mp-api cache."""
+    return load_config(config, overrides=[*overrides, f"data.local_path={DATA}",
+                                          f"data.mp.cache_dir={CACHE / 'no-mp-cache'}"])
+
+
 def make_system(name: str, config: Path, overrides: list[str], *, progress: bool = True) -> System:
     """The system's config (overridden), records folder and hulls (read from its records, else relaxed)."""
-    cfg = load_config(config, overrides=[*overrides, f"data.local_path={DATA}",
-                                         f"data.mp.cache_dir={CACHE / 'no-mp-cache'}"])
+    cfg = system_config(config, overrides)
     records = RECORDS / f"run-{run_key(cfg)}"
     oracle = EnergyModel(cfg.oracle.name, dict(cfg.oracle.settings))
     second = confirmer(oracle)
@@ -395,18 +408,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=Path, default=RUNS,
                         help="folder of the rounds in progress (default: %(default)s); finished rounds go to "
                              "benchmarks/results/campaign_records/run-<config key>/<arm>.jsonl.gz")
-    parser.add_argument("--name", default="campaign-v7",
+    parser.add_argument("--name", default="campaign-v8",
                         help="report files: <name>.md, <name>.json, <name>_<system>_hits.png")
     return parser.parse_args(argv)
+
+
+def run_overrides(args: argparse.Namespace) -> list[str]:
+    """The config overrides a command line names: its batch, ``--set``, ``--gfn-steps`` and ``--n-samples``."""
+    overrides = [f"selection.batch_size={args.batch}", *args.overrides]
+    overrides += [f"gfn.train_steps={args.gfn_steps}"] if args.gfn_steps else []
+    return overrides + ([f"selection.n_samples={args.n_samples}"] if args.n_samples else [])
 
 
 def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     args = parse_args(argv)
     torch.set_num_threads(1)
-    overrides = [f"selection.batch_size={args.batch}", *args.overrides]
-    overrides += [f"gfn.train_steps={args.gfn_steps}"] if args.gfn_steps else []
-    overrides += [f"selection.n_samples={args.n_samples}"] if args.n_samples else []
+    overrides = run_overrides(args)
     if not DATA.exists():
         sys.exit(f"shared data not found at {DATA} (set ALOOP_SHARED_DATA)")
     runs: dict[str, dict[tuple[str, int], list[dict]]] = {}

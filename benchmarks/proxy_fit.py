@@ -8,19 +8,20 @@ every element. The proxy is fitted on random 5k and 20k subsets and on all train
 and evaluated on the same held-out entries. Each fit runs in its own interpreter, so its
 peak resident memory (data, features and fit) is its own.
 
-The default proxy reads the hull of its training rows as two inputs (``proxy.hull_input``, half the rows reading
-it as unknown: ``proxy.hull_dropout``); its fit time includes finding every row's leave-one-out hull unless the
-cache holds it for those rows (column ``of it hull``). Further rows, all training rows: no hull (the data's mean),
-the hull as mean and input (``proxy.baseline: hull``, the default before) and as mean only, and the band-gap
-target (no hull); then the default-space row: fitted on the training rows
-outside the default space, evaluated on all entries inside it (where the Crystal-GFN searches), and likewise
-for all entries of the Li-Mn-O and Fe-O chemical spaces (the example configs'), by each way of reading the hull:
-there the hull of the training rows is only the elements', as in a cold start. The last two columns compare
-the latent posterior std on held-out entries with that on 1,000 terminal states of an
-untrained Crystal-GFN of the default space (random lattices, mostly far from any
-Materials Project entry): an exploring acquisition needs the second to be larger. The rows that chose the
-ELBO's noise, the feature extractor, validation by chemical system, no cell scale and the Student-t likelihood
-were measured before the hull became the default: ``benchmarks/results/proxy_fit-no-hull.md``.
+The default proxy reads the hull of its training rows as two inputs (``proxy.hull_input``, half the rows read once
+more as if it were unknown: ``proxy.hull_dropout``, ``proxy.hull_dropout_mode: copy``); its fit time includes
+finding every row's leave-one-out hull unless the cache holds it for those rows (column ``of it hull``). Further
+rows, all training rows: no hull (the data's mean), the dropout rows read only without the hull
+(``hull_dropout_mode: replace``, campaign v7's default), the hull as mean and input (``proxy.baseline: hull``,
+campaign v6's default) and as mean only, and the band-gap target (no hull); then the default-space row: fitted on
+the training rows outside the default space, evaluated on all entries inside it (where the Crystal-GFN searches),
+and likewise for all entries of the Li-Mn-O and Fe-O chemical spaces (the example configs'), by each way of reading
+the hull: there the hull of the training rows is only the elements', as in a cold start. The last two columns
+compare the latent posterior std on held-out entries with that on 1,000 terminal states of an untrained Crystal-GFN
+of the default space (random lattices, mostly far from any Materials Project entry): an exploring acquisition needs
+the second to be larger. The rows that chose the ELBO's noise, the feature extractor, validation by chemical system,
+no cell scale and the Student-t likelihood were measured before the hull became the default:
+``benchmarks/results/proxy_fit-no-hull.md``.
 
 Interval coverage is given twice from the same fit: with Gaussian intervals on the
 proxy's mean and std (what the proxy reported before it fitted ``ResidualQuantiles``;
@@ -63,20 +64,24 @@ if TYPE_CHECKING:
 RESULTS = Path(__file__).resolve().parent / "results"
 IN_SPACE, IN_SUBSPACES = "in_space", "in_subspaces"
 NO_HULL = {"baseline": "none", "hull_input": False}
-MEAN_AND_INPUT = {"baseline": "hull"}
+REPLACE = {"hull_dropout_mode": "replace"}
+MEAN_AND_INPUT = {"baseline": "hull", **REPLACE}
 MEAN_ONLY = {"baseline": "hull", "hull_input": False}
 RUNS = (  # label, training rows (None: all; IN_SPACE / IN_SUBSPACES: outside those entries), settings overrides
     ("DKL-SVGP (default)", 5_000, {}),
     ("DKL-SVGP (default)", 20_000, {}),
     ("DKL-SVGP (default)", None, {}),
     ("DKL-SVGP, no hull (the data's mean)", None, NO_HULL),
-    ("DKL-SVGP, hull as mean and input", None, MEAN_AND_INPUT),
+    ("DKL-SVGP, dropout rows read only without the hull (v7)", None, REPLACE),
+    ("DKL-SVGP, hull as mean and input (v6)", None, MEAN_AND_INPUT),
     ("DKL-SVGP, hull as mean only", None, MEAN_ONLY),
     ("DKL-SVGP, band gap", None, {"target": "band_gap"}),
     ("DKL-SVGP, held out: the default space", IN_SPACE, {}),
     ("DKL-SVGP, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, {}),
     ("DKL-SVGP, no hull, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, NO_HULL),
-    ("DKL-SVGP, hull as mean and input, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, MEAN_AND_INPUT),
+    ("DKL-SVGP, dropout rows read only without the hull (v7), held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES,
+     REPLACE),
+    ("DKL-SVGP, hull as mean and input (v6), held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, MEAN_AND_INPUT),
     ("DKL-SVGP, hull as mean only, held out: all Li-Mn-O and Fe-O entries", IN_SUBSPACES, MEAN_ONLY),
 )
 """Rows that chose earlier settings (the ELBO's noise, the feature extractor, random validation rows, the cell's
@@ -140,12 +145,11 @@ def fit_once(size: int | str | None, overrides: dict, threads: int, figure: bool
 
 
 def hull_description(settings: ProxySettings) -> str:
-    """How a proxy reads the hull of its rows: ``mean`` (``proxy.baseline``), ``input`` (``proxy.hull_input``, with
-    its dropout and, for ``copy``, its mode), both or none."""
+    """How a proxy reads the hull of its rows: ``mean`` (``proxy.baseline``), ``input`` (``proxy.hull_input``), both
+    or none, with its dropout and, for ``copy``, its mode."""
+    parts = (["mean"] if settings.baseline == "hull" else []) + (["input"] if settings.hull_input else [])
     copies = ", copies" if settings.hull_dropout_mode == "copy" else ""
-    parts = (["mean"] if settings.baseline == "hull" else []) + (
-        [f"input (dropout {settings.hull_dropout:g}{copies})"] if settings.hull_input else [])
-    return " + ".join(parts) or "none"
+    return f"{' + '.join(parts)} (dropout {settings.hull_dropout:g}{copies})" if parts else "none"
 
 
 def timed_leave_one_out_hull() -> list[float]:
@@ -241,8 +245,9 @@ def write_table(rows: list[dict], *, threads: int) -> None:
         "with `proxy.hull_dropout`; 0: read "
         "from the cache of an earlier fit on the same rows). Defaults: 256 inducing points, feature extractor "
         "223-256-128-16 (225 inputs with the hull's two), Matern 5/2, Student-t likelihood in the ELBO "
-        "(`proxy.likelihood`), the hull of the training rows as input (half the rows reading it as "
-        "unknown), 20 epochs of batch 512; 10% of the fit rows, whole chemical systems "
+        "(`proxy.likelihood`), the hull of the training rows as input (half the rows read once more as if it "
+        "were unknown: `copies`, `proxy.hull_dropout_mode: copy`), 20 epochs of batch 512; 10% of the fit rows, "
+        "whole chemical systems "
         "(`proxy.validation_split`), recalibrate the posterior variance scale and the noise (Gaussian NLL), "
         "then the interval widths: the 1%..99% quantiles of their |standardised residual| "
         "(`ResidualQuantiles`). Coverage `Gaussian -> calibrated`: the same "

@@ -186,15 +186,15 @@ def test_the_hull_input_of_a_row_is_the_hull_of_the_other_reference_rows() -> No
 
 
 def test_the_hull_dropout_rows_are_read_again_without_the_hull_or_only_without_it() -> None:
-    """``copy`` keeps every row reading the hull and adds the cold rows once more without it; ``replace`` (the
-    default) reads the cold rows only without it: half the rows then never learn where the hull is known."""
+    """``copy`` (the default) keeps every row reading the hull and adds the cold rows once more without it;
+    ``replace`` reads the cold rows only without it: half the rows then never learn where the hull is known."""
     cold = torch.tensor([True, False, False, True, False])
     rows, as_cold = fit_set(cold, "copy")
     assert rows.tolist() == [0, 1, 2, 3, 4, 0, 3]
     assert as_cold.tolist() == [False] * 5 + [True, True]
     rows, as_cold = fit_set(cold, "replace")
     assert rows.tolist() == [0, 1, 2, 3, 4] and as_cold.tolist() == cold.tolist()
-    assert ProxySettings().hull_dropout_mode == "replace"
+    assert ProxySettings().hull_dropout_mode == "copy"
 
 
 @pytest.fixture(scope="module")
