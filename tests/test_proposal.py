@@ -134,7 +134,7 @@ def test_substituted_structures_compete_on_the_same_acquisition_and_keep_their_a
     substituted = [SubstitutedStructure(0.01, f"mp-{i}", s, Crystal.from_structure(s)) for i, s in enumerate(structures)]
     torch.manual_seed(0)
     policy = build_policy(env, cfg.gfn)
-    everything = cfg.selection.model_copy(update={"batch_size": 1000})  # every distinct novel candidate
+    everything = cfg.selection.model_copy(update={"batch_size": 1000, "n_samples": 40})  # every distinct novel one
     proposal = propose_batch(data, proxy, env, policy, KnownMaterials.from_sources(), acquisition=cfg.acquisition,
                              selection=everything, seed=0, threads=1, substituted=substituted)
 
