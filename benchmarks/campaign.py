@@ -170,15 +170,10 @@ class System:
         return json.loads(path.read_text()) if path.exists() else {}
 
 
-def system_config(config: Path, overrides: list[str]) -> Config:
-    """A system's config with the campaign's overrides, reading the shared data and no mp-api cache."""
-    return load_config(config, overrides=[*overrides, f"data.local_path={DATA}",
-                                          f"data.mp.cache_dir={CACHE / 'no-mp-cache'}"])
-
-
 def make_system(name: str, config: Path, overrides: list[str], *, progress: bool = True) -> System:
     """The system's config (overridden), records folder and hulls (read from its records, else relaxed)."""
-    cfg = system_config(config, overrides)
+    cfg = load_config(config, overrides=[*overrides, f"data.local_path={DATA}",
+                                         f"data.mp.cache_dir={CACHE / 'no-mp-cache'}"])
     records = RECORDS / f"run-{run_key(cfg)}"
     oracle = EnergyModel(cfg.oracle.name, dict(cfg.oracle.settings))
     second = confirmer(oracle)
@@ -413,18 +408,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_overrides(args: argparse.Namespace) -> list[str]:
-    """The config overrides a command line names: its batch, ``--set``, ``--gfn-steps`` and ``--n-samples``."""
-    overrides = [f"selection.batch_size={args.batch}", *args.overrides]
-    overrides += [f"gfn.train_steps={args.gfn_steps}"] if args.gfn_steps else []
-    return overrides + ([f"selection.n_samples={args.n_samples}"] if args.n_samples else [])
-
-
 def main(argv: list[str] | None = None) -> None:
     warnings.filterwarnings("ignore")
     args = parse_args(argv)
     torch.set_num_threads(1)
-    overrides = run_overrides(args)
+    overrides = [f"selection.batch_size={args.batch}", *args.overrides]
+    overrides += [f"gfn.train_steps={args.gfn_steps}"] if args.gfn_steps else []
+    overrides += [f"selection.n_samples={args.n_samples}"] if args.n_samples else []
     if not DATA.exists():
         sys.exit(f"shared data not found at {DATA} (set ALOOP_SHARED_DATA)")
     runs: dict[str, dict[tuple[str, int], list[dict]]] = {}
